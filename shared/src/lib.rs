@@ -1,0 +1,10 @@
+//! `sidrec`: the library shared by the sidrec server and trainer.
+//!
+//! Data formats (MiniOneRec CSV splits, `.item.json`, `.index.json`, info files), the catalogue,
+//! the compiled SID trie, and the reference's ranking metrics.
+
+pub mod error;
+pub mod sid;
+
+pub use error::{Error, Result};
+pub use sid::{ItemId, Sid, SidIndex, SidToken};
