@@ -274,7 +274,8 @@ mod tests {
         .collect();
         assert_eq!(
             idx.sorted_token_strings(),
-            ["<a_1>", "<a_10>", "<a_100>", "<b_2>", "<b_3>"]
+            // Python's sorted() compares code points: '0' (48) sorts before '>' (62).
+            ["<a_100>", "<a_10>", "<a_1>", "<b_2>", "<b_3>"]
         );
         assert_eq!(idx.codebook_sizes(), vec![101, 4]);
     }
