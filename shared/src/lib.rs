@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod prompt;
 pub mod sid;
 pub mod testing;
 
