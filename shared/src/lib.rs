@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod sid;
+pub mod trie;
 
 pub use error::{Error, Result};
 pub use sid::{ItemId, Sid, SidIndex, SidToken};
