@@ -123,10 +123,7 @@ impl Sid {
 
     /// The tokens, level by level.
     pub fn tokens(&self) -> impl Iterator<Item = SidToken> + '_ {
-        self.0
-            .iter()
-            .enumerate()
-            .map(|(l, &c)| SidToken::new(l, c))
+        self.0.iter().enumerate().map(|(l, &c)| SidToken::new(l, c))
     }
 
     /// Token strings, as stored in `.index.json`.
@@ -248,7 +245,9 @@ mod tests {
         let t: SidToken = "<c_203>".parse().unwrap();
         assert_eq!(t, SidToken::new(2, 203));
         assert_eq!(t.to_string(), "<c_203>");
-        for bad in ["c_1", "<c1>", "<C_1>", "<cc_1>", "<c_>", "<c_-1>", "<c_1x>", "<_1>"] {
+        for bad in [
+            "c_1", "<c1>", "<C_1>", "<cc_1>", "<c_>", "<c_-1>", "<c_1x>", "<_1>",
+        ] {
             assert!(bad.parse::<SidToken>().is_err(), "{bad} should not parse");
         }
     }

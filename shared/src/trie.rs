@@ -223,30 +223,7 @@ impl SidTrie {
             )));
         }
         let depth = index.max_levels();
-        let n = index.len();
-
-        // Token-id paths, flat with stride `depth`, so sorting compares contiguous slices.
-        let mut paths = vec![0u32; n * depth];
-        let mut lens = Vec::with_capacity(n);
-        let mut ids = Vec::with_capacity(n);
-        for (row, (item, sid)) in index.iter().enumerate() {
-            if sid.is_empty() {
-                return Err(Error::Invalid(format!("item {item} has an empty SID")));
-            }
-            for (l, tok) in sid.tokens().enumerate() {
-                paths[row * depth + l] = vocab.token_id(tok).ok_or_else(|| {
-                    Error::Invalid(format!("SID token {tok} of item {item} has no token id"))
-                })?;
-            }
-            lens.push(sid.len());
-            ids.push(item);
-        }
-        let path = |row: usize| &paths[row * depth..row * depth + lens[row]];
-
-        // Lexicographic order puts a prefix before its extensions and groups each subtree; the
-        // stable sort keeps item-id order among items sharing a SID (the index iterates by id).
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| path(a).cmp(path(b)));
+        let sorted = SortedPaths::new(index, vocab, depth)?;
 
         // One pass over the sorted paths: the node on the current path at each depth is always
         // the last node created at that depth, so nodes come out numbered in edge order.
@@ -257,8 +234,8 @@ impl SidTrie {
         child_count[0].push(0);
         item_count[0].push(0);
         let mut prev: &[u32] = &[];
-        for &row in &order {
-            let p = path(row);
+        for row in 0..sorted.ids.len() {
+            let p = sorted.path(row);
             let lcp = prev.iter().zip(p).take_while(|(a, b)| a == b).count();
             for d in lcp..p.len() {
                 // Depth d always has a current node: the root, or one created on this path.
@@ -273,7 +250,7 @@ impl SidTrie {
             if let Some(c) = item_count[k].last_mut() {
                 *c += 1;
             }
-            items[k].push(ids[row]);
+            items[k].push(sorted.ids[row]);
             prev = p;
         }
 
@@ -317,7 +294,7 @@ impl SidTrie {
         }
         Ok(SidTrie {
             levels,
-            num_items: n,
+            num_items: index.len(),
         })
     }
 
@@ -508,6 +485,150 @@ impl<'a> Iterator for Paths<'a> {
             }
         }
         None
+    }
+}
+
+/// The index's token-id paths in trie order: lexicographic (a prefix before its extensions, each
+/// subtree contiguous), ties in item-id order. Stored flat with a fixed stride, sequentially.
+struct SortedPaths {
+    stride: usize,
+    tokens: Vec<u32>,
+    lens: Vec<u8>,
+    ids: Vec<ItemId>,
+}
+
+impl SortedPaths {
+    fn new(index: &SidIndex, vocab: &SidVocab, depth: usize) -> Result<Self> {
+        for (item, sid) in index.iter() {
+            if sid.is_empty() {
+                return Err(Error::Invalid(format!("item {item} has an empty SID")));
+            }
+        }
+        let token = |item: ItemId, tok: SidToken| {
+            vocab.token_id(tok).ok_or_else(|| {
+                Error::Invalid(format!("SID token {tok} of item {item} has no token id"))
+            })
+        };
+        let n = index.len();
+        let mut out = SortedPaths {
+            stride: depth,
+            tokens: Vec::with_capacity(n * depth),
+            lens: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+        };
+        if let Some(packing) = Packing::new(index, vocab, depth) {
+            // Fast path: sort one integer key per item instead of comparing slices.
+            let mut keys = Vec::with_capacity(n);
+            for (item, sid) in index.iter() {
+                let mut key = 0u64;
+                for (l, tok) in sid.tokens().enumerate() {
+                    let rank = packing.rank(l, tok.code).ok_or_else(|| {
+                        Error::Invalid(format!("SID token {tok} of item {item} has no token id"))
+                    })?;
+                    key |= (rank as u64) << packing.shift[l];
+                }
+                keys.push((key, item));
+            }
+            // Keys of equal SIDs tie, and then the item id decides: item-id order in a leaf.
+            keys.sort_unstable();
+            for (key, item) in keys {
+                let mut len = 0;
+                for l in 0..depth {
+                    let field = (key >> packing.shift[l]) as u32 & packing.mask[l];
+                    if field == 0 {
+                        break;
+                    }
+                    out.tokens.push(packing.tokens[l][field as usize - 1]);
+                    len += 1;
+                }
+                out.tokens.resize(out.tokens.len() + depth - len, 0);
+                out.lens.push(len as u8);
+                out.ids.push(item);
+            }
+        } else {
+            let mut paths = vec![0u32; n * depth];
+            let mut lens = Vec::with_capacity(n);
+            let mut ids = Vec::with_capacity(n);
+            for (row, (item, sid)) in index.iter().enumerate() {
+                for (l, tok) in sid.tokens().enumerate() {
+                    paths[row * depth + l] = token(item, tok)?;
+                }
+                lens.push(sid.len());
+                ids.push(item);
+            }
+            let path = |row: usize| &paths[row * depth..row * depth + lens[row]];
+            let mut order: Vec<usize> = (0..n).collect();
+            // Stable, and the index iterates by item id: item-id order among equal SIDs.
+            order.sort_by(|&a, &b| path(a).cmp(path(b)));
+            for row in order {
+                out.tokens
+                    .extend_from_slice(&paths[row * depth..(row + 1) * depth]);
+                out.lens.push(lens[row] as u8);
+                out.ids.push(ids[row]);
+            }
+        }
+        Ok(out)
+    }
+
+    fn path(&self, row: usize) -> &[u32] {
+        let start = row * self.stride;
+        &self.tokens[start..start + self.lens[row] as usize]
+    }
+}
+
+/// Packs a SID into a `u64` sort key: per level, a bit field holding 1 + the rank of the code's
+/// token id among that level's token ids, and 0 past the SID's end so a prefix sorts first.
+struct Packing {
+    shift: Vec<u32>,
+    mask: Vec<u32>,
+    /// Per level, rank (1-based) of each code's token id; 0 for codes without one.
+    rank_of_code: Vec<Vec<u32>>,
+    /// Per level, token ids in rank order.
+    tokens: Vec<Vec<u32>>,
+}
+
+impl Packing {
+    /// None when the codes are too large for dense tables or the fields exceed 64 bits.
+    fn new(index: &SidIndex, vocab: &SidVocab, depth: usize) -> Option<Self> {
+        let sizes = index.codebook_sizes();
+        let mut p = Packing {
+            shift: Vec::with_capacity(depth),
+            mask: Vec::with_capacity(depth),
+            rank_of_code: Vec::with_capacity(depth),
+            tokens: Vec::with_capacity(depth),
+        };
+        let mut used_bits = 0u32;
+        for (l, &size) in sizes.iter().enumerate() {
+            if size > DENSE_CODE_LIMIT {
+                return None;
+            }
+            let mut by_token: Vec<(u32, u32)> = (0..size)
+                .filter_map(|c| Some((vocab.token_id(SidToken::new(l, c))?, c)))
+                .collect();
+            by_token.sort_unstable();
+            let mut rank_of_code = vec![0u32; size as usize];
+            for (r, &(_, c)) in by_token.iter().enumerate() {
+                rank_of_code[c as usize] = r as u32 + 1;
+            }
+            let bits = 32 - (by_token.len() as u32).leading_zeros();
+            used_bits += bits;
+            // No mapped token at a level: let the general path report the missing token.
+            if bits == 0 || used_bits > 64 {
+                return None;
+            }
+            // Level 0 takes the most significant bits.
+            p.shift.push(64 - used_bits);
+            p.mask.push(((1u64 << bits) - 1) as u32);
+            p.rank_of_code.push(rank_of_code);
+            p.tokens
+                .push(by_token.into_iter().map(|(t, _)| t).collect());
+        }
+        Some(p)
+    }
+
+    fn rank(&self, level: usize, code: u32) -> Option<u32> {
+        let r = *self.rank_of_code.get(level)?.get(code as usize)?;
+        (r != 0).then_some(r)
     }
 }
 

@@ -14,11 +14,22 @@ fn arb_sid() -> impl Strategy<Value = Vec<u32>> {
     })
 }
 
-/// 1..300 items with random distinct ids.
+/// Multiplier that makes codes too large for the trie's packed sort keys, so both of its
+/// sorting paths are exercised.
+const HUGE: u32 = 70_001;
+
+/// 1..300 items with random distinct ids; with `huge`, codes are spread out (0, 70001, ...).
 fn arb_index() -> impl Strategy<Value = SidIndex> {
-    prop::collection::btree_map(0u32..100_000, arb_sid(), 1..300).prop_map(|m| {
+    let items = prop::collection::btree_map(0u32..100_000, arb_sid(), 1..300);
+    (items, any::<bool>()).prop_map(|(m, huge)| {
+        let scale = if huge { HUGE } else { 1 };
         m.into_iter()
-            .map(|(i, c)| (i, Sid::from_codes(c)))
+            .map(|(i, c)| {
+                (
+                    i,
+                    Sid::from_codes(c.into_iter().map(|x| x * scale).collect()),
+                )
+            })
             .collect()
     })
 }
@@ -28,7 +39,7 @@ fn arb_index() -> impl Strategy<Value = SidIndex> {
 fn vocab(index: &SidIndex, scrambled: bool) -> SidVocab {
     if scrambled {
         SidVocab::from_fn(index, |t| {
-            Some(150_000 + 100 * t.level as u32 + (50 - t.code))
+            Some(1_000_000_000 - 10_000_000 * t.level as u32 - t.code)
         })
         .unwrap()
     } else {
@@ -79,7 +90,8 @@ proptest! {
         let trie = SidTrie::build(&index, &v).unwrap();
         let want = expected(&index);
         for codes in probes {
-            let sid = Sid::from_codes(codes);
+            let scale = if index.codebook_sizes()[0] > HUGE { HUGE } else { 1 };
+            let sid = Sid::from_codes(codes.into_iter().map(|x| x * scale).collect());
             if want.contains_key(&sid) {
                 continue;
             }
