@@ -4,6 +4,7 @@
 //! the compiled SID trie, and the reference's ranking metrics.
 
 pub mod error;
+pub mod metrics;
 pub mod sid;
 pub mod trie;
 
