@@ -200,7 +200,8 @@ impl Level {
 /// Depth `d` (0 = root, which is node 0) holds the nodes reached after `d` SID tokens; the edges
 /// leaving depth `d` carry level-`d` tokens. `num_levels()` is the longest SID, so depths run
 /// `0..=num_levels()`. A node may be terminal (items end there) and still have children, which
-/// is how SIDs of different lengths (e.g. 3 and 4 levels) share one trie.
+/// is how SIDs of different lengths (e.g. 3 and 4 levels) share one trie. Methods taking a
+/// `(depth, node)` pair panic on ids that are not from this trie (they are not input data).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidTrie {
     levels: Vec<Level>,
@@ -731,6 +732,29 @@ mod tests {
         assert!(SidVocab::from_fn(&idx, |t| (t.level == 0).then_some(7)).is_err());
         let partial = SidVocab::from_pairs([(a, 5)]).unwrap();
         assert!(SidTrie::build(&idx, &partial).is_err());
+    }
+
+    #[test]
+    fn deep_sids_and_large_codebooks() {
+        // 26 levels of 4096 codes do not fit the packed sort key; 4 levels do. Both must work.
+        for levels in [4usize, 26] {
+            let idx: SidIndex = (0..500u32)
+                .map(|i| {
+                    let codes = (0..levels as u32)
+                        .map(|l| (i * 7919 + l * 31) % 4096)
+                        .collect();
+                    (i, Sid::from_codes(codes))
+                })
+                .chain([(500, Sid::from_codes(vec![4095; levels]))])
+                .collect();
+            let v = SidVocab::sequential(&idx, 151_665).unwrap();
+            let t = SidTrie::build(&idx, &v).unwrap();
+            assert_eq!(t.num_levels(), levels);
+            for (item, sid) in idx.iter() {
+                assert_eq!(t.lookup(sid), Some(&[item][..]));
+            }
+            assert_eq!(t.paths().count(), 501);
+        }
     }
 
     #[test]
