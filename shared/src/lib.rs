@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod prompt;
 pub mod sid;
 pub mod testing;
+pub mod tokenizer;
 pub mod trie;
 
 pub use error::{Error, Result};
