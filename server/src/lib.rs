@@ -106,16 +106,24 @@ async fn json_errors(req: Request, next: Next) -> Response {
     new
 }
 
-/// The application: routes and the whole middleware stack.
+/// The application: [`routes`] under the [`with_middleware`] stack.
 pub fn app(state: AppState, limits: HttpLimits) -> Router {
-    let routes = Router::new()
+    with_middleware(routes(), state, limits)
+}
+
+/// Every implemented route, without middleware.
+pub fn routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/sid/lookup", get(routes::lookup::lookup))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::meta::metrics))
         .route("/openapi.yaml", get(routes::meta::openapi))
-        .fallback(routes::not_found);
+        .fallback(routes::not_found)
+}
 
+/// Put `routes` (routes and fallback already added) under the server's middleware stack.
+pub fn with_middleware(routes: Router<AppState>, state: AppState, limits: HttpLimits) -> Router {
     // `Router::layer` wraps every route (and the fallback) after routing; the last layer added
     // is the outermost. Innermost first: body limits, deadline, error shape, metrics (which see
     // the final status and the route template), compression, request ids and tracing.

@@ -84,6 +84,15 @@ fn contract_document_is_valid_json_schema() {
     assert!(!req.is_valid(&serde_json::json!({"history": [1], "user_id": "u"})));
     assert!(!req.is_valid(&serde_json::json!({"k": 10})));
     assert!(!req.is_valid(&serde_json::json!({"history": [1], "k": 0})));
+    let err = validator(&serde_json::json!({"$ref": "#/components/schemas/ErrorBody"}));
+    assert!(err.is_valid(&serde_json::json!({"error": {"code": "not_found", "message": "x"}})));
+    assert!(!err.is_valid(&serde_json::json!({"error": {"code": "oops", "message": "x"}})));
+    assert!(!err.is_valid(&serde_json::json!({"error": {"code": "not_found"}})));
+    // Response schemas are closed: an undocumented member is a contract break.
+    let lookup = documented_response("GET", "/v1/sid/lookup", 200);
+    let lookup = validator(&lookup["content"]["application/json"]["schema"]);
+    assert!(lookup.is_valid(&serde_json::json!({"by": "sid", "query": "q", "items": []})));
+    assert!(!lookup.is_valid(&serde_json::json!({"by": "sid", "query": "q", "items": [], "x": 1})));
 }
 
 #[tokio::test]
@@ -472,4 +481,78 @@ async fn industrial_catalogue() {
             .any(|i| i["item_id"] == 0),
         "{partial}: {body}"
     );
+}
+
+/// The real routes plus `/slow`, which answers after `delay`, under the real middleware.
+async fn server_with_slow_route(
+    delay: std::time::Duration,
+    timeout: std::time::Duration,
+) -> TestServer {
+    let state = AppState::with_catalogue(sidrec_server::LoadedCatalogue::new(
+        sidrec::catalogue::Catalogue::default(),
+        "empty",
+    ));
+    let routes = sidrec_server::routes().route(
+        "/slow",
+        axum::routing::get(move || async move {
+            tokio::time::sleep(delay).await;
+            "done"
+        }),
+    );
+    let limits = HttpLimits {
+        request_timeout: timeout,
+        ..HttpLimits::default()
+    };
+    let router = sidrec_server::with_middleware(routes, state.clone(), limits);
+    TestServer::start_router(state, router).await
+}
+
+#[tokio::test]
+async fn deadline_gives_504_in_the_error_shape() {
+    let s = server_with_slow_route(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(100),
+    )
+    .await;
+    let t = std::time::Instant::now();
+    let r = client().get(s.url("/slow")).send().await.unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(r.status(), 504);
+    assert!(r.headers().contains_key("x-request-id"));
+    let body: Value = r.json().await.unwrap();
+    check_schema("ErrorBody", &body);
+    assert_eq!(code(&body), "deadline_exceeded");
+    let text = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"sidrec_http_requests_total{method="GET",route="/slow",status="504"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let s = server_with_slow_route(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    let url = s.url("/slow");
+    let pending = tokio::spawn(async move { client().get(url).send().await });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let t = std::time::Instant::now();
+    s.stop().await.unwrap();
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(200),
+        "stop did not wait"
+    );
+    let r = pending.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "done");
 }

@@ -50,10 +50,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(state: AppState, limits: HttpLimits) -> Self {
+        let router = app(state.clone(), limits);
+        Self::start_router(state, router).await
+    }
+
+    /// Serve an arbitrary router (e.g. the real routes plus a test route).
+    pub async fn start_router(state: AppState, router: axum::Router) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let router = app(state.clone(), limits);
         let handle = tokio::spawn(serve(listener, router, async {
             let _ = rx.await;
         }));
