@@ -1,0 +1,227 @@
+//! The server's one error type, mapped once to an HTTP status and the JSON error body
+//! `{ "error": { "code", "message", "field"? } }` of `openapi/openapi.yaml`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sidrec::ItemId;
+
+/// Seconds a client is told to wait (`Retry-After`) when the server is not ready yet.
+pub const NOT_READY_RETRY_AFTER_S: u64 = 1;
+
+/// Everything a request can fail with. Each variant has one stable `code` and one status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request cannot be parsed (malformed query, wrong type, unknown parameter).
+    #[error("{message}")]
+    InvalidRequest {
+        /// The input at fault, when known.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// None of several alternative parameters was given.
+    #[error("give one of {}", .fields.join(", "))]
+    MissingParameter {
+        /// The alternatives.
+        fields: Vec<&'static str>,
+    },
+    /// Parameters that exclude each other were given together.
+    #[error("give only one of {}", .fields.join(", "))]
+    ConflictingParameters {
+        /// The parameters that were given.
+        fields: Vec<&'static str>,
+    },
+    /// A SID value is malformed.
+    #[error("{message}")]
+    InvalidSid {
+        /// The input holding the SID.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A well-typed value that is out of bounds or inconsistent.
+    #[error("{message}")]
+    InvalidArgument {
+        /// The input at fault.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No item has this id.
+    #[error("no item with id {0}")]
+    ItemNotFound(ItemId),
+    /// No item has this (well-formed) SID.
+    #[error("no item has SID {0}")]
+    SidNotFound(String),
+    /// No route matches the path.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// The route exists but not with this method.
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// The body is larger than `--max-body-bytes`.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// The catalogue is not loaded yet.
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// The request needs a model and none is serving.
+    #[error("no model is loaded; this server serves the catalogue only")]
+    ModelNotLoaded,
+    /// The request did not finish within its deadline.
+    #[error("the request did not finish within its deadline")]
+    DeadlineExceeded,
+    /// A bug or an unexpected failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorObject,
+}
+
+/// The `error` member of [`ErrorBody`].
+#[derive(Debug, Serialize)]
+pub struct ErrorObject {
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable message.
+    pub message: String,
+    /// The input at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// A parse failure of the named input.
+    pub fn invalid_request(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// An out-of-bounds value of the named input.
+    pub fn invalid_argument(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::InvalidArgument {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::MissingParameter { .. } => "missing_parameter",
+            ApiError::ConflictingParameters { .. } => "conflicting_parameters",
+            ApiError::InvalidSid { .. } => "invalid_sid",
+            ApiError::InvalidArgument { .. } => "invalid_argument",
+            ApiError::ItemNotFound(_) => "item_not_found",
+            ApiError::SidNotFound(_) => "sid_not_found",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::NotReady(_) => "not_ready",
+            ApiError::ModelNotLoaded => "model_not_loaded",
+            ApiError::DeadlineExceeded => "deadline_exceeded",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. }
+            | ApiError::MissingParameter { .. }
+            | ApiError::ConflictingParameters { .. } => StatusCode::BAD_REQUEST,
+            ApiError::InvalidSid { .. } | ApiError::InvalidArgument { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::ItemNotFound(_) | ApiError::SidNotFound(_) | ApiError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotReady(_) | ApiError::ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The input at fault, if one is.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            ApiError::InvalidRequest { field, .. } => field.clone(),
+            ApiError::MissingParameter { fields } | ApiError::ConflictingParameters { fields } => {
+                Some(fields.join(", "))
+            }
+            ApiError::InvalidSid { field, .. } | ApiError::InvalidArgument { field, .. } => {
+                Some((*field).to_string())
+            }
+            ApiError::ItemNotFound(_) => Some("item_id".into()),
+            ApiError::SidNotFound(_) => Some("sid".into()),
+            _ => None,
+        }
+    }
+
+    /// `Retry-After` seconds, for the statuses that carry it.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::NotReady(_) | ApiError::ModelNotLoaded => Some(NOT_READY_RETRY_AFTER_S),
+            _ => None,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorObject {
+                code: self.code(),
+                message: self.to_string(),
+                field: self.field(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), "{self}");
+        } else {
+            tracing::debug!(code = self.code(), "{self}");
+        }
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_shape() {
+        let e = ApiError::invalid_argument("limit", "limit must be in 1..=100");
+        let v = serde_json::to_value(e.body()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"error": {"code": "invalid_argument",
+                "message": "limit must be in 1..=100", "field": "limit"}})
+        );
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let r = ApiError::NotReady("loading".into()).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+}

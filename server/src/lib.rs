@@ -1,0 +1,262 @@
+//! `sidrec-server`: the HTTP front of sidrec.
+//!
+//! Built like a small TGI router: [`config`] (CLI), [`state`] (shared, swappable catalogue),
+//! [`error`] (one error type, one JSON shape), [`routes`] (handlers), [`metrics`] (Prometheus),
+//! and [`app`] / [`serve`] here, which assemble the middleware stack and run it until shutdown.
+//!
+//! Implemented today (model-free): `GET /v1/sid/lookup`, `/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.yaml`. The contract of every route is `openapi/openapi.yaml`.
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod search;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use state::{AppState, LoadedCatalogue};
+
+/// Header carrying the request id.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Deadline of a request (504 past it).
+    pub request_timeout: Duration,
+    /// Largest body (413 past it).
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+impl From<&Config> for HttpLimits {
+    fn from(c: &Config) -> Self {
+        Self {
+            request_timeout: c.request_timeout,
+            max_body_bytes: c.max_body_bytes,
+        }
+    }
+}
+
+/// Give error responses that layers or axum itself produced (405, 413, timeout 504, ...) the
+/// JSON error shape, so that every error a client sees has it.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let err = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(method.to_string()),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => ApiError::DeadlineExceeded,
+        s if s.is_client_error() => ApiError::InvalidRequest {
+            field: None,
+            message: if text.is_empty() { s.to_string() } else { text },
+        },
+        s => ApiError::Internal(if text.is_empty() { s.to_string() } else { text }),
+    };
+    let mut new = err.into_response();
+    // Keep headers such as `Allow` from the original response.
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *new.status_mut() = status;
+    new
+}
+
+/// The application: [`routes`] under the [`with_middleware`] stack.
+pub fn app(state: AppState, limits: HttpLimits) -> Router {
+    with_middleware(routes(), state, limits)
+}
+
+/// Every implemented route, without middleware.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sid/lookup", get(routes::lookup::lookup))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::meta::metrics))
+        .route("/openapi.yaml", get(routes::meta::openapi))
+        .fallback(routes::not_found)
+}
+
+/// Put `routes` (routes and fallback already added) under the server's middleware stack.
+pub fn with_middleware(routes: Router<AppState>, state: AppState, limits: HttpLimits) -> Router {
+    // `Router::layer` wraps every route (and the fallback) after routing; the last layer added
+    // is the outermost. Innermost first: body limits, deadline, error shape, metrics (which see
+    // the final status and the route template), compression, request ids and tracing.
+    routes
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(CompressionLayer::new())
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<Body>| {
+                    let id = req
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        uri = %req.uri(),
+                        request_id = %id,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serve `app` on `listener` until `shutdown` completes, then finish in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for ctrl-c: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("ctrl-c: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// Set up `tracing` logs with an `EnvFilter` directive (`RUST_LOG` wins when set).
+pub fn init_tracing(filter: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let res = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    if let Err(e) = res {
+        eprintln!("logging already set up: {e}");
+    }
+}
+
+/// Run the server of `config`: bind, load the catalogue in the background (`/readyz` turns 200
+/// when done), serve until ctrl-c / SIGTERM. A catalogue that fails to load stops the server
+/// with that error.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let state = AppState::new(Some(config.data.clone()));
+    let listener = TcpListener::bind((config.host, config.port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", config.host, config.port))?;
+    tracing::info!(addr = %listener.local_addr()?, data = %config.data.display(), "listening");
+
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let loader = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = loader.load_configured().await {
+            let _ = failed_tx.send(e);
+        }
+    });
+    let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let shutdown = {
+        let failure = failure.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                Ok(e) = failed_rx => {
+                    tracing::error!("cannot load the catalogue: {e:#}");
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
+        }
+    };
+    serve(listener, app(state, HttpLimits::from(&config)), shutdown).await?;
+    let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match failed {
+        Some(e) => Err(e.context(format!("loading {}", config.data.display()))),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics and the middleware that records every request.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::state::AppState;
+
+/// Route label of requests that match no route (keeps the label set bounded).
+pub const UNMATCHED: &str = "unmatched";
+
+/// The server's metrics, in a registry of its own (so several servers can share a process).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route template, method and status.
+    pub requests: IntCounterVec,
+    /// Request duration by route template and method.
+    pub duration: HistogramVec,
+    /// Requests being served now.
+    pub in_flight: IntGauge,
+    /// Items in the loaded catalogue.
+    pub catalogue_items: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Register all metrics in a fresh registry.
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("sidrec".into()), None).expect("a constant prefix is valid");
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request duration (until the response head) by route and method",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        let in_flight =
+            IntGauge::new("http_requests_in_flight", "HTTP requests being served").expect("valid");
+        let catalogue_items =
+            IntGauge::new("catalogue_items", "Items in the loaded catalogue").expect("valid");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(catalogue_items.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            catalogue_items,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+/// Middleware (added with `Router::layer`, so it runs after routing and sees the route
+/// template): counts requests and observes their duration.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str)
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let metrics = state.metrics();
+    // A guard, so that a request dropped mid-way (client gone) still leaves the gauge.
+    struct InFlight(IntGauge);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    metrics.in_flight.inc();
+    let _guard = InFlight(metrics.in_flight.clone());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    metrics
+        .duration
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .with_label_values(&[route.as_str(), method.as_str(), resp.status().as_str()])
+        .inc();
+    resp
+}

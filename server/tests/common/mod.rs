@@ -1,0 +1,229 @@
+//! Test helpers: a dataset fixture, an in-process server on 127.0.0.1, and validation of
+//! responses against `openapi/openapi.yaml`.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+use sidrec::data::{DatasetFiles, ItemMeta};
+use sidrec::{Sid, SidIndex};
+use sidrec_server::{app, serve, AppState, HttpLimits, LoadedCatalogue};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The fixture's items: (id, title, SID). Items 3 and 4 share a SID; 0 and 5 share a title up
+/// to case and whitespace; 6 has no title.
+pub const FIXTURE: &[(u32, &str, &str)] = &[
+    (0, "Patty Paper 500 Sheets", "<a_1><b_2><c_3>"),
+    (1, "Stainless Steel Door Hinge", "<a_1><b_2><c_4>"),
+    (2, "Wax Paper Roll, 75 ft", "<a_2><b_0><c_0>"),
+    (3, "Digital Caliper 6 inch", "<a_3><b_1><c_7>"),
+    (4, "Digital Caliper 150 mm", "<a_3><b_1><c_7>"),
+    (5, "patty  paper 500 sheets", "<a_4><b_4><c_4>"),
+    (6, "", "<a_5><b_5><c_5>"),
+    (7, "Nitrile Gloves, Large, 100 pack", "<a_6><b_0><c_1>"),
+];
+
+/// Write the fixture dataset (items + SID index, empty splits) into `dir`.
+pub fn write_fixture(dir: &Path) {
+    let mut files = DatasetFiles::default();
+    let mut index = SidIndex::new();
+    for &(id, title, sid) in FIXTURE {
+        files
+            .items
+            .insert(id, ItemMeta::new(title, "a description"));
+        index.insert(id, sid.parse::<Sid>().unwrap());
+    }
+    files.index = Some(index);
+    files.write(dir).unwrap();
+}
+
+/// A server running in this process on 127.0.0.1 (random port), stopped on drop.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(state: AppState, limits: HttpLimits) -> Self {
+        let router = app(state.clone(), limits);
+        Self::start_router(state, router).await
+    }
+
+    /// Serve an arbitrary router (e.g. the real routes plus a test route).
+    pub async fn start_router(state: AppState, router: axum::Router) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(serve(listener, router, async {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            state,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// A server over the catalogue of `dir`.
+    pub async fn over(dir: &Path) -> Self {
+        let state = AppState::with_catalogue(LoadedCatalogue::load(dir).unwrap());
+        Self::start(state, HttpLimits::default()).await
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.base)
+    }
+
+    /// Graceful stop; returns the serve result.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An HTTP client that never uses a proxy (all traffic stays on 127.0.0.1).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let text = include_str!("../../../openapi/openapi.yaml");
+        serde_yaml_ng::from_str(text).expect("openapi.yaml parses")
+    })
+}
+
+/// Follow a local `#/...` reference inside the OpenAPI document.
+fn deref<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let ptr = r.strip_prefix('#').expect("local ref");
+            deref(
+                doc,
+                doc.pointer(ptr).unwrap_or_else(|| panic!("dangling {r}")),
+            )
+        }
+        None => v,
+    }
+}
+
+/// A JSON Schema 2020-12 validator for `schema`, with the document's components embedded so
+/// that `#/components/schemas/...` references resolve.
+pub fn validator(schema: &Value) -> jsonschema::Validator {
+    let doc = openapi();
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": doc["components"],
+        "allOf": [schema],
+    });
+    jsonschema::draft202012::new(&root)
+        .unwrap_or_else(|e| panic!("schema {schema} does not compile: {e}"))
+}
+
+/// The documented response of `method path` for `status`: its declared object.
+pub fn documented_response(method: &str, path: &str, status: u16) -> &'static Value {
+    let doc = openapi();
+    let op = doc["paths"]
+        .get(path)
+        .and_then(|p| p.get(method.to_lowercase()))
+        .unwrap_or_else(|| panic!("{method} {path} is not in openapi.yaml"));
+    let resp = op["responses"]
+        .get(status.to_string())
+        .unwrap_or_else(|| panic!("{method} {path}: status {status} is not documented"));
+    deref(doc, resp)
+}
+
+/// Check a JSON body against the schema documented for `method path status`, and the headers
+/// the contract requires (`Retry-After` where documented as required, `x-request-id`).
+pub fn check_contract(
+    method: &str,
+    path: &str,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &Value,
+) {
+    let doc = openapi();
+    let resp = documented_response(method, path, status);
+    let schema = &resp["content"]["application/json"]["schema"];
+    assert!(
+        !schema.is_null(),
+        "{method} {path} {status}: no application/json schema documented"
+    );
+    let v = validator(schema);
+    let errors: Vec<String> = v
+        .iter_errors(body)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: body {body} breaks the contract: {errors:?}"
+    );
+    if let Some(hs) = resp.get("headers").and_then(Value::as_object) {
+        for (name, h) in hs {
+            let h = deref(doc, h);
+            if h.get("required") == Some(&Value::Bool(true)) {
+                assert!(
+                    headers.contains_key(name.as_str()),
+                    "{method} {path} {status}: required header {name} missing"
+                );
+            }
+        }
+    }
+    assert!(headers.contains_key("x-request-id"), "no x-request-id");
+}
+
+/// Check a body against a named component schema.
+pub fn check_schema(name: &str, body: &Value) {
+    let v = validator(&json!({ "$ref": format!("#/components/schemas/{name}") }));
+    let errors: Vec<String> = v.iter_errors(body).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "{body} is not a valid {name}: {errors:?}"
+    );
+}
+
+/// GET `path_and_query`, check the answer against the contract of `route`, return status+body.
+pub async fn get_checked(server: &TestServer, route: &str, path_and_query: &str) -> (u16, Value) {
+    let resp = client()
+        .get(server.url(path_and_query))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let ct = headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "{path_and_query}: content-type {ct}"
+    );
+    let body: Value = resp.json().await.unwrap();
+    check_contract("GET", route, status, &headers, &body);
+    if status >= 400 {
+        check_schema("ErrorBody", &body);
+    }
+    (status, body)
+}
+
+/// The error code of an error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap()
+}
