@@ -34,6 +34,9 @@ pub enum Error {
     /// Input that is well-formed but inconsistent or unusable.
     #[error("{0}")]
     Invalid(String),
+    /// A tensor operation failed.
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
 }
 
 impl Error {

@@ -1,13 +1,15 @@
 //! `sidrec`: the library shared by the sidrec server and trainer.
 //!
 //! Data formats (MiniOneRec CSV splits, `.item.json`, `.index.json`, info files), the catalogue,
-//! the compiled SID trie, prompts and tokenizers, and the reference's ranking metrics.
+//! the compiled SID trie, prompts and tokenizers, the Qwen2 model, constrained beam search, and
+//! the reference's ranking metrics.
 
 pub mod catalogue;
 pub mod data;
 pub mod error;
 pub mod io;
 pub mod metrics;
+pub mod model;
 pub mod prompt;
 pub mod sid;
 pub mod testing;

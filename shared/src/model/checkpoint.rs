@@ -1,0 +1,194 @@
+//! Loading and saving HuggingFace Qwen2 checkpoint directories.
+//!
+//! A directory holds `config.json` and either `model.safetensors` or a sharded
+//! `model.safetensors.index.json` with its shards. Saved directories load in HF `transformers`
+//! (`AutoModelForCausalLM.from_pretrained`): HF names, `model_type: qwen2`, and the
+//! safetensors `format: pt` metadata that `transformers` insists on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::config::Qwen2Config;
+use super::qwen2::Qwen2;
+use crate::{Error, Result};
+
+/// Name of the config file in a checkpoint directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// Name of the single-file weights.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Name of the shard index of sharded weights.
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+
+fn at(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("{}: {e}", path.display()))
+}
+
+/// Read and validate `config.json` of a checkpoint directory.
+pub fn load_config(dir: &Path) -> Result<Qwen2Config> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let cfg: Qwen2Config = serde_json::from_str(&text).map_err(|e| {
+        Error::parse(&path, e.line() as u64, e.column() as u64, e.to_string())
+    })?;
+    cfg.validate().map_err(|e| at(&path, e))?;
+    Ok(cfg)
+}
+
+/// The weight files of a checkpoint directory (one file, or the shards of the index).
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join(WEIGHTS_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(WEIGHTS_INDEX_FILE);
+    if !index.is_file() {
+        return Err(Error::Invalid(format!(
+            "{}: no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}",
+            dir.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::parse(&index, e.line() as u64, e.column() as u64, e.to_string())
+    })?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| at(&index, "missing \"weight_map\" object"))?;
+    let mut shards = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file
+            .as_str()
+            .ok_or_else(|| at(&index, format!("shard of {tensor:?} is not a string")))?;
+        // A shard name is a plain file name: never let an index point outside its directory.
+        if file.is_empty() || file.contains(['/', '\\']) || file == "." || file == ".." {
+            return Err(at(&index, format!("bad shard file name {file:?}")));
+        }
+        shards.insert(file.to_string());
+    }
+    if shards.is_empty() {
+        return Err(at(&index, "empty weight_map"));
+    }
+    Ok(shards.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// Read all tensors of a checkpoint directory as stored (no dtype conversion).
+pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let mut all = HashMap::new();
+    for path in weight_files(dir)? {
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let tensors =
+            candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| at(&path, e))?;
+        for (name, t) in tensors {
+            if all.insert(name.clone(), t).is_some() {
+                return Err(at(&path, format!("tensor {name:?} appears in two shards")));
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Load a checkpoint directory for inference, in `dtype` (default: its `torch_dtype`, else f32).
+pub fn load(dir: &Path, dtype: Option<DType>, device: &Device) -> Result<Qwen2> {
+    let cfg = load_config(dir)?;
+    let dtype = dtype.or_else(|| cfg.dtype()).unwrap_or(DType::F32);
+    let tensors = load_tensors(dir, device)?;
+    let vb = VarBuilder::from_tensors(tensors, dtype, device);
+    Qwen2::new(&cfg, vb).map_err(|e| at(dir, e))
+}
+
+/// Overwrite every variable of `varmap` with the checkpoint's tensor of the same name.
+///
+/// Build the model from `VarBuilder::from_varmap` first (which creates the variables), then call
+/// this to start training from a checkpoint. Missing tensors and shape mismatches are errors.
+pub fn load_into_varmap(dir: &Path, varmap: &VarMap) -> Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Invalid("VarMap lock poisoned".to_string()))?;
+    let device = match data.values().next() {
+        Some(var) => var.device().clone(),
+        None => return Ok(()),
+    };
+    let tensors = load_tensors(dir, &device)?;
+    for (name, var) in data.iter() {
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| at(dir, format!("checkpoint has no tensor {name:?}")))?;
+        if t.dims() != var.dims() {
+            return Err(at(
+                dir,
+                format!("tensor {name:?} has shape {:?}, the model wants {:?}", t.dims(), var.dims()),
+            ));
+        }
+        var.set(&t.to_dtype(var.dtype())?)
+            .map_err(|e| at(dir, format!("{name}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Save `model` as an HF checkpoint directory (`config.json` + `model.safetensors`).
+///
+/// Each file is written atomically; tied models do not write `lm_head.weight`.
+pub fn save(model: &Qwen2, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut cfg = model.config().clone();
+    cfg.torch_dtype = Some(Qwen2Config::dtype_name(model.dtype())?.to_string());
+    cfg.model_type = "qwen2".to_string();
+    cfg.architectures = vec!["Qwen2ForCausalLM".to_string()];
+    let config_path = dir.join(CONFIG_FILE);
+    let mut json = serde_json::to_vec_pretty(&cfg).map_err(|e| at(&config_path, e))?;
+    json.push(b'\n');
+
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let tensors = model
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.contiguous()?)))
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+        .map_err(|e| at(&weights_path, e))?;
+
+    write_atomic(&weights_path, &bytes)?;
+    write_atomic(&config_path, &json)
+}
+
+/// Write `bytes` to `path` via a temp file in the same directory, fsync, and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?
+        .to_string_lossy();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    // Make the rename itself durable; not every platform can fsync a directory, so best effort.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,597 @@
+//! The Qwen2 decoder: modules, the full-sequence forward (training and prefill) and the
+//! shared-prompt decode step.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use super::cache::{BeamCache, LayerKv, PromptCache};
+use super::config::Qwen2Config;
+use super::layout::{BatchLayout, RopeTables, Rotary};
+use super::Mode;
+use crate::{Error, Result};
+
+type CResult<T> = candle_core::Result<T>;
+
+fn linear(
+    in_dim: usize,
+    out_dim: usize,
+    bias: bool,
+    std: f64,
+    vb: VarBuilder,
+) -> CResult<Linear> {
+    let init = Init::Randn {
+        mean: 0.0,
+        stdev: std,
+    };
+    let weight = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
+    let bias = if bias {
+        Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
+    } else {
+        None
+    };
+    Ok(Linear::new(weight, bias))
+}
+
+/// Softmax over the last dim of `scores + mask`, computed in f32 as HF does.
+fn masked_softmax(scores: &Tensor, mask: &Tensor, mode: Mode) -> CResult<Tensor> {
+    let dtype = scores.dtype();
+    let s = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+    let p = match mode {
+        Mode::Infer => candle_nn::ops::softmax_last_dim(&s)?,
+        Mode::Train => candle_nn::ops::softmax(&s, D::Minus1)?,
+    };
+    p.to_dtype(dtype)
+}
+
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(dim: usize, eps: f64, vb: VarBuilder) -> CResult<Self> {
+        let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?;
+        Ok(Self { weight, eps })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> CResult<Tensor> {
+        match mode {
+            Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32),
+            Mode::Train => {
+                // HF order: normalise in f32, round to the model dtype, then scale.
+                let dtype = x.dtype();
+                let x = x.to_dtype(DType::F32)?;
+                let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+                let normed = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+                normed.to_dtype(dtype)?.broadcast_mul(&self.weight)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &Qwen2Config, vb: VarBuilder) -> CResult<Self> {
+        let (h, i, std) = (cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range);
+        Ok(Self {
+            gate_proj: linear(h, i, false, std, vb.pp("gate_proj"))?,
+            up_proj: linear(h, i, false, std, vb.pp("up_proj"))?,
+            down_proj: linear(i, h, false, std, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let gate = self.gate_proj.forward(x)?.silu()?;
+        (gate * self.up_proj.forward(x)?)?.apply(&self.down_proj)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn new(cfg: &Qwen2Config, vb: VarBuilder) -> CResult<Self> {
+        let (h, std) = (cfg.hidden_size, cfg.initializer_range);
+        let (heads, kv_heads, head_dim) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        Ok(Self {
+            q_proj: linear(h, heads * head_dim, true, std, vb.pp("q_proj"))?,
+            k_proj: linear(h, kv_heads * head_dim, true, std, vb.pp("k_proj"))?,
+            v_proj: linear(h, kv_heads * head_dim, true, std, vb.pp("v_proj"))?,
+            o_proj: linear(heads * head_dim, h, false, std, vb.pp("o_proj"))?,
+            heads,
+            kv_heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f64).sqrt(),
+        })
+    }
+
+    fn groups(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    /// Self-attention over whole rows; returns the output and the rotated keys/values.
+    ///
+    /// GQA without repeating K/V: the `g` query heads of one KV head are stacked along the
+    /// sequence dim (`[B, kv, g*L, d]`), which is a free reshape of `[B, heads, L, d]`.
+    fn forward_full(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        mask: &Tensor,
+        mode: Mode,
+    ) -> CResult<(Tensor, LayerKv)> {
+        let (b, l, _) = x.dims3()?;
+        let (h, kvh, d, g) = (self.heads, self.kv_heads, self.head_dim, self.groups());
+        let split = |t: Tensor, n: usize| t.reshape((b, l, n, d))?.transpose(1, 2)?.contiguous();
+        let q = rope.apply(&split(self.q_proj.forward(x)?, h)?)?;
+        let k = rope.apply(&split(self.k_proj.forward(x)?, kvh)?)?;
+        let v = split(self.v_proj.forward(x)?, kvh)?;
+        let scores = q.reshape((b, kvh, g * l, d))?.matmul(&k.t()?)?;
+        let scores = (scores * self.scale)?.reshape((b, h, l, l))?;
+        let w = masked_softmax(&scores, mask, mode)?;
+        let out = w.reshape((b, kvh, g * l, l))?.matmul(&v)?;
+        let out = out
+            .reshape((b, h, l, d))?
+            .transpose(1, 2)?
+            .reshape((b, l, h * d))?;
+        Ok((self.o_proj.forward(&out)?, LayerKv { k, v }))
+    }
+
+    /// One decode token per beam row against [its prompt's shared K/V ; its own beam K/V].
+    ///
+    /// The prompt part regroups the queries of a prompt's `nb` beams as
+    /// `[B, kv, g*nb, d]` and multiplies them by the prompt's `K^T` once, so prompt K/V are
+    /// never copied per beam.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_decode(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        prompt: &LayerKv,
+        mask: &Tensor,
+        beams: &mut BeamCache,
+        layer: usize,
+        nb: usize,
+    ) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let b = n / nb;
+        let (h, kvh, d, g) = (self.heads, self.kv_heads, self.head_dim, self.groups());
+        let p = prompt.k.dim(2)?;
+        // With one token per row, [n, 1, heads*d] is already laid out as [n, heads, 1, d].
+        let q = rope.apply(&self.q_proj.forward(x)?.reshape((n, h, 1, d))?)?;
+        let k = rope.apply(&self.k_proj.forward(x)?.reshape((n, kvh, 1, d))?)?;
+        let v = self.v_proj.forward(x)?.reshape((n, kvh, 1, d))?;
+        let beam = beams.append(layer, k, v)?;
+        let t = beam.k.dim(2)?;
+
+        let qp = q
+            .reshape((b, nb, kvh, g, d))?
+            .permute((0, 2, 3, 1, 4))?
+            .contiguous()?
+            .reshape((b, kvh, g * nb, d))?;
+        let sp = qp
+            .matmul(&prompt.k.t()?)?
+            .reshape((b, kvh, g, nb, p))?
+            .permute((0, 3, 1, 2, 4))?
+            .contiguous()?
+            .reshape((n, h, 1, p))?;
+        let sb = q
+            .reshape((n, kvh, g, d))?
+            .matmul(&beam.k.t()?)?
+            .reshape((n, h, 1, t))?;
+        let scores = (Tensor::cat(&[&sp, &sb], 3)? * self.scale)?;
+        let w = masked_softmax(&scores, mask, Mode::Infer)?;
+
+        let wp = w
+            .narrow(3, 0, p)?
+            .contiguous()?
+            .reshape((b, nb, kvh, g, p))?
+            .permute((0, 2, 3, 1, 4))?
+            .contiguous()?
+            .reshape((b, kvh, g * nb, p))?;
+        let op = wp
+            .matmul(&prompt.v)?
+            .reshape((b, kvh, g, nb, d))?
+            .permute((0, 3, 1, 2, 4))?
+            .contiguous()?
+            .reshape((n, h * d))?;
+        let wb = w.narrow(3, p, t)?.contiguous()?.reshape((n, kvh, g, t))?;
+        let ob = wb.matmul(&beam.v)?.reshape((n, h * d))?;
+        let out = (op + ob)?.reshape((n, 1, h * d))?;
+        Ok(self.o_proj.forward(&out)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &Qwen2Config, vb: VarBuilder) -> CResult<Self> {
+        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Ok(Self {
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            input_layernorm: RmsNorm::new(h, eps, vb.pp("input_layernorm"))?,
+            post_attention_layernorm: RmsNorm::new(h, eps, vb.pp("post_attention_layernorm"))?,
+        })
+    }
+
+    fn mlp_block(&self, x: &Tensor, mode: Mode) -> CResult<Tensor> {
+        let y = self.post_attention_layernorm.forward(x, mode)?;
+        x + self.mlp.forward(&y)?
+    }
+
+    fn forward_full(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        mask: &Tensor,
+        mode: Mode,
+    ) -> CResult<(Tensor, LayerKv)> {
+        let y = self.input_layernorm.forward(x, mode)?;
+        let (y, kv) = self.self_attn.forward_full(&y, rope, mask, mode)?;
+        let x = (x + y)?;
+        Ok((self.mlp_block(&x, mode)?, kv))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_decode(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        prompt: &LayerKv,
+        mask: &Tensor,
+        beams: &mut BeamCache,
+        layer: usize,
+        nb: usize,
+    ) -> Result<Tensor> {
+        let y = self.input_layernorm.forward(x, Mode::Infer)?;
+        let y = self
+            .self_attn
+            .forward_decode(&y, rope, prompt, mask, beams, layer, nb)?;
+        let x = (x + y)?;
+        Ok(self.mlp_block(&x, Mode::Infer)?)
+    }
+}
+
+/// A Qwen2 causal LM with HF weight names, usable for training and for cached decoding.
+#[derive(Debug, Clone)]
+pub struct Qwen2 {
+    cfg: Qwen2Config,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    rotary: Rotary,
+    dtype: DType,
+    device: Device,
+}
+
+impl Qwen2 {
+    /// Build the model from `vb` (a `VarMap`-backed builder creates fresh HF-style weights).
+    pub fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let std = cfg.initializer_range;
+        let randn = Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        };
+        let vb_m = vb.pp("model");
+        let embed_tokens = vb_m.pp("embed_tokens").get_with_hints(
+            (cfg.vocab_size, cfg.hidden_size),
+            "weight",
+            randn,
+        )?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, vb_m.pp("layers").pp(i)))
+            .collect::<CResult<Vec<_>>>()?;
+        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb_m.pp("norm"))?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            vb.pp("lm_head")
+                .get_with_hints((cfg.vocab_size, cfg.hidden_size), "weight", randn)?
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary: Rotary::new(cfg.head_dim(), cfg.rope_theta),
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &Qwen2Config {
+        &self.cfg
+    }
+
+    /// Dtype of the weights and activations (logits are always f32).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Number of decoder layers (what [`BeamCache::new`] needs).
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The token embedding matrix `[vocab, hidden]`.
+    pub fn embed_weight(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    /// The output projection `[vocab, hidden]` (the embedding matrix when tied).
+    pub fn lm_head_weight(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    /// Every weight under its HF name (`lm_head.weight` only when untied).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let push_linear = |out: &mut Vec<(String, Tensor)>, name: String, l: &Linear| {
+            out.push((format!("{name}.weight"), l.weight().clone()));
+            if let Some(b) = l.bias() {
+                out.push((format!("{name}.bias"), b.clone()));
+            }
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &layer.self_attn;
+            for (n, l) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("o_proj", &a.o_proj),
+            ] {
+                push_linear(&mut out, format!("{p}.self_attn.{n}"), l);
+            }
+            let m = &layer.mlp;
+            for (n, l) in [
+                ("gate_proj", &m.gate_proj),
+                ("up_proj", &m.up_proj),
+                ("down_proj", &m.down_proj),
+            ] {
+                push_linear(&mut out, format!("{p}.mlp.{n}"), l);
+            }
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                layer.input_layernorm.weight.clone(),
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                layer.post_attention_layernorm.weight.clone(),
+            ));
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.weight.clone()));
+        if !self.cfg.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
+        }
+        out
+    }
+
+    fn embed(&self, ids: &Tensor) -> CResult<Tensor> {
+        let mut dims = ids.dims().to_vec();
+        let flat = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?;
+        dims.push(self.cfg.hidden_size);
+        flat.reshape(dims)
+    }
+
+    /// Decoder stack over whole rows; returns the pre-norm hidden states and each layer's K/V.
+    fn run_full(
+        &self,
+        ids: &Tensor,
+        layout: &BatchLayout,
+        mode: Mode,
+    ) -> CResult<(Tensor, Vec<LayerKv>)> {
+        let (b, l) = (layout.batch, layout.len);
+        let rope = self
+            .rotary
+            .tables(&layout.positions, b, l, mode, self.dtype, &self.device)?;
+        let mask = layout.self_attention_mask(&self.device)?;
+        let mut x = self.embed(ids)?;
+        let mut kvs = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (y, kv) = layer.forward_full(&x, &rope, &mask, mode)?;
+            x = y;
+            kvs.push(kv);
+        }
+        Ok((x, kvs))
+    }
+
+    /// Final hidden states `[B, L, hidden]` of a padded batch (`mask`: `[B, L]`, non-zero = real
+    /// token, any padding side; `None` = no padding).
+    pub fn forward_hidden(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let layout = match mask {
+            None => BatchLayout::dense(b, l),
+            Some(m) => {
+                if m.dims() != [b, l] {
+                    return Err(Error::Invalid(format!(
+                        "attention mask shape {:?} does not match input ids [{b}, {l}]",
+                        m.dims()
+                    )));
+                }
+                let flags = m
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .into_iter()
+                    .map(|x| x != 0.0)
+                    .collect();
+                BatchLayout::from_flags(flags, b, l)
+            }
+        };
+        let (x, _) = self.run_full(ids, &layout, mode)?;
+        Ok(self.norm.forward(&x, mode)?)
+    }
+
+    /// Differentiable logits `[B, L, vocab]` (f32) for every position of a padded batch.
+    pub fn forward_train(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let hidden = self.forward_hidden(ids, mask, Mode::Train)?;
+        self.logits(&hidden)
+    }
+
+    /// f32 logits `[..., vocab]` of final hidden states `[..., hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        project(hidden, &self.lm_head)
+    }
+
+    /// f32 logits `[..., K]` over only the vocabulary ids `token_ids` (`[K]`, u32).
+    pub fn logits_for(&self, hidden: &Tensor, token_ids: &Tensor) -> Result<Tensor> {
+        project(hidden, &self.lm_head.index_select(token_ids, 0)?)
+    }
+
+    /// Run left-padded prompts `[B, P]` (row `i` has `lengths[i]` real tokens at the end) once;
+    /// returns the last position's final hidden states `[B, hidden]` and the prompt cache.
+    pub fn prefill_hidden(&self, ids: &Tensor, lengths: &[usize]) -> Result<(Tensor, PromptCache)> {
+        let (b, p) = ids.dims2()?;
+        if lengths.len() != b {
+            return Err(Error::Invalid(format!(
+                "{} prompt lengths for a batch of {b}",
+                lengths.len()
+            )));
+        }
+        if let Some(bad) = lengths.iter().find(|&&n| n == 0 || n > p) {
+            return Err(Error::Invalid(format!(
+                "prompt length {bad} outside 1..={p} (the padded length)"
+            )));
+        }
+        let layout = BatchLayout::left_padded(lengths, p);
+        let (x, layers) = self.run_full(ids, &layout, Mode::Infer)?;
+        let last = x.narrow(1, p - 1, 1)?.squeeze(1)?;
+        let hidden = self.norm.forward(&last, Mode::Infer)?;
+        let cache = PromptCache {
+            layers,
+            key_mask: layout.key_mask(&self.device)?,
+            lengths: lengths.to_vec(),
+        };
+        Ok((hidden, cache))
+    }
+
+    /// [`Self::prefill_hidden`] followed by full-vocabulary f32 logits `[B, vocab]`.
+    pub fn prefill(&self, ids: &Tensor, lengths: &[usize]) -> Result<(Tensor, PromptCache)> {
+        let (hidden, cache) = self.prefill_hidden(ids, lengths)?;
+        Ok((self.logits(&hidden)?, cache))
+    }
+
+    /// One decode step for `B * beams_per_prompt` beam rows (`tokens`: u32 `[rows]`, row `r`
+    /// belongs to prompt `r / beams_per_prompt`); appends to `beams` and returns final hidden
+    /// states `[rows, hidden]`.
+    pub fn decode_step_hidden(
+        &self,
+        tokens: &Tensor,
+        prompt: &PromptCache,
+        beams: &mut BeamCache,
+        beams_per_prompt: usize,
+    ) -> Result<Tensor> {
+        let n = tokens.dims1()?;
+        let (b, nb) = (prompt.batch(), beams_per_prompt);
+        if nb == 0 || n != b * nb {
+            return Err(Error::Invalid(format!(
+                "{n} decode tokens for {b} prompts x {nb} beams"
+            )));
+        }
+        if let Some(rows) = beams.rows() {
+            if rows != n {
+                return Err(Error::Invalid(format!(
+                    "beam cache has {rows} rows but the step has {n} tokens"
+                )));
+            }
+        }
+        if beams.layers.len() != self.layers.len() || prompt.layers.len() != self.layers.len() {
+            return Err(Error::Invalid(format!(
+                "caches have {} (beam) / {} (prompt) layers, the model {}",
+                beams.layers.len(),
+                prompt.layers.len(),
+                self.layers.len()
+            )));
+        }
+        let t = beams.len();
+        let positions: Vec<u32> = (0..n)
+            .map(|r| (prompt.lengths[r / nb] + t) as u32)
+            .collect();
+        let rope = self
+            .rotary
+            .tables(&positions, n, 1, Mode::Infer, self.dtype, &self.device)?;
+        let owner: Vec<u32> = (0..n).map(|r| (r / nb) as u32).collect();
+        let owner = Tensor::from_vec(owner, n, &self.device)?;
+        let prompt_mask = prompt.key_mask.index_select(&owner, 0)?;
+        let own = Tensor::zeros((n, t + 1), DType::F32, &self.device)?;
+        let p = prompt.padded_len();
+        let mask = Tensor::cat(&[&prompt_mask, &own], 1)?.reshape((n, 1, 1, p + t + 1))?;
+
+        let mut x = self.embed(&tokens.reshape((n, 1))?)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward_decode(&x, &rope, &prompt.layers[i], &mask, beams, i, nb)?;
+        }
+        beams.advance();
+        Ok(self
+            .norm
+            .forward(&x.reshape((n, self.cfg.hidden_size))?, Mode::Infer)?)
+    }
+
+    /// [`Self::decode_step_hidden`] followed by full-vocabulary f32 logits `[rows, vocab]`.
+    pub fn decode_step(
+        &self,
+        tokens: &Tensor,
+        prompt: &PromptCache,
+        beams: &mut BeamCache,
+        beams_per_prompt: usize,
+    ) -> Result<Tensor> {
+        let hidden = self.decode_step_hidden(tokens, prompt, beams, beams_per_prompt)?;
+        self.logits(&hidden)
+    }
+}
+
+/// `x @ w^T` over the last dim, in the weights' dtype, returned as f32.
+fn project(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let (last, lead) = match dims.split_last() {
+        Some((&last, lead)) => (last, lead.to_vec()),
+        None => return Err(Error::Invalid("cannot project a scalar".to_string())),
+    };
+    let rows: usize = lead.iter().product();
+    let y = x.reshape((rows, last))?.matmul(&w.t()?)?;
+    let mut out = lead;
+    out.push(w.dim(0)?);
+    Ok(y.reshape(out)?.to_dtype(DType::F32)?)
+}
+
+/// A `[B, L]` u32 mask (1 = real) for left-padded rows of the given lengths.
+pub fn left_padded_mask(lengths: &[usize], len: usize, device: &Device) -> Result<Tensor> {
+    let data: Vec<u32> = lengths
+        .iter()
+        .flat_map(|&n| (0..len).map(move |j| u32::from(j + n >= len)))
+        .collect();
+    Ok(Tensor::from_vec(data, (lengths.len(), len), device)?)
+}

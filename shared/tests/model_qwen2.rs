@@ -1,0 +1,287 @@
+//! Forward-pass tests of `sidrec::model::Qwen2`: parity with candle-transformers, padding,
+//! train/infer agreement, shared-prompt beam decoding, and gradients.
+
+mod common;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::qwen2 as ct;
+use common::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sidrec::model::{left_padded_mask, BeamCache, Mode, Qwen2Config};
+
+const TOL: f32 = 1e-4;
+
+fn ct_config(cfg: &Qwen2Config) -> ct::Config {
+    ct::Config {
+        vocab_size: cfg.vocab_size,
+        hidden_size: cfg.hidden_size,
+        intermediate_size: cfg.intermediate_size,
+        num_hidden_layers: cfg.num_hidden_layers,
+        num_attention_heads: cfg.num_attention_heads,
+        num_key_value_heads: cfg.kv_heads(),
+        max_position_embeddings: cfg.max_position_embeddings,
+        sliding_window: cfg.max_position_embeddings,
+        max_window_layers: cfg.num_hidden_layers,
+        tie_word_embeddings: cfg.tie_word_embeddings,
+        rope_theta: cfg.rope_theta,
+        rms_norm_eps: cfg.rms_norm_eps,
+        use_sliding_window: false,
+        hidden_act: candle_nn::Activation::Silu,
+    }
+}
+
+#[test]
+fn matches_candle_transformers_prefill_and_incremental_decode() {
+    for (kv_heads, tied) in [(2, true), (4, false), (1, false)] {
+        let cfg = tiny_cfg(kv_heads, tied);
+        let (varmap, model) = random_model(&cfg, 7);
+        // One safetensors file feeds both implementations.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        varmap.save(&path).unwrap();
+        let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let mut reference = ct::ModelForCausalLM::new(&ct_config(&cfg), vb).unwrap();
+
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let prompt = random_ids(&mut rng, 11, cfg.vocab_size);
+        let want = reference.forward(&row(&prompt), 0).unwrap().i((0, 0)).unwrap();
+        let (got, prompt_cache) = model.prefill(&row(&prompt), &[prompt.len()]).unwrap();
+        let d = max_diff(&got.i(0).unwrap(), &want);
+        assert!(d <= TOL, "prefill kv={kv_heads} tied={tied}: {d}");
+        let d = max_diff(&alone_last_logits(&model, &prompt), &want);
+        assert!(d <= TOL, "train path kv={kv_heads} tied={tied}: {d}");
+
+        let mut beams = BeamCache::new(model.num_layers());
+        for step in 0..4 {
+            let tok = rng.gen_range(1..cfg.vocab_size as u32);
+            let want = reference
+                .forward(&row(&[tok]), prompt.len() + step)
+                .unwrap()
+                .i((0, 0))
+                .unwrap();
+            let tokens = Tensor::new(&[tok], &Device::Cpu).unwrap();
+            let got = model.decode_step(&tokens, &prompt_cache, &mut beams, 1).unwrap();
+            let d = max_diff(&got.i(0).unwrap(), &want);
+            assert!(d <= TOL, "decode step {step} kv={kv_heads}: {d}");
+        }
+    }
+}
+
+#[test]
+fn left_padded_rows_equal_prompts_run_alone() {
+    let cfg = tiny_cfg(2, true);
+    let (_vm, model) = random_model(&cfg, 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let prompts: Vec<Vec<u32>> = [5, 9, 1, 7]
+        .iter()
+        .map(|&n| random_ids(&mut rng, n, cfg.vocab_size))
+        .collect();
+    let (ids, lengths) = left_pad(&prompts);
+    let l = ids.dim(1).unwrap();
+    let (last, _) = model.prefill(&ids, &lengths).unwrap();
+    let mask = left_padded_mask(&lengths, l, &Device::Cpu).unwrap();
+    let all = model.forward_train(&ids, Some(&mask)).unwrap();
+    let all_infer = model
+        .logits(&model.forward_hidden(&ids, Some(&mask), Mode::Infer).unwrap())
+        .unwrap();
+    for (b, p) in prompts.iter().enumerate() {
+        let (alone, _) = model.prefill(&row(p), &[p.len()]).unwrap();
+        let d = max_diff(&last.i(b).unwrap(), &alone.i(0).unwrap());
+        assert!(d <= TOL, "prefill row {b}: {d}");
+        // Every real position, not just the last, matches the unpadded run.
+        let alone_all = model.forward_train(&row(p), None).unwrap().i(0).unwrap();
+        let padded = all.i((b, l - p.len()..)).unwrap();
+        let d = max_diff(&padded, &alone_all);
+        assert!(d <= TOL, "train row {b}: {d}");
+        let padded = all_infer.i((b, l - p.len()..)).unwrap();
+        let d = max_diff(&padded, &alone_all);
+        assert!(d <= TOL, "infer row {b}: {d}");
+    }
+}
+
+#[test]
+fn right_padding_also_works_on_the_training_path() {
+    let cfg = tiny_cfg(2, false);
+    let (_vm, model) = random_model(&cfg, 4);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let a = random_ids(&mut rng, 6, cfg.vocab_size);
+    let b = random_ids(&mut rng, 3, cfg.vocab_size);
+    let mut b_padded = b.clone();
+    b_padded.extend([0, 0, 0]);
+    let ids = Tensor::from_vec([a.clone(), b_padded].concat(), (2, 6), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(
+        vec![1f32, 1., 1., 1., 1., 1., 1., 1., 1., 0., 0., 0.],
+        (2, 6),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let logits = model.forward_train(&ids, Some(&mask)).unwrap();
+    let alone = model.forward_train(&row(&b), None).unwrap().i(0).unwrap();
+    let d = max_diff(&logits.i((1, ..3)).unwrap(), &alone);
+    assert!(d <= TOL, "right-padded row: {d}");
+    let finite = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(finite.iter().all(|x| x.is_finite()), "pad positions must stay finite");
+}
+
+#[test]
+fn inference_path_equals_training_path() {
+    for (kv_heads, tied) in [(2, true), (4, false)] {
+        let cfg = tiny_cfg(kv_heads, tied);
+        let (_vm, model) = random_model(&cfg, 11);
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let prompts: Vec<Vec<u32>> = [8, 3, 12]
+            .iter()
+            .map(|&n| random_ids(&mut rng, n, cfg.vocab_size))
+            .collect();
+        let (ids, lengths) = left_pad(&prompts);
+        let mask = left_padded_mask(&lengths, ids.dim(1).unwrap(), &Device::Cpu).unwrap();
+        let train = model.forward_hidden(&ids, Some(&mask), Mode::Train).unwrap();
+        let infer = model.forward_hidden(&ids, Some(&mask), Mode::Infer).unwrap();
+        let d = max_diff(&train, &infer);
+        assert!(d <= TOL, "hidden kv={kv_heads}: {d}");
+        let d = max_diff(&model.logits(&train).unwrap(), &model.logits(&infer).unwrap());
+        assert!(d <= TOL, "logits kv={kv_heads}: {d}");
+    }
+}
+
+#[test]
+fn subset_logits_equal_full_logits_columns() {
+    let cfg = tiny_cfg(2, false);
+    let (_vm, model) = random_model(&cfg, 13);
+    let ids = row(&[5, 6, 7, 8]);
+    let (hidden, _) = model.prefill_hidden(&ids, &[4]).unwrap();
+    let full = model.logits(&hidden).unwrap();
+    let subset = Tensor::new(&[3u32, 250, 17], &Device::Cpu).unwrap();
+    let part = model.logits_for(&hidden, &subset).unwrap();
+    assert_eq!(part.dims(), &[1, 3]);
+    let d = max_diff(&part, &full.index_select(&subset, 1).unwrap());
+    assert!(d <= TOL, "{d}");
+    assert_eq!(model.lm_head_weight().dims(), &[cfg.vocab_size, cfg.hidden_size]);
+}
+
+/// Prefill + decode steps with arbitrary in-prompt beam reorders (repeats allowed) equal the
+/// from-scratch training-path logits of every beam's full token sequence.
+#[test]
+fn shared_prompt_beam_decoding_matches_from_scratch() {
+    for (kv_heads, nb) in [(2, 4), (4, 3), (1, 1)] {
+        let cfg = tiny_cfg(kv_heads, true);
+        let (_vm, model) = random_model(&cfg, 21);
+        let mut rng = ChaCha8Rng::seed_from_u64(22);
+        let prompts: Vec<Vec<u32>> = [6, 2, 9]
+            .iter()
+            .map(|&n| random_ids(&mut rng, n, cfg.vocab_size))
+            .collect();
+        let (ids, lengths) = left_pad(&prompts);
+        let (first, prompt_cache) = model.prefill(&ids, &lengths).unwrap();
+        for (b, p) in prompts.iter().enumerate() {
+            let d = max_diff(&first.i(b).unwrap(), &alone_last_logits(&model, p));
+            assert!(d <= TOL, "prefill {b}: {d}");
+        }
+        let n = prompts.len() * nb;
+        let mut seqs: Vec<Vec<u32>> = (0..n).map(|r| prompts[r / nb].clone()).collect();
+        let mut beams = BeamCache::new(model.num_layers());
+        for step in 0..5 {
+            if step > 0 {
+                let parents: Vec<u32> = (0..n)
+                    .map(|r| ((r / nb) * nb + rng.gen_range(0..nb)) as u32)
+                    .collect();
+                beams
+                    .reorder(&Tensor::new(parents.as_slice(), &Device::Cpu).unwrap())
+                    .unwrap();
+                seqs = parents.iter().map(|&p| seqs[p as usize].clone()).collect();
+            }
+            let toks = random_ids(&mut rng, n, cfg.vocab_size);
+            for (s, &t) in seqs.iter_mut().zip(&toks) {
+                s.push(t);
+            }
+            let tokens = Tensor::new(toks.as_slice(), &Device::Cpu).unwrap();
+            let logits = model
+                .decode_step(&tokens, &prompt_cache, &mut beams, nb)
+                .unwrap();
+            assert_eq!(logits.dims(), &[n, cfg.vocab_size]);
+            assert_eq!(beams.len(), step + 1);
+            for (r, s) in seqs.iter().enumerate() {
+                let d = max_diff(&logits.i(r).unwrap(), &alone_last_logits(&model, s));
+                assert!(d <= TOL, "kv={kv_heads} nb={nb} step {step} row {r}: {d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_step_rejects_inconsistent_shapes() {
+    let cfg = tiny_cfg(2, true);
+    let (_vm, model) = random_model(&cfg, 1);
+    let (ids, lengths) = left_pad(&[vec![1, 2, 3], vec![4]]);
+    let (_, cache) = model.prefill(&ids, &lengths).unwrap();
+    let mut beams = BeamCache::new(model.num_layers());
+    let tokens = Tensor::new(&[1u32, 2, 3], &Device::Cpu).unwrap();
+    assert!(model.decode_step(&tokens, &cache, &mut beams, 2).is_err());
+    assert!(model.prefill(&ids, &[3, 0]).is_err());
+    assert!(model.prefill(&ids, &[4, 1]).is_err());
+}
+
+/// Every trainable tensor gets a non-zero gradient through the training path (a fused op
+/// without backward would leave some at zero or missing).
+#[test]
+fn every_parameter_receives_a_gradient() {
+    for tied in [true, false] {
+        let cfg = tiny_cfg(2, tied);
+        let (varmap, model) = random_model(&cfg, 31);
+        let mut rng = ChaCha8Rng::seed_from_u64(32);
+        let prompts: Vec<Vec<u32>> = [7, 4]
+            .iter()
+            .map(|&n| random_ids(&mut rng, n, cfg.vocab_size))
+            .collect();
+        let (ids, lengths) = left_pad(&prompts);
+        let l = ids.dim(1).unwrap();
+        let mask = left_padded_mask(&lengths, l, &Device::Cpu).unwrap();
+        let logits = model.forward_train(&ids, Some(&mask)).unwrap();
+        // Next-token loss on the real positions of row 0 (unpadded) only.
+        let inputs = logits.i((0, ..l - 1)).unwrap();
+        let targets = ids.i((0, 1..)).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&inputs, &targets).unwrap();
+        let grads = loss.backward().unwrap();
+        let vars = varmap.data().lock().unwrap();
+        assert_eq!(
+            vars.len(),
+            model.named_tensors().len(),
+            "one variable per HF tensor"
+        );
+        for (name, var) in vars.iter() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient (tied={tied})"));
+            let norm = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(norm.is_finite() && norm > 0.0, "{name}: gradient {norm} (tied={tied})");
+        }
+    }
+}
+
+#[test]
+fn bf16_model_runs_and_stays_close_to_f32() {
+    let cfg = tiny_cfg(2, true);
+    let (_vm, model) = random_model(&cfg, 41);
+    let tensors: std::collections::HashMap<String, Tensor> =
+        model.named_tensors().into_iter().collect();
+    let vb = VarBuilder::from_tensors(tensors, DType::BF16, &Device::Cpu);
+    let half = sidrec::model::Qwen2::new(&cfg, vb).unwrap();
+    assert_eq!(half.dtype(), DType::BF16);
+    let (ids, lengths) = left_pad(&[vec![3, 4, 5, 6], vec![9, 10]]);
+    let (a, cache_a) = model.prefill(&ids, &lengths).unwrap();
+    let (b, cache_b) = half.prefill(&ids, &lengths).unwrap();
+    assert_eq!(b.dtype(), DType::F32);
+    let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(max_diff(&a, &b) < 0.1 * scale, "bf16 prefill far from f32");
+    let tokens = Tensor::new(&[1u32, 2, 3, 4], &Device::Cpu).unwrap();
+    let mut beams_a = BeamCache::new(model.num_layers());
+    let mut beams_b = BeamCache::new(half.num_layers());
+    let a = model.decode_step(&tokens, &cache_a, &mut beams_a, 2).unwrap();
+    let b = half.decode_step(&tokens, &cache_b, &mut beams_b, 2).unwrap();
+    assert!(max_diff(&a, &b) < 0.1 * scale, "bf16 decode far from f32");
+    let train = half.forward_train(&ids, None).unwrap();
+    assert_eq!(train.dtype(), DType::F32);
+}
