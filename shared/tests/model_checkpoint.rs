@@ -38,8 +38,15 @@ fn save_load_round_trip_is_bit_identical() {
 
         let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let format = meta.metadata().as_ref().and_then(|m| m.get("format").cloned());
-        assert_eq!(format.as_deref(), Some("pt"), "transformers requires format=pt");
+        let format = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("format").cloned());
+        assert_eq!(
+            format.as_deref(),
+            Some("pt"),
+            "transformers requires format=pt"
+        );
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let names: Vec<String> = st.names().into_iter().map(String::from).collect();
         assert_eq!(names.contains(&"lm_head.weight".to_string()), !tied);
@@ -56,7 +63,11 @@ fn save_load_round_trip_is_bit_identical() {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let fresh = Qwen2::new(&cfg, vb).unwrap();
         checkpoint::load_into_varmap(dir.path(), &varmap).unwrap();
-        assert_eq!(logits_bits(&fresh), logits_bits(&model), "varmap tied={tied}");
+        assert_eq!(
+            logits_bits(&fresh),
+            logits_bits(&model),
+            "varmap tied={tied}"
+        );
 
         let no_temp_files = std::fs::read_dir(dir.path())
             .unwrap()
@@ -73,7 +84,10 @@ fn sharded_checkpoint_loads() {
     checkpoint::save(&model, dir.path()).unwrap();
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
 
-    let names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    let names = [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ];
     let mut shards: [HashMap<String, Tensor>; 2] = Default::default();
     let mut weight_map = serde_json::Map::new();
     for (i, (name, t)) in model.named_tensors().into_iter().enumerate() {
@@ -97,7 +111,9 @@ fn sharded_checkpoint_loads() {
 
     // A missing shard is an error naming that shard.
     std::fs::remove_file(dir.path().join(names[1])).unwrap();
-    let err = checkpoint::load(dir.path(), None, &Device::Cpu).unwrap_err().to_string();
+    let err = checkpoint::load(dir.path(), None, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(names[1]), "{err}");
 }
 
@@ -120,20 +136,32 @@ fn bf16_save_records_the_dtype() {
 #[test]
 fn bad_checkpoints_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let err = checkpoint::load(dir.path(), None, &Device::Cpu).unwrap_err().to_string();
+    let err = checkpoint::load(dir.path(), None, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("config.json"), "{err}");
 
     std::fs::write(dir.path().join("config.json"), "{\"vocab_size\": 3,").unwrap();
-    let err = checkpoint::load(dir.path(), None, &Device::Cpu).unwrap_err().to_string();
+    let err = checkpoint::load(dir.path(), None, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("config.json"), "{err}");
 
     let cfg = Qwen2Config::new(10, 8, 16, 1, 2, 1, true);
-    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
-    let err = checkpoint::load(dir.path(), None, &Device::Cpu).unwrap_err().to_string();
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
+    let err = checkpoint::load(dir.path(), None, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 
     std::fs::write(dir.path().join("model.safetensors"), b"not safetensors").unwrap();
-    let err = checkpoint::load(dir.path(), None, &Device::Cpu).unwrap_err().to_string();
+    let err = checkpoint::load(dir.path(), None, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 
     // Untied config without lm_head.weight: missing tensor error.
@@ -141,7 +169,13 @@ fn bad_checkpoints_are_errors_naming_the_file() {
     untied.tie_word_embeddings = false;
     let (_vm, model) = random_model(&cfg, 1);
     checkpoint::save(&model, dir.path()).unwrap();
-    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&untied).unwrap()).unwrap();
-    let err = checkpoint::load(dir.path(), None, &Device::Cpu).unwrap_err().to_string();
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&untied).unwrap(),
+    )
+    .unwrap();
+    let err = checkpoint::load(dir.path(), None, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("lm_head"), "{err}");
 }

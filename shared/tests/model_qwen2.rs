@@ -47,7 +47,11 @@ fn matches_candle_transformers_prefill_and_incremental_decode() {
 
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let prompt = random_ids(&mut rng, 11, cfg.vocab_size);
-        let want = reference.forward(&row(&prompt), 0).unwrap().i((0, 0)).unwrap();
+        let want = reference
+            .forward(&row(&prompt), 0)
+            .unwrap()
+            .i((0, 0))
+            .unwrap();
         let (got, prompt_cache) = model.prefill(&row(&prompt), &[prompt.len()]).unwrap();
         let d = max_diff(&got.i(0).unwrap(), &want);
         assert!(d <= TOL, "prefill kv={kv_heads} tied={tied}: {d}");
@@ -63,7 +67,9 @@ fn matches_candle_transformers_prefill_and_incremental_decode() {
                 .i((0, 0))
                 .unwrap();
             let tokens = Tensor::new(&[tok], &Device::Cpu).unwrap();
-            let got = model.decode_step(&tokens, &prompt_cache, &mut beams, 1).unwrap();
+            let got = model
+                .decode_step(&tokens, &prompt_cache, &mut beams, 1)
+                .unwrap();
             let d = max_diff(&got.i(0).unwrap(), &want);
             assert!(d <= TOL, "decode step {step} kv={kv_heads}: {d}");
         }
@@ -85,7 +91,11 @@ fn left_padded_rows_equal_prompts_run_alone() {
     let mask = left_padded_mask(&lengths, l, &Device::Cpu).unwrap();
     let all = model.forward_train(&ids, Some(&mask)).unwrap();
     let all_infer = model
-        .logits(&model.forward_hidden(&ids, Some(&mask), Mode::Infer).unwrap())
+        .logits(
+            &model
+                .forward_hidden(&ids, Some(&mask), Mode::Infer)
+                .unwrap(),
+        )
         .unwrap();
     for (b, p) in prompts.iter().enumerate() {
         let (alone, _) = model.prefill(&row(p), &[p.len()]).unwrap();
@@ -123,7 +133,10 @@ fn right_padding_also_works_on_the_training_path() {
     let d = max_diff(&logits.i((1, ..3)).unwrap(), &alone);
     assert!(d <= TOL, "right-padded row: {d}");
     let finite = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert!(finite.iter().all(|x| x.is_finite()), "pad positions must stay finite");
+    assert!(
+        finite.iter().all(|x| x.is_finite()),
+        "pad positions must stay finite"
+    );
 }
 
 #[test]
@@ -138,11 +151,18 @@ fn inference_path_equals_training_path() {
             .collect();
         let (ids, lengths) = left_pad(&prompts);
         let mask = left_padded_mask(&lengths, ids.dim(1).unwrap(), &Device::Cpu).unwrap();
-        let train = model.forward_hidden(&ids, Some(&mask), Mode::Train).unwrap();
-        let infer = model.forward_hidden(&ids, Some(&mask), Mode::Infer).unwrap();
+        let train = model
+            .forward_hidden(&ids, Some(&mask), Mode::Train)
+            .unwrap();
+        let infer = model
+            .forward_hidden(&ids, Some(&mask), Mode::Infer)
+            .unwrap();
         let d = max_diff(&train, &infer);
         assert!(d <= TOL, "hidden kv={kv_heads}: {d}");
-        let d = max_diff(&model.logits(&train).unwrap(), &model.logits(&infer).unwrap());
+        let d = max_diff(
+            &model.logits(&train).unwrap(),
+            &model.logits(&infer).unwrap(),
+        );
         assert!(d <= TOL, "logits kv={kv_heads}: {d}");
     }
 }
@@ -159,7 +179,10 @@ fn subset_logits_equal_full_logits_columns() {
     assert_eq!(part.dims(), &[1, 3]);
     let d = max_diff(&part, &full.index_select(&subset, 1).unwrap());
     assert!(d <= TOL, "{d}");
-    assert_eq!(model.lm_head_weight().dims(), &[cfg.vocab_size, cfg.hidden_size]);
+    assert_eq!(
+        model.lm_head_weight().dims(),
+        &[cfg.vocab_size, cfg.hidden_size]
+    );
 }
 
 /// Prefill + decode steps with arbitrary in-prompt beam reorders (repeats allowed) equal the
@@ -255,8 +278,17 @@ fn every_parameter_receives_a_gradient() {
             let g = grads
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{name}: no gradient (tied={tied})"));
-            let norm = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(norm.is_finite() && norm > 0.0, "{name}: gradient {norm} (tied={tied})");
+            let norm = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm.is_finite() && norm > 0.0,
+                "{name}: gradient {norm} (tied={tied})"
+            );
         }
     }
 }
@@ -274,13 +306,23 @@ fn bf16_model_runs_and_stays_close_to_f32() {
     let (a, cache_a) = model.prefill(&ids, &lengths).unwrap();
     let (b, cache_b) = half.prefill(&ids, &lengths).unwrap();
     assert_eq!(b.dtype(), DType::F32);
-    let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = a
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(max_diff(&a, &b) < 0.1 * scale, "bf16 prefill far from f32");
     let tokens = Tensor::new(&[1u32, 2, 3, 4], &Device::Cpu).unwrap();
     let mut beams_a = BeamCache::new(model.num_layers());
     let mut beams_b = BeamCache::new(half.num_layers());
-    let a = model.decode_step(&tokens, &cache_a, &mut beams_a, 2).unwrap();
-    let b = half.decode_step(&tokens, &cache_b, &mut beams_b, 2).unwrap();
+    let a = model
+        .decode_step(&tokens, &cache_a, &mut beams_a, 2)
+        .unwrap();
+    let b = half
+        .decode_step(&tokens, &cache_b, &mut beams_b, 2)
+        .unwrap();
     assert!(max_diff(&a, &b) < 0.1 * scale, "bf16 decode far from f32");
     let train = half.forward_train(&ids, None).unwrap();
     assert_eq!(train.dtype(), DType::F32);

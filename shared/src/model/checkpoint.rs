@@ -32,9 +32,8 @@ fn at(path: &Path, e: impl std::fmt::Display) -> Error {
 pub fn load_config(dir: &Path) -> Result<Qwen2Config> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let cfg: Qwen2Config = serde_json::from_str(&text).map_err(|e| {
-        Error::parse(&path, e.line() as u64, e.column() as u64, e.to_string())
-    })?;
+    let cfg: Qwen2Config = serde_json::from_str(&text)
+        .map_err(|e| Error::parse(&path, e.line() as u64, e.column() as u64, e.to_string()))?;
     cfg.validate().map_err(|e| at(&path, e))?;
     Ok(cfg)
 }
@@ -53,9 +52,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         )));
     }
     let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::parse(&index, e.line() as u64, e.column() as u64, e.to_string())
-    })?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::parse(&index, e.line() as u64, e.column() as u64, e.to_string()))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -123,7 +121,11 @@ pub fn load_into_varmap(dir: &Path, varmap: &VarMap) -> Result<()> {
         if t.dims() != var.dims() {
             return Err(at(
                 dir,
-                format!("tensor {name:?} has shape {:?}, the model wants {:?}", t.dims(), var.dims()),
+                format!(
+                    "tensor {name:?} has shape {:?}, the model wants {:?}",
+                    t.dims(),
+                    var.dims()
+                ),
             ));
         }
         var.set(&t.to_dtype(var.dtype())?)
@@ -152,8 +154,9 @@ pub fn save(model: &Qwen2, dir: &Path) -> Result<()> {
         .map(|(n, t)| Ok((n, t.contiguous()?)))
         .collect::<Result<Vec<_>>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-        .map_err(|e| at(&weights_path, e))?;
+    let bytes =
+        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+            .map_err(|e| at(&weights_path, e))?;
 
     write_atomic(&weights_path, &bytes)?;
     write_atomic(&config_path, &json)

@@ -228,7 +228,10 @@ impl Qwen2Config {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("invalid Qwen2 config: {m}")));
         if self.model_type != "qwen2" {
-            return bad(format!("model_type is {:?}, expected \"qwen2\"", self.model_type));
+            return bad(format!(
+                "model_type is {:?}, expected \"qwen2\"",
+                self.model_type
+            ));
         }
         let positive = [
             ("vocab_size", self.vocab_size),
@@ -257,10 +260,16 @@ impl Qwen2Config {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return bad(format!("head dim {} must be even for RoPE", self.head_dim()));
+            return bad(format!(
+                "head dim {} must be even for RoPE",
+                self.head_dim()
+            ));
         }
         if self.hidden_act != "silu" {
-            return bad(format!("hidden_act {:?} is not supported (only silu)", self.hidden_act));
+            return bad(format!(
+                "hidden_act {:?} is not supported (only silu)",
+                self.hidden_act
+            ));
         }
         if self.use_sliding_window {
             return bad("use_sliding_window = true is not supported".to_string());
@@ -268,7 +277,10 @@ impl Qwen2Config {
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
             return bad("rope_scaling is not supported".to_string());
         }
-        if !(self.rope_theta > 0.0) || !(self.rms_norm_eps >= 0.0) {
+        // Written so that NaN fails too.
+        let theta_ok = self.rope_theta > 0.0 && self.rope_theta.is_finite();
+        let eps_ok = self.rms_norm_eps >= 0.0 && self.rms_norm_eps.is_finite();
+        if !theta_ok || !eps_ok {
             return bad("rope_theta must be positive and rms_norm_eps non-negative".to_string());
         }
         Ok(())
@@ -313,15 +325,28 @@ mod tests {
         assert_eq!(cfg.kv_heads(), 2);
         assert_eq!(cfg.head_dim(), 64);
         assert_eq!(cfg.dtype(), Some(DType::BF16));
-        assert_eq!(cfg.eos_token_id.as_ref().unwrap().to_vec(), vec![151645, 151643]);
+        assert_eq!(
+            cfg.eos_token_id.as_ref().unwrap().to_vec(),
+            vec![151645, 151643]
+        );
         assert_eq!(cfg.extra["transformers_version"], "4.43.1");
         let back: serde_json::Value = serde_json::to_value(&cfg).unwrap();
         assert_eq!(back["use_cache"], true);
         assert_eq!(back["model_type"], "qwen2");
         let shape = Qwen2Config::qwen2_5_0_5b();
         assert_eq!(
-            (shape.vocab_size, shape.hidden_size, shape.num_hidden_layers, shape.kv_heads()),
-            (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.kv_heads())
+            (
+                shape.vocab_size,
+                shape.hidden_size,
+                shape.num_hidden_layers,
+                shape.kv_heads()
+            ),
+            (
+                cfg.vocab_size,
+                cfg.hidden_size,
+                cfg.num_hidden_layers,
+                cfg.kv_heads()
+            )
         );
     }
 }

@@ -12,13 +12,7 @@ use crate::{Error, Result};
 
 type CResult<T> = candle_core::Result<T>;
 
-fn linear(
-    in_dim: usize,
-    out_dim: usize,
-    bias: bool,
-    std: f64,
-    vb: VarBuilder,
-) -> CResult<Linear> {
+fn linear(in_dim: usize, out_dim: usize, bias: bool, std: f64, vb: VarBuilder) -> CResult<Linear> {
     let init = Init::Randn {
         mean: 0.0,
         stdev: std,
@@ -57,7 +51,9 @@ impl RmsNorm {
 
     fn forward(&self, x: &Tensor, mode: Mode) -> CResult<Tensor> {
         match mode {
-            Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32),
+            Mode::Infer => {
+                candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32)
+            }
             Mode::Train => {
                 // HF order: normalise in f32, round to the model dtype, then scale.
                 let dtype = x.dtype();
@@ -79,7 +75,11 @@ struct Mlp {
 
 impl Mlp {
     fn new(cfg: &Qwen2Config, vb: VarBuilder) -> CResult<Self> {
-        let (h, i, std) = (cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range);
+        let (h, i, std) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.initializer_range,
+        );
         Ok(Self {
             gate_proj: linear(h, i, false, std, vb.pp("gate_proj"))?,
             up_proj: linear(h, i, false, std, vb.pp("up_proj"))?,
@@ -357,7 +357,10 @@ impl Qwen2 {
 
     /// Every weight under its HF name (`lm_head.weight` only when untied).
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.clone(),
+        )];
         let push_linear = |out: &mut Vec<(String, Tensor)>, name: String, l: &Linear| {
             out.push((format!("{name}.weight"), l.weight().clone()));
             if let Some(b) = l.bias() {
@@ -430,7 +433,12 @@ impl Qwen2 {
 
     /// Final hidden states `[B, L, hidden]` of a padded batch (`mask`: `[B, L]`, non-zero = real
     /// token, any padding side; `None` = no padding).
-    pub fn forward_hidden(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+    pub fn forward_hidden(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
         let layout = match mask {
             None => BatchLayout::dense(b, l),

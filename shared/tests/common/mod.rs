@@ -63,11 +63,14 @@ pub fn left_pad(rows: &[Vec<u32>]) -> (Tensor, Vec<usize>) {
     let l = rows.iter().map(Vec::len).max().unwrap();
     let mut data = Vec::new();
     for r in rows {
-        data.extend(std::iter::repeat(0).take(l - r.len()));
+        data.extend(std::iter::repeat_n(0, l - r.len()));
         data.extend_from_slice(r);
     }
     let lengths = rows.iter().map(Vec::len).collect();
-    (Tensor::from_vec(data, (rows.len(), l), &Device::Cpu).unwrap(), lengths)
+    (
+        Tensor::from_vec(data, (rows.len(), l), &Device::Cpu).unwrap(),
+        lengths,
+    )
 }
 
 /// One unpadded row as a `[1, L]` tensor.
