@@ -7,8 +7,10 @@ pub mod catalogue;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod metrics;
 pub mod sid;
 pub mod testing;
+pub mod trie;
 
 pub use error::{Error, Result};
 pub use sid::{ItemId, Sid, SidIndex, SidToken};
