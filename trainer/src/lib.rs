@@ -2,8 +2,8 @@
 //!
 //! * [`cli`] — the command-line interface (clap derive);
 //! * [`data`] — `data synth`, `data import-minionerec`, `data amazon18`, `data stats`;
-//! * [`baselines`] — popularity and last-item-transition rankers used by `data stats`;
-//! * [`rank_metrics`] — HR@K / NDCG@K accumulation;
+//! * [`baselines`] — popularity and last-item-transition rankers used by `data stats` (scored
+//!   with `sidrec::metrics`);
 //! * [`error`] — the crate's one error type.
 
 pub mod baselines;
@@ -11,7 +11,6 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod progress;
-pub mod rank_metrics;
 
 pub use error::{Result, TrainerError};
 

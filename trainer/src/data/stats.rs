@@ -14,7 +14,7 @@ use crate::baselines::{rank_of, LastItemTransition, Popularity, Ranker};
 use crate::cli::StatsArgs;
 use crate::error::{Result, TrainerError};
 use crate::progress;
-use crate::rank_metrics::{MetricsAccumulator, MetricsReport, DEFAULT_KS};
+use sidrec::metrics::{MetricsAccumulator, MetricsReport, TOP_KS};
 
 /// SID sharing in the dataset's index.
 #[derive(Debug, Clone, Serialize)]
@@ -104,8 +104,8 @@ pub fn collisions(index: &SidIndex) -> CollisionSummary {
 
 /// Evaluate `ranker` on `rows` (top-`max(ks)` lists, nothing excluded).
 pub fn evaluate(ranker: &dyn Ranker, rows: &[InteractionRow], name: &str) -> MetricsReport {
-    let k_max = DEFAULT_KS.iter().copied().max().unwrap_or(50);
-    let mut acc = MetricsAccumulator::new(&DEFAULT_KS);
+    let k_max = TOP_KS.iter().copied().max().unwrap_or(50);
+    let mut acc = MetricsAccumulator::new(TOP_KS.to_vec());
     let pb = progress::bar(rows.len() as u64, name);
     for r in rows {
         let list = ranker.recommend(&r.history_item_id, k_max);
@@ -260,9 +260,32 @@ pub fn render(s: &DatasetStats) -> String {
             "\nbaselines (fitted on train, evaluated on {} rows of `{}`):",
             first.metrics.n, s.split
         );
-        let _ = writeln!(o, "{}", first.metrics.markdown_header());
-        for b in &s.baselines {
-            let _ = writeln!(o, "{}", b.metrics.markdown_row(&b.name));
+        let _ = writeln!(o, "{}", baseline_table(&s.baselines));
+    }
+    o
+}
+
+/// A Markdown table with one row per baseline: HR@K columns, then NDCG@K columns.
+pub fn baseline_table(baselines: &[BaselineResult]) -> String {
+    let Some(first) = baselines.first() else {
+        return String::new();
+    };
+    let ks = &first.metrics.ks;
+    let mut o = String::from("| ranker |");
+    for k in ks {
+        let _ = write!(o, " HR@{k} |");
+    }
+    for k in ks {
+        let _ = write!(o, " NDCG@{k} |");
+    }
+    o.push_str("\n|---|");
+    o.push_str(&"---:|".repeat(2 * ks.len()));
+    for b in baselines {
+        let _ = write!(o, "\n| {} |", b.name);
+        for map in [&b.metrics.hr, &b.metrics.ndcg] {
+            for k in ks {
+                let _ = write!(o, " {:.4} |", map.get(k).copied().unwrap_or(f64::NAN));
+            }
         }
     }
     o
