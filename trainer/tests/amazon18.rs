@@ -94,12 +94,17 @@ const T5: &str = "Hex Bolts 1/4 Inch";
 #[test]
 fn fixture_matches_hand_derivation() {
     let dir = tempfile::tempdir().unwrap();
-    let (reviews, meta) = (dir.path().join("Fix_5.json.gz"), dir.path().join("meta_Fix.json"));
+    let (reviews, meta) = (
+        dir.path().join("Fix_5.json.gz"),
+        dir.path().join("meta_Fix.json"),
+    );
     write_lines(&reviews, &review_lines(), true);
     write_lines(&meta, &meta_lines(), false);
     let out_dir = dir.path().join("out");
     let out = Command::new(BIN)
-        .args(["data", "amazon18", "--user-k", "2", "--start", "2017-01", "--end", "2017-12"])
+        .args([
+            "data", "amazon18", "--user-k", "2", "--start", "2017-01", "--end", "2017-12",
+        ])
         .args(["--min-items", "1", "--reviews"])
         .arg(&reviews)
         .arg("--meta")
@@ -109,8 +114,15 @@ fn fixture_matches_hand_derivation() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("wrote {}", out_dir.join("train.csv").display())), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("wrote {}", out_dir.join("train.csv").display())),
+        "{stdout}"
+    );
 
     // Library view: the k-core passes.
     //   pass 1 (r4 out of window; I3, I4 without valid titles): I7 has 1 review → removed.
@@ -142,7 +154,10 @@ fn fixture_matches_hand_derivation() {
     let items = ds.read_items().unwrap();
     assert_eq!(items.len(), 3);
     assert_eq!(items[&0].title, T1);
-    assert_eq!(items[&0].description, "['Strong nails & staples', 'Pack of 100']");
+    assert_eq!(
+        items[&0].description,
+        "['Strong nails & staples', 'Pack of 100']"
+    );
     assert_eq!(items[&0].extra["brand"], "Kestrel");
     assert_eq!(items[&0].extra["categories"], "");
     assert_eq!(items[&1].title, T2);
@@ -167,7 +182,12 @@ fn fixture_matches_hand_derivation() {
     let s = |u: &str, h: &[u32], t: u32| (u.to_string(), h.to_vec(), t);
     assert_eq!(
         summary(&train),
-        [s("A0", &[0], 1), s("A1", &[1], 0), s("A2", &[0], 2), s("A3", &[2], 0)]
+        [
+            s("A0", &[0], 1),
+            s("A1", &[1], 0),
+            s("A2", &[0], 2),
+            s("A3", &[2], 0)
+        ]
     );
     assert_eq!(summary(&valid), [s("A0", &[0, 1], 0)]);
     assert_eq!(summary(&test), [s("A3", &[2, 0], 1)]);

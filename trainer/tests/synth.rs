@@ -21,13 +21,19 @@ fn small(seed: u64) -> SynthConfig {
 
 fn run_synth(dir: &std::path::Path, seed: u64) -> String {
     let out = Command::new(BIN)
-        .args(["data", "synth", "--items", "300", "--users", "200", "--seed"])
+        .args([
+            "data", "synth", "--items", "300", "--users", "200", "--seed",
+        ])
         .arg(seed.to_string())
         .arg("--out")
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -50,8 +56,18 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     let stdout = run_synth(&a, 7);
     run_synth(&b, 7);
     run_synth(&c, 8);
-    for name in ["train.csv", "valid.csv", "test.csv", "items.json", "sid_index.json", "info.txt"] {
-        assert!(stdout.contains(&format!("wrote {}", a.join(name).display())), "{stdout}");
+    for name in [
+        "train.csv",
+        "valid.csv",
+        "test.csv",
+        "items.json",
+        "sid_index.json",
+        "info.txt",
+    ] {
+        assert!(
+            stdout.contains(&format!("wrote {}", a.join(name).display())),
+            "{stdout}"
+        );
     }
     let (fa, fb, fc) = (read_all(&a), read_all(&b), read_all(&c));
     assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
@@ -76,7 +92,10 @@ fn samples_follow_the_reference_rules() {
 
     for u in &ds.users {
         assert!((SEQ_LEN.0..=SEQ_LEN.1).contains(&u.events.len()));
-        assert!(u.events.windows(2).all(|w| w[0].1 < w[1].1), "times increase");
+        assert!(
+            u.events.windows(2).all(|w| w[0].1 < w[1].1),
+            "times increase"
+        );
     }
     // Every row is a window of its user's sequence ending right before the target.
     let by_user: BTreeMap<&str, &Vec<(u32, i64)>> = ds
@@ -95,40 +114,78 @@ fn samples_follow_the_reference_rules() {
                 && ids[t - n..t] == r.history_item_id[..]
                 && (t - n == 0 || n == MAX_HISTORY)
         });
-        assert!(found, "row of {} is not a window of its sequence", r.user_id);
+        assert!(
+            found,
+            "row of {} is not a window of its sequence",
+            r.user_id
+        );
         assert_eq!(r.item_sid, index.get(r.item_id).unwrap().to_string());
         assert_eq!(r.item_title, f.items[&r.item_id].title);
     }
     // The global split is temporal: target times never decrease across train → valid → test.
     let s = build_and_split(&ds.users);
-    let times: Vec<i64> = s.train.iter().chain(&s.valid).chain(&s.test).map(|x| x.timestamp).collect();
+    let times: Vec<i64> = s
+        .train
+        .iter()
+        .chain(&s.valid)
+        .chain(&s.test)
+        .map(|x| x.timestamp)
+        .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
 }
 
 #[test]
 fn titles_are_readable_and_unique() {
-    let ds = synthesize(SynthConfig { items: 1500, users: 10, seed: 5 }, false).unwrap();
+    let ds = synthesize(
+        SynthConfig {
+            items: 1500,
+            users: 10,
+            seed: 5,
+        },
+        false,
+    )
+    .unwrap();
     let titles: Vec<&str> = ds.files.items.values().map(|m| m.title.as_str()).collect();
     let unique: BTreeSet<&str> = titles.iter().copied().collect();
     assert_eq!(unique.len(), titles.len(), "titles are unique");
     for t in &titles {
-        assert!(!t.contains('{') && !t.contains('}') && !t.contains("  "), "{t}");
+        assert!(
+            !t.contains('{') && !t.contains('}') && !t.contains("  "),
+            "{t}"
+        );
         let words = t.split(' ').count();
         assert!((3..=20).contains(&words), "{t}");
         assert!(t.chars().next().unwrap().is_uppercase(), "{t}");
     }
     for m in ds.files.items.values() {
         assert!(m.description.starts_with("['") && m.description.ends_with("']"));
-        assert!(m.extra["brand"].as_str().is_some_and(|b| m.title.starts_with(b)));
+        assert!(m.extra["brand"]
+            .as_str()
+            .is_some_and(|b| m.title.starts_with(b)));
     }
     // Some brand sells in several categories.
     let mut cats: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for m in ds.files.items.values() {
-        let cat = m.extra["categories"].as_str().unwrap().split(',').nth(1).unwrap().to_string();
-        cats.entry(m.extra["brand"].as_str().unwrap().to_string()).or_default().insert(cat);
+        let cat = m.extra["categories"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        cats.entry(m.extra["brand"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(cat);
     }
     assert!(cats.values().any(|c| c.len() >= 3));
-    let sids: BTreeSet<String> = ds.files.index.as_ref().unwrap().iter().map(|(_, s)| s.to_string()).collect();
+    let sids: BTreeSet<String> = ds
+        .files
+        .index
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|(_, s)| s.to_string())
+        .collect();
     assert_eq!(sids.len(), 1500, "grammar SIDs are unique");
     println!("{}", titles[..8].join("\n"));
 }
