@@ -211,7 +211,7 @@ fn build_catalogue(n: usize, rng: &mut ChaCha8Rng) -> Result<Catalogue> {
     let mut slots: Vec<usize> = counts
         .iter()
         .enumerate()
-        .flat_map(|(t, &c)| std::iter::repeat(t).take(c))
+        .flat_map(|(t, &c)| std::iter::repeat_n(t, c))
         .collect();
     slots.shuffle(rng);
     let brand_size: Vec<f64> = BRANDS.iter().map(|_| rng.gen_range(0.4..2.0)).collect();
