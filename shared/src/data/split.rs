@@ -57,6 +57,17 @@ fn parse_id(path: &Path, line: u64, col: usize, v: i64) -> Result<ItemId> {
 
 /// Parse a split from any reader; `path` is used in error messages only.
 pub fn read_split_from(reader: impl Read, path: &Path) -> Result<Vec<InteractionRow>> {
+    Ok(read_split_numbered_from(reader, path)?
+        .into_iter()
+        .map(|(_, row)| row)
+        .collect())
+}
+
+/// Like [`read_split_from`], with each row's 1-based starting line number (for messages).
+pub fn read_split_numbered_from(
+    reader: impl Read,
+    path: &Path,
+) -> Result<Vec<(u64, InteractionRow)>> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -119,7 +130,7 @@ pub fn read_split_from(reader: impl Read, path: &Path) -> Result<Vec<Interaction
                 ),
             ));
         }
-        rows.push(row);
+        rows.push((line, row));
     }
     Ok(rows)
 }
@@ -129,6 +140,13 @@ pub fn read_split(path: impl AsRef<Path>) -> Result<Vec<InteractionRow>> {
     let path = path.as_ref();
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     read_split_from(std::io::BufReader::new(file), path)
+}
+
+/// Read a split CSV file with each row's 1-based starting line number.
+pub fn read_split_numbered(path: impl AsRef<Path>) -> Result<Vec<(u64, InteractionRow)>> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    read_split_numbered_from(std::io::BufReader::new(file), path)
 }
 
 /// Write rows as pandas' `to_csv(index=False)` does (minimal quoting, `\n` line ends).

@@ -1,0 +1,29 @@
+//! The `sidrec-trainer` library: everything behind the `sidrec-trainer` binary.
+//!
+//! * [`cli`] — the command-line interface (clap derive);
+//! * [`data`] — `data synth`, `data import-minionerec`, `data amazon18`, `data stats`;
+//! * [`baselines`] — popularity and last-item-transition rankers used by `data stats` (scored
+//!   with `sidrec::metrics`);
+//! * [`error`] — the crate's one error type.
+
+pub mod baselines;
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod progress;
+
+pub use error::{Result, TrainerError};
+
+use cli::{Cli, Command, DataCommand};
+
+/// Run one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data(cmd) => match cmd {
+            DataCommand::Synth(a) => data::synth::run(&a),
+            DataCommand::ImportMinionerec(a) => data::minionerec::run(&a),
+            DataCommand::Amazon18(a) => data::amazon18::run(&a),
+            DataCommand::Stats(a) => data::stats::run(&a),
+        },
+    }
+}
