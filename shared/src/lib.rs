@@ -6,6 +6,7 @@
 
 pub mod catalogue;
 pub mod data;
+pub mod decode;
 pub mod error;
 pub mod io;
 pub mod metrics;
