@@ -5,8 +5,10 @@
 //! the reference's ranking metrics.
 
 pub mod catalogue;
+pub mod checkpoint;
 pub mod data;
 pub mod decode;
+pub mod device;
 pub mod error;
 pub mod io;
 pub mod metrics;

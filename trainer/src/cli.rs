@@ -1,10 +1,10 @@
-//! The command line: `sidrec-trainer data {synth, import-minionerec, amazon18, stats}`.
+//! The command line: `sidrec-trainer data {synth, import-minionerec, amazon18, stats}`, `init`, `eval`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Offline side of sidrec: build and inspect datasets (later stages: embed, sid, sft, grpo).
+/// Offline side of sidrec: build datasets, create checkpoints and evaluate them.
 #[derive(Debug, Parser)]
 #[command(name = "sidrec-trainer", version, about, long_about = None)]
 pub struct Cli {
@@ -19,6 +19,10 @@ pub enum Command {
     /// Build, import and inspect dataset directories.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Create an untrained from-scratch checkpoint: BPE tokenizer with SID tokens + preset model.
+    Init(InitArgs),
+    /// Evaluate a checkpoint with constrained beam search: HR/NDCG@K, invalid count, speed.
+    Eval(EvalArgs),
 }
 
 /// `sidrec-trainer data ...`
@@ -124,4 +128,72 @@ pub struct StatsArgs {
     /// Also write the statistics as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Model size presets for from-scratch models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// About 1M parameters plus embeddings (hidden 128, 4 layers): tests and the quickstart.
+    Tiny,
+    /// About 22M parameters plus embeddings (hidden 512, 8 layers).
+    Small,
+}
+
+/// Arguments of `init`.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Dataset directory with items and a SID index.
+    #[arg(long, env = "SIDREC_DATA")]
+    pub data: PathBuf,
+    /// Output checkpoint directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model size.
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub preset: Preset,
+    /// Prompt templates the model will be trained with.
+    #[arg(long, default_value = "compact")]
+    pub prompt_style: sidrec::prompt::PromptStyle,
+    /// Target size of the byte-level BPE vocabulary (before the SID tokens are added).
+    #[arg(long, default_value_t = 4000)]
+    pub vocab_size: usize,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
+    pub device: String,
+}
+
+/// Arguments of `eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Checkpoint directory (must contain `sidrec.json`).
+    #[arg(long, env = "SIDREC_CHECKPOINT")]
+    pub checkpoint: PathBuf,
+    /// Dataset directory holding the split.
+    #[arg(long, env = "SIDREC_DATA")]
+    pub data: PathBuf,
+    /// Split to evaluate.
+    #[arg(long, default_value = "test")]
+    pub split: sidrec::data::Split,
+    /// Beams per prompt; the metrics use the whole beam list (top-K is its prefix).
+    #[arg(long, default_value_t = 50)]
+    pub num_beams: usize,
+    /// Prompts decoded together.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Beam scores: `exact` (the reference's full-vocabulary log-probs) or `fast`.
+    #[arg(long, default_value = "exact")]
+    pub mode: sidrec::decode::ScoreMode,
+    /// Prompt templates (default: the checkpoint's).
+    #[arg(long)]
+    pub prompt_style: Option<sidrec::prompt::PromptStyle>,
+    /// Evaluate only the first N rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
+    pub device: String,
+    /// Output directory for report.json, report.md and predictions.json
+    /// (default: `<checkpoint>/eval-<split>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }

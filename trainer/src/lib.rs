@@ -4,12 +4,16 @@
 //! * [`data`] — `data synth`, `data import-minionerec`, `data amazon18`, `data stats`;
 //! * [`baselines`] — popularity and last-item-transition rankers used by `data stats` (scored
 //!   with `sidrec::metrics`);
+//! * [`init`] — `init`: an untrained from-scratch checkpoint;
+//! * [`eval`] — `eval`: constrained beam search over a split, HR/NDCG@K report;
 //! * [`error`] — the crate's one error type.
 
 pub mod baselines;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod eval;
+pub mod init;
 pub mod progress;
 
 pub use error::{Result, TrainerError};
@@ -25,5 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
             DataCommand::Amazon18(a) => data::amazon18::run(&a),
             DataCommand::Stats(a) => data::stats::run(&a),
         },
+        Command::Init(a) => init::run(&a),
+        Command::Eval(a) => eval::run(&a),
     }
 }

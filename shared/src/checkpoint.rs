@@ -1,0 +1,286 @@
+//! sidrec checkpoints: an HF Qwen2 directory plus everything needed to serve it.
+//!
+//! Layout (DESIGN §3): `config.json`, `model.safetensors`, `tokenizer.json`,
+//! `tokenizer_config.json`, `sid_index.json`, `items.json` and `sidrec.json`. A checkpoint is
+//! complete only when `sidrec.json` exists: writers fill a temp directory, fsync every file,
+//! write `sidrec.json` (with the sha256 of every other file) last, and rename the directory into
+//! place. Readers verify the hashes, so a torn or tampered checkpoint is refused, not served.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::data::{index, items, Items};
+use crate::error::{Error, Result};
+use crate::model::{checkpoint as hf, Qwen2};
+use crate::prompt::PromptStyle;
+use crate::sid::SidIndex;
+use crate::tokenizer::SidTokenizer;
+
+/// The metadata file whose presence marks a complete checkpoint.
+pub const META_FILE: &str = "sidrec.json";
+/// SID index file name inside a checkpoint.
+pub const SID_INDEX_FILE: &str = "sid_index.json";
+/// Item metadata file name inside a checkpoint.
+pub const ITEMS_FILE: &str = "items.json";
+/// Tokenizer file name inside a checkpoint.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Current `sidrec.json` format.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What `sidrec.json` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Format of this file.
+    pub format_version: u32,
+    /// Identifier of this checkpoint, named in every response served from it.
+    pub version: String,
+    /// Prompt templates the model was trained with.
+    pub prompt_style: PromptStyle,
+    /// Number of SID levels (the longest SID).
+    pub sid_levels: usize,
+    /// Training stage that produced it (`init`, `sft`, `grpo`, ...).
+    pub stage: String,
+    /// EOS token string of the tokenizer.
+    pub eos_token: String,
+    /// How items that share a SID were handled when the index was built.
+    pub collision_policy: String,
+    /// Seconds since the Unix epoch at writing.
+    pub created_unix: u64,
+    /// Fingerprint of the training data (sha256 of the dataset files), if known.
+    pub data_fingerprint: Option<String>,
+    /// Free-form metrics (validation scores, step counts, ...).
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    /// sha256 of every other file of the checkpoint.
+    pub files: BTreeMap<String, String>,
+}
+
+/// A loaded checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Where it was loaded from.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: CheckpointMeta,
+    /// The model.
+    pub model: Qwen2,
+    /// The tokenizer, with the SID tokens.
+    pub tokenizer: SidTokenizer,
+    /// Item → SID.
+    pub index: Arc<SidIndex>,
+    /// Item metadata.
+    pub items: Arc<Items>,
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// True when `dir` holds a complete checkpoint (its `sidrec.json` exists).
+pub fn is_complete(dir: &Path) -> bool {
+    dir.join(META_FILE).is_file()
+}
+
+/// Read and check `sidrec.json` and the hashes of the files it lists.
+pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
+    let path = dir.join(META_FILE);
+    if !path.is_file() {
+        return Err(Error::Invalid(format!(
+            "{}: not a complete sidrec checkpoint (no {META_FILE})",
+            dir.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text)
+        .map_err(|e| Error::parse(&path, e.line() as u64, e.column() as u64, e.to_string()))?;
+    if meta.format_version > FORMAT_VERSION {
+        return Err(Error::Invalid(format!(
+            "{}: format {} is newer than this build understands ({FORMAT_VERSION})",
+            path.display(),
+            meta.format_version
+        )));
+    }
+    for (name, want) in &meta.files {
+        if name.contains('/') || name.contains("..") {
+            return Err(Error::Invalid(format!(
+                "{}: bad file name `{name}`",
+                path.display()
+            )));
+        }
+        let got = sha256_file(&dir.join(name))?;
+        if &got != want {
+            return Err(Error::Invalid(format!(
+                "{}: sha256 mismatch (checkpoint is corrupt or was modified)",
+                dir.join(name).display()
+            )));
+        }
+    }
+    Ok(meta)
+}
+
+impl Checkpoint {
+    /// Load a complete checkpoint onto `device` (weights in `dtype`, or as stored).
+    pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: Option<DType>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let meta = read_meta(&dir)?;
+        let index = index::read_index(dir.join(SID_INDEX_FILE))?;
+        let items = items::read_items(dir.join(ITEMS_FILE))?;
+        let tokenizer = SidTokenizer::from_file(dir.join(TOKENIZER_FILE), &meta.eos_token, &index)?;
+        let model = hf::load(&dir, dtype, device)?;
+        if model.config().vocab_size < tokenizer.vocab_size() {
+            return Err(Error::Invalid(format!(
+                "{}: model vocabulary ({}) is smaller than the tokenizer's ({})",
+                dir.display(),
+                model.config().vocab_size,
+                tokenizer.vocab_size()
+            )));
+        }
+        Ok(Self {
+            dir,
+            meta,
+            model,
+            tokenizer,
+            index: Arc::new(index),
+            items: Arc::new(items),
+        })
+    }
+}
+
+/// What a writer provides; hashes, time and version are filled in by [`write`].
+#[derive(Debug, Clone)]
+pub struct NewCheckpoint<'a> {
+    /// The model to save.
+    pub model: &'a Qwen2,
+    /// Its tokenizer.
+    pub tokenizer: &'a SidTokenizer,
+    /// The SID index.
+    pub index: &'a SidIndex,
+    /// Item metadata.
+    pub items: &'a Items,
+    /// Prompt style.
+    pub prompt_style: PromptStyle,
+    /// Training stage.
+    pub stage: &'a str,
+    /// Collision policy of the index.
+    pub collision_policy: &'a str,
+    /// Data fingerprint, if known.
+    pub data_fingerprint: Option<String>,
+    /// Metrics to record.
+    pub metrics: serde_json::Value,
+}
+
+/// Write a checkpoint to `dir` atomically: build it in a temp directory beside `dir`, then
+/// rename. An existing complete checkpoint at `dir` is replaced only after the new one is whole.
+pub fn write(dir: impl AsRef<Path>, ck: &NewCheckpoint<'_>) -> Result<CheckpointMeta> {
+    let dir = dir.as_ref();
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let name = dir
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("{}: not a directory name", dir.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let created_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let tmp = parent.join(format!(".{name}.tmp-{}-{created_unix}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let result = (|| {
+        hf::save(ck.model, &tmp)?;
+        ck.tokenizer.save(&tmp)?;
+        index::write_index(tmp.join(SID_INDEX_FILE), ck.index)?;
+        items::write_items(tmp.join(ITEMS_FILE), ck.items)?;
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
+            let entry = entry.map_err(|e| Error::io(&tmp, e))?;
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            if !fname.starts_with('.') {
+                files.insert(fname, sha256_file(&entry.path())?);
+            }
+        }
+        let mut h = Sha256::new();
+        for (f, s) in &files {
+            h.update(f.as_bytes());
+            h.update(s.as_bytes());
+        }
+        let digest = format!("{:x}", h.finalize());
+        let meta = CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            version: format!("{}-{}-{}", ck.stage, created_unix, &digest[..12]),
+            prompt_style: ck.prompt_style,
+            sid_levels: ck.index.max_levels(),
+            stage: ck.stage.to_string(),
+            eos_token: ck
+                .tokenizer
+                .inner()
+                .id_to_token(ck.tokenizer.eos_id())
+                .unwrap_or_default(),
+            collision_policy: ck.collision_policy.to_string(),
+            created_unix,
+            data_fingerprint: ck.data_fingerprint.clone(),
+            metrics: ck.metrics.clone(),
+            files,
+        };
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
+        // Last: its presence is what makes the checkpoint complete.
+        crate::io::write_bytes_atomic(&tmp.join(META_FILE), &json)?;
+        Ok(meta)
+    })();
+    let meta = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    if dir.exists() {
+        // Move the old one aside first: a rename cannot replace a non-empty directory.
+        let old = parent.join(format!(".{name}.old-{}-{created_unix}", std::process::id()));
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    }
+    crate::io::sync_dir(parent)?;
+    Ok(meta)
+}
+
+/// Fingerprint of a set of files: sha256 over their names and contents' hashes.
+pub fn fingerprint(paths: &[PathBuf]) -> Result<String> {
+    let mut h = Sha256::new();
+    for p in paths {
+        h.update(
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        h.update(sha256_file(p)?.as_bytes());
+    }
+    Ok(format!("{:x}", h.finalize()))
+}

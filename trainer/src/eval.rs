@@ -1,0 +1,213 @@
+//! `sidrec-trainer eval`: constrained beam search over a split, scored as the reference's
+//! calc.py scores it (HR@K / NDCG@K on the beam list, invalid count).
+//!
+//! Histories are mapped to SIDs through the checkpoint's own index (not the CSV's SID columns),
+//! so a dataset whose SIDs were rebuilt is still evaluated against the model's SIDs.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use sidrec::checkpoint::Checkpoint;
+use sidrec::data::{DatasetDir, Split};
+use sidrec::decode::{DecodeRequest, Decoder, SearchConfig};
+use sidrec::metrics::{self, MetricsReport};
+use sidrec::prompt::{self, PromptStyle};
+
+use crate::cli::EvalArgs;
+use crate::error::{Result, TrainerError};
+use crate::progress;
+
+/// What `eval` writes to `report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Checkpoint directory.
+    pub checkpoint: String,
+    /// Checkpoint version.
+    pub version: String,
+    /// Dataset directory.
+    pub data: String,
+    /// Evaluated split.
+    pub split: String,
+    /// Rows evaluated.
+    pub rows: usize,
+    /// Beams per prompt.
+    pub num_beams: usize,
+    /// Score mode.
+    pub mode: String,
+    /// Prompt style used.
+    pub prompt_style: String,
+    /// HR/NDCG@K and the invalid count.
+    pub metrics: MetricsReport,
+    /// Wall time of decoding (s).
+    pub decode_seconds: f64,
+    /// Rows per second of decoding.
+    pub rows_per_second: f64,
+    /// Peak resident memory of the process (MiB), where the OS reports it.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// One row of `predictions.json`, in the reference's shape (`input`, `output`, `predict`).
+#[derive(Debug, Clone, Serialize)]
+struct Prediction {
+    input: String,
+    output: String,
+    predict: Vec<String>,
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Markdown rendering of a report.
+pub fn render(r: &EvalReport) -> String {
+    format!(
+        "# Evaluation of `{}`\n\n- version: `{}`\n- data: `{}` split `{}` ({} rows)\n- {} beams, `{}` scores, `{}` prompts\n- decode: {:.1} s, {:.2} rows/s, peak RSS {}\n\n{}\n",
+        r.checkpoint,
+        r.version,
+        r.data,
+        r.split,
+        r.rows,
+        r.num_beams,
+        r.mode,
+        r.prompt_style,
+        r.decode_seconds,
+        r.rows_per_second,
+        r.peak_rss_mib
+            .map(|m| format!("{m:.0} MiB"))
+            .unwrap_or_else(|| "n/a".into()),
+        r.metrics.to_markdown()
+    )
+}
+
+/// `sidrec-trainer eval`.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    if args.batch_size == 0 || args.num_beams == 0 {
+        return Err(TrainerError::Invalid(
+            "--batch-size and --num-beams must be at least 1".into(),
+        ));
+    }
+    let device = sidrec::device::parse_device(&args.device)?;
+    let ck = Checkpoint::load(&args.checkpoint, &device, None)?;
+    let style: PromptStyle = args.prompt_style.unwrap_or(ck.meta.prompt_style);
+    let ds = DatasetDir::discover(&args.data)?;
+    let split_path = ds.split_path(args.split);
+    let mut rows = sidrec::data::split::read_split_numbered(&split_path)?;
+    if let Some(n) = args.limit {
+        rows.truncate(n);
+    }
+    if rows.is_empty() {
+        return Err(TrainerError::Invalid(format!(
+            "{}: no rows to evaluate",
+            split_path.display()
+        )));
+    }
+    let sid_of = |id, line: u64| {
+        ck.index.get(id).map(|s| s.to_string()).ok_or_else(|| {
+            TrainerError::parse(
+                &split_path,
+                line,
+                format!("item {id} has no SID in the checkpoint's index"),
+            )
+        })
+    };
+    let mut prompts = Vec::with_capacity(rows.len());
+    let mut inputs = Vec::with_capacity(rows.len());
+    let mut targets = Vec::with_capacity(rows.len());
+    for (line, r) in &rows {
+        let hist = r
+            .history_item_id
+            .iter()
+            .map(|&i| sid_of(i, *line))
+            .collect::<Result<Vec<_>>>()?;
+        let p = prompt::eval_seqrec(style, &hist);
+        prompts.push(ck.tokenizer.encode_prompt(&p)?);
+        inputs.push(p.text());
+        targets.push(sid_of(r.item_id, *line)?);
+    }
+
+    let decoder = Decoder::new(
+        ck.index.clone(),
+        ck.tokenizer.sid_vocab().clone(),
+        ck.tokenizer.newline_id(),
+        ck.tokenizer.eos_id(),
+        &device,
+    )?;
+    let cfg = SearchConfig {
+        num_beams: args.num_beams,
+        top_k: args.num_beams,
+        mode: args.mode,
+    };
+    // Batches of similar length waste less compute on padding; results go back in row order.
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len()));
+    let mut predictions: Vec<Vec<String>> = vec![Vec::new(); prompts.len()];
+    let pb = progress::bar(prompts.len() as u64, "eval");
+    let start = Instant::now();
+    for chunk in order.chunks(args.batch_size) {
+        let reqs: Vec<DecodeRequest> = chunk
+            .iter()
+            .map(|&i| DecodeRequest {
+                prompt: &prompts[i],
+                exclude: &[],
+            })
+            .collect();
+        let out = decoder.beam_search(&ck.model, &reqs, &cfg)?;
+        for (&i, hyps) in chunk.iter().zip(out) {
+            predictions[i] = hyps.iter().map(|h| h.sid.to_string()).collect();
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    let decode_seconds = start.elapsed().as_secs_f64();
+
+    let item_set: HashSet<String> = ck.index.iter().map(|(_, s)| s.to_string()).collect();
+    let metrics = metrics::evaluate(&predictions, &targets, &item_set)?;
+    let report = EvalReport {
+        checkpoint: args.checkpoint.display().to_string(),
+        version: ck.meta.version.clone(),
+        data: args.data.display().to_string(),
+        split: args.split.to_string(),
+        rows: prompts.len(),
+        num_beams: args.num_beams,
+        mode: args.mode.to_string(),
+        prompt_style: style.to_string(),
+        metrics,
+        decode_seconds,
+        rows_per_second: prompts.len() as f64 / decode_seconds.max(1e-9),
+        peak_rss_mib: peak_rss_mib(),
+    };
+    let out: PathBuf = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.checkpoint.join(format!("eval-{}", args.split)));
+    std::fs::create_dir_all(&out).map_err(|e| TrainerError::io(&out, e))?;
+    let report_json = serde_json::to_vec_pretty(&report)
+        .map_err(|e| TrainerError::Invalid(format!("serialising the report: {e}")))?;
+    sidrec::io::write_bytes_atomic(&out.join("report.json"), &report_json)?;
+    sidrec::io::write_bytes_atomic(&out.join("report.md"), render(&report).as_bytes())?;
+    let preds: Vec<Prediction> = inputs
+        .into_iter()
+        .zip(&targets)
+        .zip(predictions)
+        .map(|((input, target), predict)| Prediction {
+            input,
+            output: format!("{target}\n"),
+            predict,
+        })
+        .collect();
+    let preds_json = serde_json::to_vec_pretty(&preds)
+        .map_err(|e| TrainerError::Invalid(format!("serialising predictions: {e}")))?;
+    sidrec::io::write_bytes_atomic(&out.join("predictions.json"), &preds_json)?;
+    print!("{}", render(&report));
+    println!("wrote {}", out.display());
+    if Split::Train == args.split {
+        eprintln!("note: evaluating on the training split measures fit, not generalisation");
+    }
+    Ok(())
+}

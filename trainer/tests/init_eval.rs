@@ -1,0 +1,166 @@
+//! `init` + `eval` end to end on a small synthetic dataset, and checkpoint integrity checks.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+use sidrec::checkpoint::Checkpoint;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sidrec-trainer");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn setup(dir: &Path) -> (String, String) {
+    let data = dir.join("data");
+    let ck = dir.join("ck");
+    let (data, ck) = (
+        data.to_str().unwrap().to_string(),
+        ck.to_str().unwrap().to_string(),
+    );
+    ok(&[
+        "data", "synth", "--items", "300", "--users", "300", "--seed", "3", "--out", &data,
+    ]);
+    ok(&["init", "--data", &data, "--out", &ck, "--vocab-size", "600"]);
+    (data, ck)
+}
+
+#[test]
+fn eval_reports_metrics_and_reference_shaped_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let out = dir.path().join("eval");
+    let stdout = ok(&[
+        "eval",
+        "--checkpoint",
+        &ck,
+        "--data",
+        &data,
+        "--limit",
+        "25",
+        "--num-beams",
+        "12",
+        "--batch-size",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("HR@K"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["rows"], 25);
+    assert_eq!(
+        report["metrics"]["invalid"], 0,
+        "constrained decoding never leaves the catalogue"
+    );
+    assert_eq!(report["metrics"]["ks"], serde_json::json!([1, 3, 5, 10]));
+    let preds: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("predictions.json")).unwrap()).unwrap();
+    assert_eq!(preds.len(), 25);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&ck).join("sid_index.json")).unwrap())
+            .unwrap();
+    let sids: std::collections::HashSet<String> = index
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect()
+        })
+        .collect();
+    for p in &preds {
+        let list = p["predict"].as_array().unwrap();
+        assert_eq!(list.len(), 12);
+        let distinct: std::collections::HashSet<&str> =
+            list.iter().map(|s| s.as_str().unwrap()).collect();
+        assert_eq!(distinct.len(), 12, "beams are distinct SIDs");
+        assert!(distinct.iter().all(|s| sids.contains(*s)));
+        assert!(p["output"].as_str().unwrap().ends_with('\n'));
+        assert!(p["input"].as_str().unwrap().starts_with("history: "));
+    }
+    // Batch size does not change the results.
+    let out1 = dir.path().join("eval1");
+    ok(&[
+        "eval",
+        "--checkpoint",
+        &ck,
+        "--data",
+        &data,
+        "--limit",
+        "25",
+        "--num-beams",
+        "12",
+        "--batch-size",
+        "1",
+        "--out",
+        out1.to_str().unwrap(),
+    ]);
+    let p1: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out1.join("predictions.json")).unwrap()).unwrap();
+    let same = preds
+        .iter()
+        .zip(&p1)
+        .filter(|(a, b)| a["predict"] == b["predict"])
+        .count();
+    assert!(
+        same >= 24,
+        "only {same}/25 rows identical across batch sizes"
+    );
+}
+
+#[test]
+fn checkpoints_reload_identically_and_corruption_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let a = Checkpoint::load(&ck, &Device::Cpu, None).unwrap();
+    let b = Checkpoint::load(&ck, &Device::Cpu, None).unwrap();
+    assert_eq!(a.meta.stage, "init");
+    let ids = Tensor::new(&[[1u32, 5, 9, 3]], &Device::Cpu).unwrap();
+    let la = a
+        .model
+        .forward_train(&ids, None)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let lb = b
+        .model
+        .forward_train(&ids, None)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(la, lb);
+
+    // Flip one byte of the weights: the sha256 check refuses the checkpoint.
+    let weights = Path::new(&ck).join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x55;
+    std::fs::write(&weights, &bytes).unwrap();
+    let o = run(&["eval", "--checkpoint", &ck, "--data", &data, "--limit", "2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sha256 mismatch"));
+
+    // Without sidrec.json the directory is not a checkpoint.
+    std::fs::remove_file(Path::new(&ck).join("sidrec.json")).unwrap();
+    let o = run(&["eval", "--checkpoint", &ck, "--data", &data]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a complete sidrec checkpoint"));
+}
