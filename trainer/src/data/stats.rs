@@ -33,6 +33,30 @@ pub struct CollisionSummary {
     pub levels: usize,
 }
 
+/// The compiled SID trie of the dataset's index (what constrained decoding walks).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrieSummary {
+    /// Nodes at each depth (the root is depth 0).
+    pub nodes_per_depth: Vec<usize>,
+    /// Bytes of its flat tables.
+    pub heap_bytes: usize,
+    /// Wall time of the compile (ms).
+    pub build_ms: f64,
+}
+
+/// Compile the SID trie of `index` (token ids assigned in the reference's sorted order).
+pub fn trie_summary(index: &SidIndex) -> Result<TrieSummary> {
+    let start = std::time::Instant::now();
+    let vocab = sidrec::trie::SidVocab::sequential(index, 0)?;
+    let trie = sidrec::trie::SidTrie::build(index, &vocab)?;
+    let build_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok(TrieSummary {
+        nodes_per_depth: (0..=trie.num_levels()).map(|d| trie.num_nodes(d)).collect(),
+        heap_bytes: trie.heap_bytes(),
+        build_ms,
+    })
+}
+
 /// A baseline's scores on the evaluated split.
 #[derive(Debug, Clone, Serialize)]
 pub struct BaselineResult {
@@ -71,6 +95,8 @@ pub struct DatasetStats {
     pub cold_target_rate: f64,
     /// SID collisions, when the dataset has an index.
     pub collisions: Option<CollisionSummary>,
+    /// The compiled SID trie, when the dataset has an index.
+    pub trie: Option<TrieSummary>,
     /// Baselines fitted on train and evaluated on `split`.
     pub baselines: Vec<BaselineResult>,
 }
@@ -174,9 +200,12 @@ pub fn compute(dir: &Path, split: Split) -> Result<DatasetStats> {
         cold += usize::from(!train_targets.contains(&r.item_id));
     }
 
-    let collisions = match &ds.index {
-        Some(_) => Some(collisions(&ds.read_index()?)),
-        None => None,
+    let (collisions, trie) = match &ds.index {
+        Some(_) => {
+            let index = ds.read_index()?;
+            (Some(collisions(&index)), Some(trie_summary(&index)?))
+        }
+        None => (None, None),
     };
 
     let pop = Popularity::fit(train);
@@ -206,6 +235,7 @@ pub fn compute(dir: &Path, split: Split) -> Result<DatasetStats> {
         target_in_history_rate: ratio(in_history, eval.len()),
         cold_target_rate: ratio(cold, eval.len()),
         collisions,
+        trie,
         baselines,
     })
 }
@@ -253,6 +283,16 @@ pub fn render(s: &DatasetStats) -> String {
         None => {
             let _ = writeln!(o, "SID index: none");
         }
+    }
+    if let Some(t) = &s.trie {
+        let nodes: Vec<String> = t.nodes_per_depth.iter().map(|n| n.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "SID trie: nodes per depth {}, {} bytes, compiled in {:.1} ms",
+            nodes.join("/"),
+            t.heap_bytes,
+            t.build_ms
+        );
     }
     if let Some(first) = s.baselines.first() {
         let _ = writeln!(
