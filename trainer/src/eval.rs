@@ -48,12 +48,15 @@ pub struct EvalReport {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// One row of `predictions.json`, in the reference's shape (`input`, `output`, `predict`).
+/// One row of `predictions.json`: the reference's shape (`input`, `output`, `predict`) plus the
+/// beam scores and the exact prompt token ids, so that an independent decoder can be compared.
 #[derive(Debug, Clone, Serialize)]
 struct Prediction {
     input: String,
     output: String,
     predict: Vec<String>,
+    scores: Vec<f32>,
+    prompt_ids: Vec<u32>,
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
@@ -147,6 +150,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len()));
     let mut predictions: Vec<Vec<String>> = vec![Vec::new(); prompts.len()];
+    let mut scores: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
     let pb = progress::bar(prompts.len() as u64, "eval");
     let start = Instant::now();
     for chunk in order.chunks(args.batch_size) {
@@ -160,6 +164,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let out = decoder.beam_search(&ck.model, &reqs, &cfg)?;
         for (&i, hyps) in chunk.iter().zip(out) {
             predictions[i] = hyps.iter().map(|h| h.sid.to_string()).collect();
+            scores[i] = hyps.iter().map(|h| h.score).collect();
         }
         pb.inc(chunk.len() as u64);
     }
@@ -195,11 +200,17 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .into_iter()
         .zip(&targets)
         .zip(predictions)
-        .map(|((input, target), predict)| Prediction {
-            input,
-            output: format!("{target}\n"),
-            predict,
-        })
+        .zip(scores)
+        .zip(prompts)
+        .map(
+            |((((input, target), predict), scores), prompt_ids)| Prediction {
+                input,
+                output: format!("{target}\n"),
+                predict,
+                scores,
+                prompt_ids,
+            },
+        )
         .collect();
     let preds_json = serde_json::to_vec_pretty(&preds)
         .map_err(|e| TrainerError::Invalid(format!("serialising predictions: {e}")))?;
