@@ -80,12 +80,18 @@ pub const MINIONEREC_RESPONSE_TAIL: &str = "### Response:\n";
 
 const SEQREC_INSTRUCTION: &str = "Can you predict the next possible item that the user may expect?";
 
-/// `H`: SIDs joined with comma + space.
-fn join_sids<S: AsRef<str>>(sids: &[S]) -> String {
-    sids.iter()
+/// `items` joined by `sep`.
+fn join<S: AsRef<str>>(items: &[S], sep: &str) -> String {
+    items
+        .iter()
         .map(|s| s.as_ref())
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(sep)
+}
+
+/// `H`: SIDs joined with comma + space.
+fn join_sids<S: AsRef<str>>(sids: &[S]) -> String {
+    join(sids, ", ")
 }
 
 /// `T2`: double-quoted titles joined with comma + space.
@@ -142,14 +148,7 @@ pub fn sft_seqrec<S: AsRef<str>>(
 
 fn compact_seqrec<S: AsRef<str>>(history_sids: &[S], response: String) -> Prompt {
     Prompt {
-        parts: vec![format!(
-            "history: {}\nnext:\n",
-            history_sids
-                .iter()
-                .map(|s| s.as_ref())
-                .collect::<Vec<_>>()
-                .join(" ")
-        )],
+        parts: vec![format!("history: {}\nnext:\n", join(history_sids, " "))],
         response,
     }
 }
@@ -214,11 +213,7 @@ pub fn seqrec_to_title<S: AsRef<str>>(
         PromptStyle::Compact => Prompt {
             parts: vec![format!(
                 "history: {}\nnext title:\n",
-                history_sids
-                    .iter()
-                    .map(|s| s.as_ref())
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                join(history_sids, " ")
             )],
             response,
         },
@@ -251,11 +246,7 @@ pub fn title_history_to_sid<S: AsRef<str>>(
         PromptStyle::Compact => Prompt {
             parts: vec![format!(
                 "titles: {}\nnext sid:\n",
-                history_titles
-                    .iter()
-                    .map(|s| s.as_ref())
-                    .collect::<Vec<_>>()
-                    .join(" | ")
+                join(history_titles, " | ")
             )],
             response,
         },
@@ -311,11 +302,7 @@ pub fn title_history_to_title<S: AsRef<str>>(
         PromptStyle::Compact => Prompt {
             parts: vec![format!(
                 "titles: {}\nnext title:\n",
-                history_titles
-                    .iter()
-                    .map(|s| s.as_ref())
-                    .collect::<Vec<_>>()
-                    .join(" | ")
+                join(history_titles, " | ")
             )],
             response: format!("{title}\n"),
         },
