@@ -15,6 +15,7 @@ pub mod error;
 pub mod eval;
 pub mod init;
 pub mod progress;
+pub mod sft;
 
 pub use error::{Result, TrainerError};
 

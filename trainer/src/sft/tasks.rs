@@ -1,0 +1,297 @@
+//! The five SFT tasks of the reference (MINIONEREC.md §2.1), as tokenised examples.
+//!
+//! Each example is `prompt ids ++ response ids ++ EOS` with loss only on the response and EOS.
+//! Deliberate differences from the reference: alignment tasks use the full SID (the reference
+//! truncates to three tokens, which breaks 4-level SIDs), and a title missing from the item
+//! metadata drops the title tasks of that row instead of training on a placeholder.
+
+use std::collections::BTreeMap;
+
+use rand_mt::Mt;
+use sidrec::data::{InteractionRow, Items};
+use sidrec::prompt::{self, Prompt, PromptStyle};
+use sidrec::tokenizer::SidTokenizer;
+use sidrec::{ItemId, SidIndex};
+
+use crate::error::{Result, TrainerError};
+
+/// Which of the five tasks an example comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Task {
+    /// SID history → next SID (`SidSFTDataset`).
+    SeqRec,
+    /// SID ↔ title (`SidItemFeatDataset`).
+    Alignment,
+    /// SID history → next title (`FusionSeqRecDataset`).
+    SeqToTitle,
+    /// Title history → next title (`SFTData`).
+    TitleToTitle,
+    /// Title history → next SID (`TitleHistory2SidSFTDataset`).
+    TitleToSid,
+}
+
+impl Task {
+    /// All tasks, in the reference's concatenation order.
+    pub const ALL: [Task; 5] = [
+        Task::SeqRec,
+        Task::Alignment,
+        Task::SeqToTitle,
+        Task::TitleToTitle,
+        Task::TitleToSid,
+    ];
+
+    /// Short name used in flags and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::SeqRec => "seqrec",
+            Task::Alignment => "alignment",
+            Task::SeqToTitle => "seq2title",
+            Task::TitleToTitle => "title2title",
+            Task::TitleToSid => "title2sid",
+        }
+    }
+}
+
+/// One tokenised training example.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Prompt and response token ids.
+    pub ids: Vec<u32>,
+    /// Number of leading ids that carry no loss (the prompt, after truncation).
+    pub prompt_len: usize,
+    /// The task it belongs to.
+    pub task: Task,
+}
+
+impl Example {
+    /// Number of supervised tokens (response + EOS).
+    pub fn target_len(&self) -> usize {
+        self.ids.len() - self.prompt_len
+    }
+}
+
+/// The reference's `random.seed(42); random.randint(0, 10)` sequence that picks the instruction
+/// variant of each title → title example (CPython: MT19937 seeded by `init_by_array([seed])`,
+/// `randint` by rejection over `getrandbits(4)`).
+pub struct PythonRandInt {
+    mt: Mt,
+}
+
+impl PythonRandInt {
+    /// Seeded as Python's `random.seed(seed)` for a small non-negative integer seed.
+    pub fn new(seed: u32) -> Self {
+        Self {
+            mt: Mt::new_with_key(std::iter::once(seed)),
+        }
+    }
+
+    /// `random.randint(0, n - 1)` for `1 <= n <= 2^31`.
+    pub fn below(&mut self, n: u32) -> u32 {
+        let k = 32 - n.leading_zeros();
+        loop {
+            let r = self.mt.next_u32() >> (32 - k);
+            if r < n {
+                return r;
+            }
+        }
+    }
+}
+
+/// Build, tokenise and truncate the examples of the chosen tasks.
+pub struct TaskBuilder<'a> {
+    /// Prompt templates.
+    pub style: PromptStyle,
+    /// Tokenizer with the SID tokens.
+    pub tokenizer: &'a SidTokenizer,
+    /// Item → SID.
+    pub index: &'a SidIndex,
+    /// Item metadata (titles).
+    pub items: &'a Items,
+    /// Category phrase used by the title tasks (e.g. `industrial and scientific items`).
+    pub category: String,
+    /// Longest example; longer ones keep their last `cutoff` ids, as the reference does.
+    pub cutoff: usize,
+}
+
+impl TaskBuilder<'_> {
+    fn sid(&self, id: ItemId) -> Result<String> {
+        self.index
+            .get(id)
+            .map(|s| s.to_string())
+            .ok_or_else(|| TrainerError::Invalid(format!("item {id} has no SID in the index")))
+    }
+
+    fn title(&self, id: ItemId) -> Option<&str> {
+        self.items.get(&id).map(|m| m.title.as_str())
+    }
+
+    fn encode(&self, p: &Prompt, task: Task) -> Result<Example> {
+        let mut ids = self.tokenizer.encode_prompt(p)?;
+        let prompt_len = ids.len();
+        ids.extend(self.tokenizer.encode_response(p)?);
+        // Left truncation keeps the response (the reference truncates the same way).
+        let cut = ids.len().saturating_sub(self.cutoff);
+        Ok(Example {
+            ids: ids[cut..].to_vec(),
+            prompt_len: prompt_len.saturating_sub(cut),
+            task,
+        })
+    }
+
+    /// The examples of `tasks` built from `rows` (and, for alignment, from the catalogue).
+    pub fn build(&self, rows: &[InteractionRow], tasks: &[Task]) -> Result<Vec<Example>> {
+        let mut out = Vec::new();
+        for &task in Task::ALL.iter().filter(|t| tasks.contains(t)) {
+            match task {
+                Task::SeqRec => {
+                    for r in rows {
+                        let hist = self.history_sids(r)?;
+                        let p = prompt::sft_seqrec(self.style, &hist, &self.sid(r.item_id)?);
+                        out.push(self.encode(&p, task)?);
+                    }
+                }
+                Task::Alignment => {
+                    // As the reference: every SID → title first, then every title → SID, each a
+                    // dict where the last writer wins (duplicate titles / shared SIDs).
+                    let mut sid2title: BTreeMap<String, String> = BTreeMap::new();
+                    let mut title2sid: BTreeMap<String, String> = BTreeMap::new();
+                    let mut title_order = Vec::new();
+                    let mut sid_order = Vec::new();
+                    for (id, sid) in self.index.iter() {
+                        let Some(title) = self.title(id) else {
+                            continue;
+                        };
+                        let sid = sid.to_string();
+                        if sid2title.insert(sid.clone(), title.to_string()).is_none() {
+                            sid_order.push(sid.clone());
+                        }
+                        if title2sid.insert(title.to_string(), sid).is_none() {
+                            title_order.push(title.to_string());
+                        }
+                    }
+                    for sid in &sid_order {
+                        let p = prompt::sid_to_title(self.style, sid, &sid2title[sid]);
+                        out.push(self.encode(&p, task)?);
+                    }
+                    for title in &title_order {
+                        let p = prompt::title_to_sid(self.style, title, &title2sid[title]);
+                        out.push(self.encode(&p, task)?);
+                    }
+                }
+                Task::SeqToTitle => {
+                    for r in rows {
+                        let Some(title) = self.title(r.item_id) else {
+                            continue;
+                        };
+                        let hist = self.history_sids(r)?;
+                        let p = prompt::seqrec_to_title(self.style, &hist, title);
+                        out.push(self.encode(&p, task)?);
+                    }
+                }
+                Task::TitleToTitle => {
+                    let mut rng = PythonRandInt::new(42);
+                    for r in rows {
+                        let variant = rng.below(prompt::TITLE_TASK_INSTRUCTIONS.len() as u32);
+                        let p = prompt::title_history_to_title(
+                            self.style,
+                            &self.category,
+                            variant as usize,
+                            &r.history_item_title,
+                            &r.item_title,
+                        );
+                        out.push(self.encode(&p, task)?);
+                    }
+                }
+                Task::TitleToSid => {
+                    for r in rows {
+                        let p = prompt::title_history_to_sid(
+                            self.style,
+                            &self.category,
+                            &r.history_item_title,
+                            &self.sid(r.item_id)?,
+                        );
+                        out.push(self.encode(&p, task)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn history_sids(&self, r: &InteractionRow) -> Result<Vec<String>> {
+        r.history_item_id.iter().map(|&i| self.sid(i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sidrec::data::ItemMeta;
+    use sidrec::Sid;
+
+    #[test]
+    fn python_randint_sequence_matches_cpython() {
+        // CPython 3.11: random.seed(42); [random.randint(0, 10) for _ in range(12)]
+        let mut r = PythonRandInt::new(42);
+        let got: Vec<u32> = (0..12).map(|_| r.below(11)).collect();
+        assert_eq!(got, [10, 1, 0, 4, 3, 3, 2, 1, 10, 8, 1, 9]);
+    }
+
+    #[test]
+    fn examples_supervise_only_the_response() {
+        let index: SidIndex = [
+            (0, Sid::from_codes(vec![1, 2, 3])),
+            (1, Sid::from_codes(vec![4, 5, 6])),
+            (2, Sid::from_codes(vec![4, 5, 6])),
+        ]
+        .into_iter()
+        .collect();
+        let items: Items = [
+            (0, ItemMeta::new("Red Hammer", "")),
+            (1, ItemMeta::new("Blue Nails", "")),
+            (2, ItemMeta::new("Blue Nails", "")),
+        ]
+        .into_iter()
+        .collect();
+        let texts =
+            ["history: <a_1><b_2><c_3>\nnext:\n<a_4><b_5><c_6>\n title: Red Hammer sid:"; 20];
+        let tk = SidTokenizer::train_bpe(texts.iter(), 300, &index).unwrap();
+        let row = InteractionRow {
+            user_id: "A1".into(),
+            history_item_title: vec!["Red Hammer".into()],
+            item_title: "Blue Nails".into(),
+            history_item_id: vec![0],
+            item_id: 1,
+            history_item_sid: vec!["<a_1><b_2><c_3>".into()],
+            item_sid: "<a_4><b_5><c_6>".into(),
+        };
+        let b = TaskBuilder {
+            style: PromptStyle::Compact,
+            tokenizer: &tk,
+            index: &index,
+            items: &items,
+            category: "items".into(),
+            cutoff: 512,
+        };
+        let ex = b.build(std::slice::from_ref(&row), &Task::ALL).unwrap();
+        // seqrec, 2 sid→title + 2 title→sid (one SID and one title are shared), seq2title,
+        // title2title, title2sid.
+        let count = |t: Task| ex.iter().filter(|e| e.task == t).count();
+        assert_eq!(count(Task::SeqRec), 1);
+        assert_eq!(count(Task::Alignment), 4);
+        assert_eq!(ex.len(), 8);
+        let seqrec = &ex[0];
+        let expect: Vec<u32> = tk.encode_text("<a_4><b_5><c_6>\n").unwrap();
+        let target = &seqrec.ids[seqrec.prompt_len..];
+        assert_eq!(&target[..target.len() - 1], expect.as_slice());
+        assert_eq!(*target.last().unwrap(), tk.eos_id());
+        // Truncation keeps the response and shortens the prompt from the left.
+        let short = TaskBuilder { cutoff: 6, ..b };
+        let ex = short
+            .build(std::slice::from_ref(&row), &[Task::SeqRec])
+            .unwrap();
+        assert_eq!(ex[0].ids.len(), 6);
+        assert_eq!(ex[0].target_len(), seqrec.target_len());
+        assert_eq!(&ex[0].ids[ex[0].prompt_len..], target);
+    }
+}
