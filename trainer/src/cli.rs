@@ -21,6 +21,8 @@ pub enum Command {
     Data(DataCommand),
     /// Create an untrained from-scratch checkpoint: BPE tokenizer with SID tokens + preset model.
     Init(InitArgs),
+    /// Supervised fine-tuning on the reference's five tasks, with validation and early stopping.
+    Sft(SftArgs),
     /// Evaluate a checkpoint with constrained beam search: HR/NDCG@K, invalid count, speed.
     Eval(EvalArgs),
 }
@@ -196,4 +198,78 @@ pub struct EvalArgs {
     /// (default: `<checkpoint>/eval-<split>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// Arguments of `sft`.
+#[derive(Debug, Clone, Args)]
+pub struct SftArgs {
+    /// Starting checkpoint (from `init`, or an earlier `sft`).
+    #[arg(long)]
+    pub init: PathBuf,
+    /// Dataset directory (train split for training, valid split for validation).
+    #[arg(long, env = "SIDREC_DATA")]
+    pub data: PathBuf,
+    /// Output directory: `best/` and `last/` checkpoints and `metrics.jsonl`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tasks: `all` or a comma list of seqrec, alignment, seq2title, title2title, title2sid.
+    #[arg(long, default_value = "all")]
+    pub tasks: String,
+    /// Also train on the valid split (report such runs as train+valid).
+    #[arg(long)]
+    pub include_valid: bool,
+    /// Passes over the training examples.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Examples per micro-batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-4)]
+    pub lr: f64,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    /// Cosine instead of linear decay after warmup.
+    #[arg(long)]
+    pub cosine: bool,
+    /// Decoupled weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Longest example in tokens (longer ones lose the start of their prompt).
+    #[arg(long, default_value_t = 512)]
+    pub cutoff: usize,
+    /// Validate every N optimizer steps (and at the end of each epoch).
+    #[arg(long, default_value_t = 200)]
+    pub eval_every: usize,
+    /// Valid rows used for validation.
+    #[arg(long, default_value_t = 256)]
+    pub valid_rows: usize,
+    /// Beams for validation decoding (HR@10/NDCG@10 use the top 10).
+    #[arg(long, default_value_t = 20)]
+    pub valid_beams: usize,
+    /// Validations without improvement before stopping.
+    #[arg(long, default_value_t = 3)]
+    pub patience: usize,
+    /// Log to metrics.jsonl every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// Seed of the data order.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Continue from `<out>/last` (same data order and optimizer state) if it exists.
+    #[arg(long)]
+    pub resume: bool,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
+    pub device: String,
 }

@@ -72,3 +72,9 @@ impl TrainerError {
         }
     }
 }
+
+impl From<candle_core::Error> for TrainerError {
+    fn from(e: candle_core::Error) -> Self {
+        TrainerError::Data(sidrec::Error::Candle(e))
+    }
+}

@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> Result<()> {
             DataCommand::Stats(a) => data::stats::run(&a),
         },
         Command::Init(a) => init::run(&a),
+        Command::Sft(a) => sft::train::run(&a),
         Command::Eval(a) => eval::run(&a),
     }
 }

@@ -1,3 +1,6 @@
-//! Supervised fine-tuning: the reference's five tasks as tokenised examples.
+//! Supervised fine-tuning: the reference's five tasks, batching, AdamW and the training loop.
 
+pub mod batch;
+pub mod optim;
 pub mod tasks;
+pub mod train;

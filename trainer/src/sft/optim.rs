@@ -1,0 +1,260 @@
+//! AdamW with global-norm gradient clipping, gradient accumulation and a saveable state.
+//!
+//! candle-nn has an AdamW, but its moments are private, so a resumed run could not continue with
+//! the same optimizer state; this one keeps them in tensors that are saved with the checkpoint.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::error::{Result, TrainerError};
+
+/// AdamW hyper-parameters (the reference's HF defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWConfig {
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Summed gradients of several micro-batches, by variable name.
+#[derive(Default)]
+pub struct GradAccumulator {
+    sums: HashMap<String, Tensor>,
+}
+
+impl GradAccumulator {
+    /// Add one backward pass's gradients of `vars`.
+    pub fn add(&mut self, vars: &[(String, Var)], grads: &GradStore) -> Result<()> {
+        for (name, var) in vars {
+            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let g = g.detach();
+            let sum = match self.sums.remove(name) {
+                Some(s) => (s + g)?,
+                None => g,
+            };
+            self.sums.insert(name.clone(), sum);
+        }
+        Ok(())
+    }
+
+    /// True when nothing has been added since the last step.
+    pub fn is_empty(&self) -> bool {
+        self.sums.is_empty()
+    }
+}
+
+/// AdamW over the variables of a `VarMap`, in name order.
+pub struct AdamW {
+    cfg: AdamWConfig,
+    vars: Vec<(String, Var)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    step: usize,
+}
+
+/// The variables of `varmap` sorted by name.
+pub fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainerError::Invalid("VarMap lock poisoned".into()))?;
+    let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
+}
+
+impl AdamW {
+    /// An optimizer over `vars` with zero moments.
+    pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
+        let m = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let v2 = m.clone();
+        Ok(Self {
+            cfg,
+            vars,
+            m,
+            v: v2,
+            step: 0,
+        })
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// The variables being optimized.
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// One update from accumulated gradients, clipped to global L2 norm `clip` (if any).
+    /// Returns the gradient norm before clipping.
+    pub fn step(&mut self, acc: &mut GradAccumulator, lr: f64, clip: Option<f64>) -> Result<f64> {
+        let grads: Vec<Option<Tensor>> = self
+            .vars
+            .iter()
+            .map(|(name, _)| acc.sums.remove(name))
+            .collect();
+        acc.sums.clear();
+        let mut sq = 0f64;
+        for g in grads.iter().flatten() {
+            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+        let norm = sq.sqrt();
+        let scale = match clip {
+            Some(c) if norm > c && norm > 0.0 => c / norm,
+            _ => 1.0,
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2 = 1.0 - b2.powi(t);
+        for (i, g) in grads.into_iter().enumerate() {
+            let Some(g) = g else { continue };
+            let g = (g * scale)?;
+            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
+            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let var = &self.vars[i].1;
+            let theta = var.as_tensor();
+            let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.cfg.eps)?)?;
+            let decayed = (theta * (1.0 - lr * self.cfg.weight_decay))?;
+            var.set(&(decayed - (update * lr)?)?)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(norm)
+    }
+
+    /// Save the moments and the step count (safetensors).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut map: HashMap<String, Tensor> = HashMap::new();
+        for (i, (name, _)) in self.vars.iter().enumerate() {
+            map.insert(format!("m.{name}"), self.m[i].clone());
+            map.insert(format!("v.{name}"), self.v[i].clone());
+        }
+        map.insert(
+            "step".into(),
+            Tensor::new(&[self.step as u32], &Device::Cpu)?,
+        );
+        let bytes = safetensors_bytes(&map)?;
+        sidrec::io::write_bytes_atomic(path, &bytes)?;
+        Ok(())
+    }
+
+    /// Restore moments and step count saved by [`AdamW::save`].
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let device = self
+            .vars
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(Device::Cpu);
+        let map = candle_core::safetensors::load(path, &device)
+            .map_err(|e| TrainerError::Invalid(format!("{}: {e}", path.display())))?;
+        for (i, (name, _)) in self.vars.iter().enumerate() {
+            let get = |k: String| {
+                map.get(&k).cloned().ok_or_else(|| {
+                    TrainerError::Invalid(format!("{}: no tensor {k}", path.display()))
+                })
+            };
+            self.m[i] = get(format!("m.{name}"))?;
+            self.v[i] = get(format!("v.{name}"))?;
+        }
+        let step = map
+            .get("step")
+            .ok_or_else(|| TrainerError::Invalid(format!("{}: no step", path.display())))?;
+        self.step = step.to_vec1::<u32>()?.first().copied().unwrap_or(0) as usize;
+        Ok(())
+    }
+}
+
+fn safetensors_bytes(map: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
+    let mut items: Vec<(&String, &Tensor)> = map.iter().collect();
+    items.sort_by(|a, b| a.0.cmp(b.0));
+    let owned: Vec<(String, Tensor)> = items
+        .into_iter()
+        .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
+        .collect::<Result<_>>()?;
+    safetensors::serialize(owned.iter().map(|(k, t)| (k.as_str(), t)), None)
+        .map_err(|e| TrainerError::Invalid(format!("serialising optimizer state: {e}")))
+}
+
+/// Learning rate at optimizer step `step` (0-based): linear warmup, then linear or cosine decay
+/// to zero at `total` steps (the reference uses HF's linear schedule with 20 warmup steps).
+pub fn learning_rate(base: f64, step: usize, warmup: usize, total: usize, cosine: bool) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let progress = ((step - warmup) as f64 / span).min(1.0);
+    if cosine {
+        base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    } else {
+        base * (1.0 - progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_shapes() {
+        assert!((learning_rate(1.0, 0, 4, 10, false) - 0.25).abs() < 1e-12);
+        assert!((learning_rate(1.0, 3, 4, 10, false) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(1.0, 7, 4, 10, false) - 0.5).abs() < 1e-12);
+        assert!(learning_rate(1.0, 10, 4, 10, true).abs() < 1e-12);
+        assert!((learning_rate(1.0, 7, 4, 10, true) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn adamw_minimises_a_quadratic_and_clips() {
+        let varmap = VarMap::new();
+        let x = varmap
+            .get((2,), "x", candle_nn::Init::Const(3.0), DType::F32, &Device::Cpu)
+            .unwrap();
+        let vars = sorted_vars(&varmap).unwrap();
+        let mut opt = AdamW::new(vars.clone(), AdamWConfig::default()).unwrap();
+        let mut acc = GradAccumulator::default();
+        for _ in 0..300 {
+            let loss = x.sqr().unwrap().sum_all().unwrap();
+            acc.add(&vars, &loss.backward().unwrap()).unwrap();
+            let norm = opt.step(&mut acc, 0.05, Some(0.5)).unwrap();
+            assert!(norm >= 0.0);
+        }
+        let v = vars[0].1.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|x| x.abs() < 0.05), "{v:?}");
+        let dir = tempfile::tempdir().unwrap();
+        opt.save(&dir.path().join("o.safetensors")).unwrap();
+        let mut back = AdamW::new(vars, AdamWConfig::default()).unwrap();
+        back.load(&dir.path().join("o.safetensors")).unwrap();
+        assert_eq!(back.steps(), 300);
+        assert_eq!(
+            back.m[0].to_vec1::<f32>().unwrap(),
+            opt.m[0].to_vec1::<f32>().unwrap()
+        );
+    }
+}
