@@ -234,8 +234,10 @@ fn parse_args() -> BoxResult<Options> {
 /// - prefill: `2·W·B·P + L·4·B·H·P²·d` (QKᵀ and AV over the full padded `P×P`, as computed).
 /// - decode forward for generated token `t = 0..` (keys `P + t + 1`; there are `steps − 1` of
 ///   them, since the last step's token needs no forward): `2·W·R + L·4·R·H·(P + t + 1)·d`.
-/// - scoring at every step `s`: exact `2·h·V·R` (full-vocabulary lm_head), fast `2·h·w_s·R`
-///   with `w_s` the tokens of the SID level at `s` (plus `\n` where SIDs end).
+/// - scoring at every step `s`: exact `2·h·V·N_s` (full-vocabulary lm_head), fast
+///   `2·h·w_s·N_s` with `w_s` the tokens of the SID level at `s` (plus `\n` where SIDs end);
+///   `N_0 = B` (all beams of a prompt are still at the root, so each prompt is scored once),
+///   `N_s = R` after.
 /// - steps: `levels + 2` in exact mode (SID levels, `\n`, EOS), `levels` in fast mode.
 ///
 /// Padding tokens are counted (they are computed); RMSNorm, RoPE, softmax, SiLU, log-sum-exp,
@@ -299,7 +301,8 @@ impl FlopModel {
                 ScoreMode::Exact => self.vocab,
                 ScoreMode::Fast => self.level_widths[s],
             };
-            f += 2.0 * self.hidden as f64 * width as f64 * r;
+            let scored_rows = if s == 0 { b } else { r };
+            f += 2.0 * self.hidden as f64 * width as f64 * scored_rows;
         }
         f
     }
@@ -519,11 +522,15 @@ struct Setup {
     started_unix: u64,
     machine: String,
     threads: usize,
+    /// `candle_core::utils::get_num_threads()` and the `CANDLE_NUM_THREADS` variable.
+    candle_threads: usize,
+    candle_num_threads_env: Option<String>,
     dataset: String,
     test_rows: usize,
     catalogue_items: usize,
     sid_levels: usize,
     level_widths: Vec<usize>,
+    load_at_start: String,
     bpe_vocab_asked: usize,
     tokenizer_vocab: usize,
     bpe_train_texts: usize,
@@ -541,7 +548,11 @@ struct Report {
     options: Options,
     setup: Setup,
     matmul_n: usize,
+    /// Best of the matmul checks below: the reference the `% of matmul` column uses.
     matmul_gflops: f64,
+    /// Median-of-N matmul GFLOP/s measured at the start and after each section (the load of
+    /// the shared machine changes during a run).
+    matmul_checks: Vec<(String, f64)>,
     matmul_ms: Vec<f64>,
     decode: Vec<DecodeRow>,
     flop_models: Vec<(String, FlopModel)>,
@@ -583,8 +594,12 @@ fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "## Decode benchmark{}\n", if o.quick { " (--quick)" } else { "" });
     let _ = writeln!(
         s,
-        "- machine: {}; candle CPU backend, f32; wall time of the run {:.0} s",
-        st.machine, r.wall_s
+        "- machine: {}; candle CPU backend, f32, {} threads (`CANDLE_NUM_THREADS`={}); load average (1/5/15 min) at the start {}; wall time of the run {:.0} s",
+        st.machine,
+        st.candle_threads,
+        st.candle_num_threads_env.as_deref().unwrap_or("unset"),
+        st.load_at_start,
+        r.wall_s
     );
     let _ = writeln!(
         s,
@@ -609,8 +624,13 @@ fn markdown(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "- reference matmul: f32 {n}×{n} @ {n}×{n} candle matmul, median of {} runs: **{:.1} GFLOP/s**\n",
+        "- reference matmul: f32 {n}×{n} @ {n}×{n} candle matmul, median of {} runs, measured at the start and after each section: {} → best **{:.1} GFLOP/s** (the `% of matmul` reference)\n",
         r.matmul_ms.len(),
+        r.matmul_checks
+            .iter()
+            .map(|(l, g)| format!("{l} {g:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         r.matmul_gflops,
         n = r.matmul_n
     );
@@ -631,7 +651,7 @@ fn markdown(r: &Report) -> String {
         }
         let _ = writeln!(
             s,
-            "\nGFLOP/batch is analytic (matmuls only): `W = L·(2h² + 2h·kvd + 3h·I)`; prefill `2·W·B·P + 4·L·B·H·d·P²`; each of the `steps−1` decode forwards `2·W·R + 4·L·R·H·d·(P+t+1)`; scoring at each step `2·h·V·R` (exact) or `2·h·w_level·R` (fast); `R = B·beams`, `P` = padded prompt length, steps = levels+2 (exact) or levels (fast). Padding is counted; norms, RoPE, softmax, SiLU, sorting and gathers are not.\n"
+            "\nGFLOP/batch is analytic (matmuls only): `W = L·(2h² + 2h·kvd + 3h·I)`; prefill `2·W·B·P + 4·L·B·H·d·P²`; each of the `steps−1` decode forwards `2·W·R + 4·L·R·H·d·(P+t+1)`; scoring at each step `2·h·V·N` (exact) or `2·h·w_level·N` (fast) with `N = B` at step 0 (every beam is at the root) and `R` after; `R = B·beams`, `P` = padded prompt length, steps = levels+2 (exact) or levels (fast). Padding is counted; norms, RoPE, softmax, SiLU, sorting and gathers are not.\n"
         );
     }
     if !r.catalogue.is_empty() {
@@ -663,6 +683,7 @@ fn markdown(r: &Report) -> String {
 fn main() -> BoxResult<()> {
     let opts = parse_args()?;
     let wall = Instant::now();
+    let load_at_start = loadavg();
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -712,6 +733,13 @@ fn main() -> BoxResult<()> {
     let n = 1024;
     let (mm_gflops, mm_ms) = matmul_gflops(n, opts.matmul_runs, opts.seed)?;
     eprintln!("  {n}^3 f32 matmul: {mm_gflops:.1} GFLOP/s");
+    let mut matmul_checks = vec![("start".to_string(), mm_gflops)];
+    let check = |label: &str, checks: &mut Vec<(String, f64)>| -> BoxResult<()> {
+        let (g, _) = matmul_gflops(n, opts.matmul_runs, opts.seed)?;
+        eprintln!("  {n}^3 f32 matmul after {label}: {g:.1} GFLOP/s");
+        checks.push((format!("after {label}"), g));
+        Ok(())
+    };
 
     let tiny_cfg = Qwen2Config::tiny(vocab);
     let big_cfg = Qwen2Config::qwen2_5_0_5b();
@@ -720,11 +748,14 @@ fn main() -> BoxResult<()> {
         started_unix,
         machine: machine(),
         threads: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        candle_threads: candle_core::utils::get_num_threads(),
+        candle_num_threads_env: std::env::var("CANDLE_NUM_THREADS").ok(),
         dataset: dir.display().to_string(),
         test_rows: test.len(),
         catalogue_items: index.len(),
         sid_levels: decoder.trie().num_levels(),
         level_widths: tiny_flop.level_widths.clone(),
+        load_at_start: load_at_start.clone(),
         bpe_vocab_asked: opts.bpe_vocab,
         tokenizer_vocab: vocab,
         bpe_train_texts: texts.len(),
@@ -769,6 +800,7 @@ fn main() -> BoxResult<()> {
                 )?);
             }
         }
+        check("tiny", &mut matmul_checks)?;
     }
 
     if opts.big {
@@ -787,6 +819,7 @@ fn main() -> BoxResult<()> {
                 )?);
             }
         }
+        check("qwen0.5b", &mut matmul_checks)?;
     }
 
     let mut cat_rows = Vec::new();
@@ -842,11 +875,19 @@ fn main() -> BoxResult<()> {
         }
     }
 
+    if opts.catalogue {
+        check("catalogue", &mut matmul_checks)?;
+    }
+    let best = matmul_checks.iter().map(|c| c.1).fold(f64::NAN, f64::max);
+    for row in &mut decode_rows {
+        row.pct_of_matmul = 100.0 * row.gflops / best;
+    }
     let report = Report {
         options: opts.clone(),
         setup,
         matmul_n: n,
-        matmul_gflops: mm_gflops,
+        matmul_gflops: best,
+        matmul_checks,
         matmul_ms: mm_ms,
         decode: decode_rows,
         flop_models,
