@@ -185,6 +185,30 @@ impl Decoder {
         Ok((logp * scored)?)
     }
 
+    /// [`Self::candidate_logp`] of every row. At step 0 all rows of a prompt sit at the root
+    /// with the prompt's hidden state (`hidden`: `[B, hidden]`), so each prompt is scored once
+    /// and the result repeated for its rows (`owner`: `[rows]`, the prompt of each row) instead
+    /// of projecting `rows` identical hidden states (a full-vocabulary lm_head in exact mode).
+    #[allow(clippy::too_many_arguments)]
+    fn step_logp(
+        &self,
+        model: &Qwen2,
+        hidden: &Tensor,
+        step: usize,
+        cand: &Tensor,
+        mode: ScoreMode,
+        b: usize,
+        owner: &Tensor,
+    ) -> Result<Tensor> {
+        if step > 0 {
+            return self.candidate_logp(model, hidden, step, cand, mode);
+        }
+        // Every row is at the root state, so any `b` rows hold the root's candidates.
+        let root = cand.narrow(0, 0, b)?;
+        let logp = self.candidate_logp(model, hidden, step, &root, mode)?;
+        Ok(logp.index_select(owner, 0)?)
+    }
+
     /// Steps that need the model's scores in `mode`.
     fn steps_to_run(&self, mode: ScoreMode) -> usize {
         match mode {
@@ -217,7 +241,9 @@ impl Decoder {
         let (hidden0, prompt_cache) = model.prefill_hidden(&ids, &lengths)?;
         let owner: Vec<u32> = (0..rows).map(|r| (r / nb) as u32).collect();
         let owner = Tensor::from_vec(owner, rows, &device)?;
-        let mut hidden = hidden0.index_select(&owner, 0)?;
+        // `[B, hidden]` at step 0 (every beam of a prompt is at the root with the prompt's
+        // hidden state), `[rows, hidden]` afterwards.
+        let mut hidden = hidden0;
         let mut states = Tensor::zeros(rows, DType::U32, &device)?;
         // Only beam 0 of each prompt is live at first, as in HuggingFace's beam search.
         let init: Vec<f32> = (0..rows)
@@ -235,7 +261,7 @@ impl Decoder {
             let table = &self.tables.steps[step];
             let (cand, valid) = candidate_edges(table, &states)?;
             let m = table.max_edges;
-            let logp = self.candidate_logp(model, &hidden, step, &cand, cfg.mode)?;
+            let logp = self.step_logp(model, &hidden, step, &cand, cfg.mode, b, &owner)?;
             let mut cand_scores = scores.reshape((rows, 1))?.broadcast_add(&logp)?;
             let ninf = neg_inf(&[rows, m], &device)?;
             cand_scores = valid.where_cond(&cand_scores, &ninf)?;
@@ -297,7 +323,8 @@ impl Decoder {
         let (hidden0, prompt_cache) = model.prefill_hidden(&ids, &lengths)?;
         let owner: Vec<u32> = (0..rows).map(|r| (r / ns) as u32).collect();
         let owner = Tensor::from_vec(owner, rows, &device)?;
-        let mut hidden = hidden0.index_select(&owner, 0)?;
+        // `[B, hidden]` at step 0, `[rows, hidden]` afterwards (see `beam_search`).
+        let mut hidden = hidden0;
         let mut states = Tensor::zeros(rows, DType::U32, &device)?;
         let mut scores = Tensor::zeros(rows, DType::F32, &device)?;
         let mut history: Option<Tensor> = None;
@@ -309,7 +336,7 @@ impl Decoder {
             let table = &self.tables.steps[step];
             let (cand, valid) = candidate_edges(table, &states)?;
             let m = table.max_edges;
-            let logp = self.candidate_logp(model, &hidden, step, &cand, mode)?;
+            let logp = self.step_logp(model, &hidden, step, &cand, mode, b, &owner)?;
             let ninf = neg_inf(&[rows, m], &device)?;
             let mut allowed = valid.clone();
             let per_prompt: Vec<&[u32]> = exclusions.iter().map(|e| e[step].as_slice()).collect();
