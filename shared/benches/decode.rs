@@ -290,7 +290,7 @@ impl FlopModel {
             self.layers as f64,
             (self.heads * self.head_dim) as f64,
         );
-        let (b, p, r) = (b as f64, p as f64, (b as usize * beams) as f64);
+        let (b, p, r) = (b as f64, p as f64, (b * beams) as f64);
         let mut f = 2.0 * w * b * p + l * 4.0 * b * hd * p * p;
         let steps = self.steps(mode);
         for t in 0..steps.saturating_sub(1) {
