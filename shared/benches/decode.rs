@@ -591,7 +591,11 @@ fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let o = &r.options;
     let st = &r.setup;
-    let _ = writeln!(s, "## Decode benchmark{}\n", if o.quick { " (--quick)" } else { "" });
+    let _ = writeln!(
+        s,
+        "## Decode benchmark{}\n",
+        if o.quick { " (--quick)" } else { "" }
+    );
     let _ = writeln!(
         s,
         "- machine: {}; candle CPU backend, f32, {} threads (`CANDLE_NUM_THREADS`={}); load average (1/5/15 min) at the start {}; wall time of the run {:.0} s",
@@ -640,7 +644,10 @@ fn markdown(r: &Report) -> String {
             s,
             "| model | mode | batch | warm-up + measured | p50 ms | p99 ms | rec/s | prompt tok/s | mean padded len | GFLOP/batch | GFLOP/s | % of matmul |"
         );
-        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for d in &r.decode {
             let _ = writeln!(
                 s,
@@ -655,12 +662,18 @@ fn markdown(r: &Report) -> String {
         );
     }
     if !r.catalogue.is_empty() {
-        let _ = writeln!(s, "### Latency vs catalogue size (tiny model, synthetic SIDs)\n");
+        let _ = writeln!(
+            s,
+            "### Latency vs catalogue size (tiny model, synthetic SIDs)\n"
+        );
         let _ = writeln!(
             s,
             "| items | distinct SIDs | levels | nodes per depth | vocab | `Decoder::new` ms | `device_bytes()` | mode | batch | batches | p50 ms | p99 ms | rec/s |"
         );
-        let _ = writeln!(s, "|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+        );
         for c in &r.catalogue {
             let _ = writeln!(
                 s,

@@ -185,6 +185,8 @@ pub struct NewCheckpoint<'a> {
     pub data_fingerprint: Option<String>,
     /// Metrics to record.
     pub metrics: serde_json::Value,
+    /// Further files to store (name, bytes), e.g. a trainer's resume state; hashed like the rest.
+    pub extra_files: Vec<(String, Vec<u8>)>,
 }
 
 /// Write a checkpoint to `dir` atomically: build it in a temp directory beside `dir`, then
@@ -215,6 +217,12 @@ pub fn write(dir: impl AsRef<Path>, ck: &NewCheckpoint<'_>) -> Result<Checkpoint
         ck.tokenizer.save(&tmp)?;
         index::write_index(tmp.join(SID_INDEX_FILE), ck.index)?;
         items::write_items(tmp.join(ITEMS_FILE), ck.items)?;
+        for (name, bytes) in &ck.extra_files {
+            if name.contains('/') || name.starts_with('.') || name == META_FILE {
+                return Err(Error::Invalid(format!("bad checkpoint file name `{name}`")));
+            }
+            crate::io::write_bytes_atomic(&tmp.join(name), bytes)?;
+        }
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
             let entry = entry.map_err(|e| Error::io(&tmp, e))?;

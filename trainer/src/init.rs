@@ -88,6 +88,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
             collision_policy: "as-indexed",
             data_fingerprint: Some(checkpoint::fingerprint(&files)?),
             metrics: serde_json::json!({}),
+            extra_files: Vec::new(),
         },
     )?;
     println!(

@@ -27,7 +27,12 @@ pub struct Batch {
 /// Pad `examples` into one batch; pads use `pad_id` and are masked out.
 pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result<Batch> {
     let b = examples.len();
-    let l = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(1);
+    let l = examples
+        .iter()
+        .map(|e| e.ids.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut ids = vec![pad_id; b * l];
     let mut mask = vec![0u32; b * l];
     let (mut positions, mut targets) = (Vec::new(), Vec::new());
@@ -94,7 +99,10 @@ mod tests {
             task: Task::SeqRec,
         };
         let b = make_batch(&[&e, &f], 0, &Device::Cpu).unwrap();
-        assert_eq!(b.ids.to_vec2::<u32>().unwrap(), [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]);
+        assert_eq!(
+            b.ids.to_vec2::<u32>().unwrap(),
+            [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]
+        );
         assert_eq!(b.positions.to_vec1::<u32>().unwrap(), [2, 3, 5]);
         assert_eq!(b.targets.to_vec1::<u32>().unwrap(), [8, 9, 2]);
         assert_eq!((b.tokens, b.supervised), (7, 3));

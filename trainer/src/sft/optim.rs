@@ -46,7 +46,9 @@ impl GradAccumulator {
     /// Add one backward pass's gradients of `vars`.
     pub fn add(&mut self, vars: &[(String, Var)], grads: &GradStore) -> Result<()> {
         for (name, var) in vars {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let g = g.detach();
             let sum = match self.sums.remove(name) {
                 Some(s) => (s + g)?,
@@ -121,7 +123,11 @@ impl AdamW {
         acc.sums.clear();
         let mut sq = 0f64;
         for g in grads.iter().flatten() {
-            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
         }
         let norm = sq.sqrt();
         let scale = match clip {
@@ -149,8 +155,8 @@ impl AdamW {
         Ok(norm)
     }
 
-    /// Save the moments and the step count (safetensors).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// The moments and the step count as safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut map: HashMap<String, Tensor> = HashMap::new();
         for (i, (name, _)) in self.vars.iter().enumerate() {
             map.insert(format!("m.{name}"), self.m[i].clone());
@@ -160,8 +166,12 @@ impl AdamW {
             "step".into(),
             Tensor::new(&[self.step as u32], &Device::Cpu)?,
         );
-        let bytes = safetensors_bytes(&map)?;
-        sidrec::io::write_bytes_atomic(path, &bytes)?;
+        safetensors_bytes(&map)
+    }
+
+    /// Save [`AdamW::to_bytes`] to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        sidrec::io::write_bytes_atomic(path, &self.to_bytes()?)?;
         Ok(())
     }
 
@@ -234,7 +244,13 @@ mod tests {
     fn adamw_minimises_a_quadratic_and_clips() {
         let varmap = VarMap::new();
         let x = varmap
-            .get((2,), "x", candle_nn::Init::Const(3.0), DType::F32, &Device::Cpu)
+            .get(
+                (2,),
+                "x",
+                candle_nn::Init::Const(3.0),
+                DType::F32,
+                &Device::Cpu,
+            )
             .unwrap();
         let vars = sorted_vars(&varmap).unwrap();
         let mut opt = AdamW::new(vars.clone(), AdamWConfig::default()).unwrap();

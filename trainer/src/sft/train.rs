@@ -51,7 +51,9 @@ const OPTIM_FILE: &str = "optimizer.safetensors";
 pub fn batch_nll(model: &Qwen2, batch: &Batch, mode: Mode) -> Result<Tensor> {
     let hidden = model.forward_hidden(&batch.ids, Some(&batch.mask), mode)?;
     let (b, l, h) = hidden.dims3()?;
-    let picked = hidden.reshape((b * l, h))?.index_select(&batch.positions, 0)?;
+    let picked = hidden
+        .reshape((b * l, h))?
+        .index_select(&batch.positions, 0)?;
     let logits = model.logits(&picked)?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let nll = logp
@@ -103,7 +105,12 @@ impl Validator {
                     exclude: &[],
                 })
                 .collect();
-            for (hyps, target) in self.decoder.beam_search(model, &reqs, &cfg)?.iter().zip(targets) {
+            for (hyps, target) in self
+                .decoder
+                .beam_search(model, &reqs, &cfg)?
+                .iter()
+                .zip(targets)
+            {
                 let rank = hyps.iter().position(|h| &h.sid.to_string() == target);
                 acc.add(rank, 0);
             }
@@ -134,6 +141,25 @@ fn append_jsonl(path: &Path, value: &serde_json::Value) -> Result<()> {
         .open(path)
         .map_err(|e| TrainerError::io(path, e))?;
     writeln!(f, "{value}").map_err(|e| TrainerError::io(path, e))
+}
+
+/// Drop metrics lines logged after `step` (by a run that was killed after its last save).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    sidrec::io::write_bytes_atomic(path, kept.as_bytes())?;
+    Ok(())
 }
 
 fn parse_tasks(spec: &str) -> Result<Vec<Task>> {
@@ -274,6 +300,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
             eprintln!("training had already finished; nothing to do");
             return Ok(());
         }
+        truncate_metrics(&args.out.join("metrics.jsonl"), state.step)?;
     } else if args.out.join("metrics.jsonl").exists() {
         std::fs::remove_file(args.out.join("metrics.jsonl"))
             .map_err(|e| TrainerError::io(args.out.join("metrics.jsonl"), e))?;
@@ -286,7 +313,10 @@ pub fn run(args: &SftArgs) -> Result<()> {
         None => steps_per_epoch * args.epochs,
     };
     let pad = tokenizer.eos_id();
-    let save = |dir: &Path, metrics: serde_json::Value| -> Result<()> {
+    let save = |dir: &Path,
+                metrics: serde_json::Value,
+                extra_files: Vec<(String, Vec<u8>)>|
+     -> Result<()> {
         checkpoint::write(
             dir,
             &NewCheckpoint {
@@ -299,6 +329,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
                 collision_policy: &base.meta.collision_policy,
                 data_fingerprint: base.meta.data_fingerprint.clone(),
                 metrics,
+                extra_files,
             },
         )?;
         Ok(())
@@ -374,14 +405,20 @@ pub fn run(args: &SftArgs) -> Result<()> {
                     if improved { " (best)" } else { "" }
                 ));
                 if improved {
-                    save(&best_dir, record.clone())?;
+                    save(&best_dir, record.clone(), Vec::new())?;
                 }
-                // The last checkpoint carries the loop state for --resume.
-                save(&last_dir, record)?;
-                opt.save(&last_dir.join(OPTIM_FILE))?;
+                // The last checkpoint carries the loop and optimizer state for --resume, inside
+                // the same atomic write, so a kill never leaves weights and state out of step.
                 let text = serde_json::to_vec_pretty(&state)
                     .map_err(|e| TrainerError::Invalid(e.to_string()))?;
-                sidrec::io::write_bytes_atomic(&last_dir.join(STATE_FILE), &text)?;
+                save(
+                    &last_dir,
+                    record,
+                    vec![
+                        (STATE_FILE.to_string(), text),
+                        (OPTIM_FILE.to_string(), opt.to_bytes()?),
+                    ],
+                )?;
                 if stop {
                     break 'epochs;
                 }
