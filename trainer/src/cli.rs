@@ -8,6 +8,11 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sidrec-trainer", version, about, long_about = None)]
 pub struct Cli {
+    /// CPU threads for tensor work (candle's thread pool). Small models often run faster on
+    /// one thread: candle's parallel ops spin on a barrier, which costs more than it saves
+    /// when the operations are small or the cores are shared. Default: all cores.
+    #[arg(long, global = true, env = "SIDREC_THREADS")]
+    pub threads: Option<usize>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

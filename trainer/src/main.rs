@@ -6,6 +6,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = sidrec_trainer::cli::Cli::parse();
+    if let Some(n) = cli.threads.filter(|&n| n > 0) {
+        // candle and gemm size their pools from RAYON_NUM_THREADS; set it before any tensor op.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     match sidrec_trainer::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -106,7 +106,10 @@ fn loss_falls_and_resume_after_a_kill_continues_identically() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(losses(&part).len() < 16, "the run finished before it was killed");
+    assert!(
+        losses(&part).len() < 16,
+        "the run finished before it was killed"
+    );
     let mut args = sft_args(&data, &ck, part.to_str().unwrap());
     args.push("--resume");
     let o = ok(&args);
