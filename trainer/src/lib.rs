@@ -6,6 +6,7 @@
 //!   with `sidrec::metrics`);
 //! * [`init`] — `init`: an untrained from-scratch checkpoint;
 //! * [`eval`] — `eval`: constrained beam search over a split, HR/NDCG@K report;
+//! * [`sid`] — `sid` (residual k-means SIDs from embeddings) and `sid-report`;
 //! * [`error`] — the crate's one error type.
 
 pub mod baselines;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod eval;
 pub mod init;
 pub mod progress;
+pub mod sid;
 
 pub use error::{Result, TrainerError};
 
@@ -31,5 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         },
         Command::Init(a) => init::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::Sid(a) => sid::run(&a),
+        Command::SidReport(a) => sid::run_report(&a),
     }
 }
