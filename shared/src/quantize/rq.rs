@@ -5,7 +5,10 @@
 //! its nearest centroid, residual −= centroid. With `balanced`, each level's assignment is the
 //! capacity-constrained one of [`super::balanced`] (sizes `⌊n/K⌋` or `⌊n/K⌋+1`), the residual is
 //! taken w.r.t. the balanced codes, as the reference's `--uniform` does (without its Sinkhorn
-//! transport plan and with its overfill bug fixed).
+//! transport plan and with its overfill bug fixed). Unlike the reference, each balanced code's
+//! centroid is then moved to the mean of its members: forced assignments to a far centroid
+//! otherwise make the residual *larger* than the input of the level (measured on the synthetic
+//! dataset: residual MSE 0.0069 → 0.0083 over levels a → b), while a mean never does.
 //!
 //! **rq-kmeans-constrained** (§7.4): per level, balanced k-means: k-means++ seeding, then Lloyd
 //! iterations whose assignment step is the balanced assignment on *all* items and whose update
@@ -238,13 +241,22 @@ pub fn build_sids(x: &Matrix, cfg: &RqConfig, progress: ProgressFn<'_>) -> Resul
                 let label = format!("level {letter} k-means");
                 let km = kmeans(&residual, d, &km_cfg, &mut |a, b| progress(&label, a, b))?;
                 progress(&format!("level {letter} assign"), 0, 1);
-                let (lc, _) = if cfg.balanced {
-                    assign_balanced(&residual, d, &km.centroids, k)?
+                let mut centroids = km.centroids;
+                let lc = if cfg.balanced {
+                    let (lc, _) = assign_balanced(&residual, d, &centroids, k)?;
+                    // Re-centre each code on its balanced members, so the residual error can
+                    // only go down from level to level (a mean beats the zero vector).
+                    for (j, m) in cluster_means(&residual, d, &lc, k).into_iter().enumerate() {
+                        if let Some(m) = m {
+                            centroids[j * d..(j + 1) * d].copy_from_slice(&m);
+                        }
+                    }
+                    lc
                 } else {
-                    nearest(&residual, d, &km.centroids, k)?
+                    nearest(&residual, d, &centroids, k)?.0
                 };
                 progress(&format!("level {letter} assign"), 1, 1);
-                (lc, km.centroids)
+                (lc, centroids)
             }
             Method::RqKmeansConstrained => {
                 let label = format!("level {letter} balanced k-means");
@@ -514,6 +526,9 @@ mod tests {
                 }
             }
         }
+        // Balanced levels never increase the residual error (codes are re-centred).
+        let r: Vec<f64> = bal.report.levels.iter().map(|l| l.residual_mse).collect();
+        assert!(r.windows(2).all(|w| w[1] <= w[0] + 1e-9), "{r:?}");
         // Without balancing, the skew shows.
         let plain = build_sids(&x, &cfg(Method::RqKmeans, k), &mut |_, _, _| {}).unwrap();
         assert!(plain.report.levels[0].max_items_per_code > n / k + 1);
