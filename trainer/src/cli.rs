@@ -1,4 +1,5 @@
-//! The command line: `sidrec-trainer data {synth, import-minionerec, amazon18, stats}`, `init`, `eval`.
+//! The command line: `sidrec-trainer data {synth, import-minionerec, amazon18, stats}`, `init`, `eval`,
+//! `sid`, `sid-report`.
 
 use std::path::PathBuf;
 
@@ -30,6 +31,11 @@ pub enum Command {
     Sft(SftArgs),
     /// Evaluate a checkpoint with constrained beam search: HR/NDCG@K, invalid count, speed.
     Eval(EvalArgs),
+    /// Build Semantic IDs from item embeddings by residual k-means; rewrites the dataset's SIDs.
+    Sid(SidArgs),
+    /// Report the quality of any SID index against item embeddings (collisions, codebook use,
+    /// reconstruction error).
+    SidReport(SidReportArgs),
 }
 
 /// `sidrec-trainer data ...`
@@ -277,4 +283,97 @@ pub struct SftArgs {
     /// Compute device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
     pub device: String,
+}
+
+/// SID construction methods offered by `sid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SidMethod {
+    /// Residual k-means (faiss-style greedy RQ); `--balanced` balances each level.
+    RqKmeans,
+    /// Residual balanced k-means: code sizes within floor(n/K)..floor(n/K)+1 at every level.
+    RqKmeansConstrained,
+}
+
+impl From<SidMethod> for sidrec::quantize::Method {
+    fn from(m: SidMethod) -> Self {
+        match m {
+            SidMethod::RqKmeans => sidrec::quantize::Method::RqKmeans,
+            SidMethod::RqKmeansConstrained => sidrec::quantize::Method::RqKmeansConstrained,
+        }
+    }
+}
+
+/// What `sid` does with items whose codes collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Collisions {
+    /// Collided items get one more token `<d_r>` (r = rank in the group): SIDs become unique.
+    ExtraLevel,
+    /// The reference's Sinkhorn re-assignment of the last level (up to 20 rounds; may leave
+    /// collisions between identical embeddings).
+    Sinkhorn,
+    /// Keep collisions.
+    None,
+}
+
+impl From<Collisions> for sidrec::quantize::CollisionPolicy {
+    fn from(c: Collisions) -> Self {
+        match c {
+            Collisions::ExtraLevel => sidrec::quantize::CollisionPolicy::ExtraLevel,
+            Collisions::Sinkhorn => sidrec::quantize::CollisionPolicy::Sinkhorn,
+            Collisions::None => sidrec::quantize::CollisionPolicy::None,
+        }
+    }
+}
+
+/// Arguments of `sid`.
+#[derive(Debug, Clone, Args)]
+pub struct SidArgs {
+    /// Dataset directory (items, splits; an existing index is replaced).
+    #[arg(long, env = "SIDREC_DATA")]
+    pub data: PathBuf,
+    /// Item embeddings: `.npy`, float32 [items, dim], row i = the i-th item in id order.
+    #[arg(long)]
+    pub embeddings: PathBuf,
+    /// Quantizer.
+    #[arg(long, value_enum, default_value = "rq-kmeans")]
+    pub method: SidMethod,
+    /// Quantization levels.
+    #[arg(long, default_value_t = 3)]
+    pub levels: usize,
+    /// Codes per level.
+    #[arg(long, default_value_t = 256)]
+    pub codebook_size: usize,
+    /// Random seed (level l uses seed + l); the same seed gives the same SIDs.
+    #[arg(long, default_value_t = 42, env = "SIDREC_SEED")]
+    pub seed: u64,
+    /// Collision policy.
+    #[arg(long, value_enum, default_value = "extra-level")]
+    pub collisions: Collisions,
+    /// rq-kmeans: balanced assignment per level (sizes floor(n/K) or floor(n/K)+1).
+    #[arg(long)]
+    pub balanced: bool,
+    /// Most Lloyd iterations per level.
+    #[arg(long, default_value_t = 100)]
+    pub max_iter: usize,
+    /// Output directory (default: the dataset directory, whose SID columns and info file are
+    /// rewritten). Another directory receives a complete consistent copy of the dataset.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Arguments of `sid-report`.
+#[derive(Debug, Clone, Args)]
+pub struct SidReportArgs {
+    /// SID index (`.index.json`, or a dataset directory holding one).
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Item embeddings: `.npy`, float32 [items, dim], row i = the i-th indexed item in id order.
+    #[arg(long)]
+    pub embeddings: PathBuf,
+    /// Codebook size used for utilisation (default: the largest code + 1, per level).
+    #[arg(long)]
+    pub codebook_size: Option<usize>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }

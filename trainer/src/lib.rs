@@ -6,6 +6,7 @@
 //!   with `sidrec::metrics`);
 //! * [`init`] — `init`: an untrained from-scratch checkpoint;
 //! * [`eval`] — `eval`: constrained beam search over a split, HR/NDCG@K report;
+//! * [`sid`] — `sid` (residual k-means SIDs from embeddings) and `sid-report`;
 //! * [`error`] — the crate's one error type.
 
 pub mod baselines;
@@ -16,6 +17,7 @@ pub mod eval;
 pub mod init;
 pub mod progress;
 pub mod sft;
+pub mod sid;
 
 pub use error::{Result, TrainerError};
 
@@ -33,5 +35,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => init::run(&a),
         Command::Sft(a) => sft::train::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::Sid(a) => sid::run(&a),
+        Command::SidReport(a) => sid::run_report(&a),
     }
 }
