@@ -6,11 +6,13 @@
 //!   with `sidrec::metrics`);
 //! * [`init`] — `init`: an untrained from-scratch checkpoint;
 //! * [`eval`] — `eval`: constrained beam search over a split, HR/NDCG@K report;
+//! * [`embed`] — `embed`: item text embeddings (`.npy`) with a BERT-family encoder;
 //! * [`error`] — the crate's one error type.
 
 pub mod baselines;
 pub mod cli;
 pub mod data;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod init;
@@ -31,5 +33,6 @@ pub fn run(cli: Cli) -> Result<()> {
         },
         Command::Init(a) => init::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::Embed(a) => embed::run(&a),
     }
 }
