@@ -130,6 +130,9 @@ pub struct EncodeOptions {
     /// Batch texts of similar token length together (much less padding); the output order is
     /// the input order either way.
     pub sort_by_length: bool,
+    /// Cap on `texts × longest length` per batch (0: no cap). Long texts then go in smaller
+    /// batches, which keeps the `[batch, heads, len, len]` attention tensors small.
+    pub max_batch_tokens: usize,
 }
 
 impl Default for EncodeOptions {
@@ -138,6 +141,7 @@ impl Default for EncodeOptions {
             batch_size: 64,
             normalize: false,
             sort_by_length: true,
+            max_batch_tokens: 4096,
         }
     }
 }
@@ -342,7 +346,26 @@ impl TextEncoder {
         }
         let dim = self.dim;
         let mut data = vec![0f32; texts.len() * dim];
-        for chunk in order.chunks(batch_size) {
+        let mut batches: Vec<&[usize]> = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start;
+            let mut longest = 0;
+            while end < order.len() && end - start < batch_size {
+                let l = longest.max(encodings[order[end]].len());
+                if end > start
+                    && opts.max_batch_tokens > 0
+                    && l * (end - start + 1) > opts.max_batch_tokens
+                {
+                    break;
+                }
+                longest = l;
+                end += 1;
+            }
+            batches.push(&order[start..end]);
+            start = end;
+        }
+        for chunk in batches {
             let batch: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
             let out = self.forward(&batch, opts.normalize)?;
             for (k, &i) in chunk.iter().enumerate() {

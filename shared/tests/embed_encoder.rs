@@ -102,6 +102,7 @@ fn matches_transformers_mean_pooling() {
         batch_size: 3,
         normalize: false,
         sort_by_length: true,
+        max_batch_tokens: 40,
     };
     let m = enc.encode_all(&texts, opts, |n| seen += n).unwrap();
     assert_eq!((m.rows, m.dim, seen), (4, 384, 4));

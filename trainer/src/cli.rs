@@ -224,6 +224,9 @@ pub struct EmbedArgs {
     /// Maximum tokens per text; longer texts are truncated.
     #[arg(long, default_value_t = 256)]
     pub max_length: usize,
+    /// Cap on texts × longest length per batch (0: none); long texts go in smaller batches.
+    #[arg(long, default_value_t = 4096)]
+    pub max_batch_tokens: usize,
     /// Batch texts in item order instead of by token length (slower; for measurements).
     #[arg(long)]
     pub no_sort: bool,

@@ -54,6 +54,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         batch_size: args.batch_size,
         normalize: args.normalize,
         sort_by_length: !args.no_sort,
+        max_batch_tokens: args.max_batch_tokens,
     };
     let bar = progress::rate_bar(texts.len() as u64, "embedding");
     let start = Instant::now();
