@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: what `.ci/run` runs and what the README's second command runs.
-# Installs what the tests need (nothing beyond a Rust toolchain yet), then runs every test.
+# Installs what the tests need (the all-MiniLM-L6-v2 text encoder, via scripts/fetch-encoder.sh),
+# then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +19,18 @@ fi
 # The test harness already runs tests on every core; candle's own pool on top of that makes its
 # threads spin on barriers (measured: 7x slower SFT steps on a loaded 2-core machine).
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-1}"
+# The text encoder for the embedding tests (`embed`): fetched once into .cache (gitignored).
+# Tests that need it skip when SIDREC_ENCODER_DIR is unset or incomplete, unless
+# SIDREC_REQUIRE_SHARED=1.
+if [ -z "${SIDREC_ENCODER_DIR:-}" ]; then
+  if ./scripts/fetch-encoder.sh; then
+    export SIDREC_ENCODER_DIR="$PWD/.cache/encoders/all-MiniLM-L6-v2"
+  elif [ "${SIDREC_REQUIRE_SHARED:-0}" = 1 ]; then
+    echo "error: could not fetch the text encoder (scripts/fetch-encoder.sh)" >&2
+    exit 1
+  else
+    echo "warning: no text encoder; embedding tests will skip" >&2
+  fi
+fi
 
 cargo test --workspace --locked "$@"

@@ -1,7 +1,7 @@
 //! `sidrec`: the library shared by the sidrec server and trainer.
 //!
 //! Data formats (MiniOneRec CSV splits, `.item.json`, `.index.json`, info files), the catalogue,
-//! the compiled SID trie, prompts and tokenizers, the Qwen2 model, constrained beam search, and
+//! item text embeddings and `.npy` matrices, the compiled SID trie, prompts and tokenizers, the Qwen2 model, constrained beam search, and
 //! the reference's ranking metrics.
 
 pub mod catalogue;
@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod decode;
 pub mod device;
+pub mod embed;
 pub mod error;
 pub mod io;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! Locating the reference dataset for tests and benchmarks.
+//! Locating the reference dataset and the text encoder for tests and benchmarks.
 //!
 //! The Industrial_and_Scientific split lives outside the repository, in the read-only
 //! `../shared/data/industrial` folder beside the checkout. Tests that need it call
@@ -41,4 +41,40 @@ pub fn industrial_dir() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// Environment variable naming the text-encoder directory (set by `scripts/test.sh`).
+pub const ENCODER_DIR_ENV: &str = "SIDREC_ENCODER_DIR";
+
+/// The all-MiniLM-L6-v2 encoder directory for tests: `$SIDREC_ENCODER_DIR`, else
+/// `<repo>/.cache/encoders/all-MiniLM-L6-v2` (where `scripts/fetch-encoder.sh` puts it), if it
+/// holds every file of [`crate::embed::ENCODER_FILES`]; otherwise `None` after printing why.
+///
+/// # Panics
+/// When no encoder is found and `SIDREC_REQUIRE_SHARED=1`.
+pub fn encoder_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os(ENCODER_DIR_ENV) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/encoders/all-MiniLM-L6-v2")
+        }
+    };
+    let complete = crate::embed::ENCODER_FILES
+        .iter()
+        .all(|f| dir.join(f).is_file());
+    if complete {
+        return Some(dir);
+    }
+    let required = std::env::var(REQUIRE_SHARED_ENV).is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{REQUIRE_SHARED_ENV}=1 but no text encoder in {} (run scripts/fetch-encoder.sh or set \
+         {ENCODER_DIR_ENV})",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: no text encoder in {} (run scripts/fetch-encoder.sh or set {ENCODER_DIR_ENV})",
+        dir.display()
+    );
+    None
 }

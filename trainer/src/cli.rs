@@ -1,5 +1,6 @@
 //! The command line: `sidrec-trainer data {synth, import-minionerec, amazon18, stats}`, `init`, `eval`,
 //! `sid`, `sid-report`.
+//! `embed`.
 
 use std::path::PathBuf;
 
@@ -36,6 +37,8 @@ pub enum Command {
     /// Report the quality of any SID index against item embeddings (collisions, codebook use,
     /// reconstruction error).
     SidReport(SidReportArgs),
+    /// Embed every item's text with a BERT-family encoder into a float32 `.npy` [items, dim].
+    Embed(EmbedArgs),
 }
 
 /// `sidrec-trainer data ...`
@@ -280,6 +283,40 @@ pub struct SftArgs {
     /// Continue from `<out>/last` (same data order and optimizer state) if it exists.
     #[arg(long)]
     pub resume: bool,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
+    pub device: String,
+}
+
+/// Arguments of `embed`.
+#[derive(Debug, Clone, Args)]
+pub struct EmbedArgs {
+    /// Dataset directory (its items file is embedded).
+    #[arg(long, env = "SIDREC_DATA")]
+    pub data: PathBuf,
+    /// Encoder directory: `config.json`, `model.safetensors`, `tokenizer.json` of a BERT-family
+    /// model (`scripts/fetch-encoder.sh` fetches all-MiniLM-L6-v2).
+    #[arg(long, env = "SIDREC_ENCODER_DIR")]
+    pub encoder: PathBuf,
+    /// Output `.npy` (float32 [items, dim], rows in item id order); the row ids go to
+    /// `<out>.ids.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// L2-normalise the embeddings (the reference does not).
+    #[arg(long)]
+    pub normalize: bool,
+    /// Maximum tokens per text; longer texts are truncated.
+    #[arg(long, default_value_t = 256)]
+    pub max_length: usize,
+    /// Cap on texts × longest length per batch (0: none); long texts go in smaller batches.
+    #[arg(long, default_value_t = 4096)]
+    pub max_batch_tokens: usize,
+    /// Batch texts in item order instead of by token length (slower; for measurements).
+    #[arg(long)]
+    pub no_sort: bool,
     /// Compute device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
     pub device: String,

@@ -7,11 +7,13 @@
 //! * [`init`] — `init`: an untrained from-scratch checkpoint;
 //! * [`eval`] — `eval`: constrained beam search over a split, HR/NDCG@K report;
 //! * [`sid`] — `sid` (residual k-means SIDs from embeddings) and `sid-report`;
+//! * [`embed`] — `embed`: item text embeddings (`.npy`) with a BERT-family encoder;
 //! * [`error`] — the crate's one error type.
 
 pub mod baselines;
 pub mod cli;
 pub mod data;
+pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod init;
@@ -37,5 +39,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(&a),
         Command::Sid(a) => sid::run(&a),
         Command::SidReport(a) => sid::run_report(&a),
+        Command::Embed(a) => embed::run(&a),
     }
 }

@@ -13,6 +13,17 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// A bar of `len` items labelled `what` that shows the rate (items/s).
+pub fn rate_bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg:>18} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_message(what.to_string());
+    pb
+}
+
 /// A spinner for loops of unknown length (e.g. reading a file line by line).
 pub fn spinner(what: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();

@@ -132,3 +132,43 @@ fn malformed_lines_are_located() {
         stderr(&o)
     );
 }
+
+#[test]
+fn embed_names_a_missing_encoder_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("items.json"),
+        r#"{"0": {"title": "Hex bolt", "description": ""}}"#,
+    )
+    .unwrap();
+    let enc = dir.path().join("no-such-encoder");
+    let out = dir.path().join("items.npy");
+    let o = run(&[
+        "embed",
+        "--data",
+        data.to_str().unwrap(),
+        "--encoder",
+        enc.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(enc.to_str().unwrap()), "{}", stderr(&o));
+    assert!(stderr(&o).contains("fetch-encoder.sh"), "{}", stderr(&o));
+    assert!(!out.exists());
+
+    // An existing directory without the model files: the missing files are listed.
+    let o = run(&[
+        "embed",
+        "--data",
+        data.to_str().unwrap(),
+        "--encoder",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("model.safetensors"), "{}", stderr(&o));
+}
