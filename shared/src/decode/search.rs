@@ -155,6 +155,29 @@ impl Decoder {
             .collect()
     }
 
+    /// u8 `[rows, max_edges]`: 1 where a candidate edge is excluded for its prompt at `step`;
+    /// `None` when no prompt excludes anything there. Rows are grouped by prompt (`b` prompts).
+    fn excluded(
+        &self,
+        exclusions: &[Vec<Vec<u32>>],
+        step: usize,
+        cand: &Tensor,
+        b: usize,
+    ) -> Result<Option<Tensor>> {
+        let per_prompt: Vec<&[u32]> = exclusions.iter().map(|e| e[step].as_slice()).collect();
+        let Some(ex) = self.tables.exclusion_tensor(&per_prompt)? else {
+            return Ok(None);
+        };
+        let (rows, m) = cand.dims2()?;
+        let e = ex.dim(1)?;
+        let hit = cand
+            .reshape((b, rows / b * m, 1))?
+            .broadcast_eq(&ex.reshape((b, 1, e))?)?
+            .max(D::Minus1)?
+            .reshape((rows, m))?;
+        Ok(Some(hit))
+    }
+
     /// Log-probabilities `[rows, max_edges]` of each row's candidate edges at `step`.
     fn candidate_logp(
         &self,
@@ -265,14 +288,7 @@ impl Decoder {
             let mut cand_scores = scores.reshape((rows, 1))?.broadcast_add(&logp)?;
             let ninf = neg_inf(&[rows, m], &device)?;
             cand_scores = valid.where_cond(&cand_scores, &ninf)?;
-            let per_prompt: Vec<&[u32]> = exclusions.iter().map(|e| e[step].as_slice()).collect();
-            if let Some(ex) = self.tables.exclusion_tensor(&per_prompt)? {
-                let e = ex.dim(1)?;
-                let hit = cand
-                    .reshape((b, nb * m, 1))?
-                    .broadcast_eq(&ex.reshape((b, 1, e))?)?
-                    .max(D::Minus1)?
-                    .reshape((rows, m))?;
+            if let Some(hit) = self.excluded(&exclusions, step, &cand, b)? {
                 cand_scores = hit.where_cond(&ninf, &cand_scores)?;
             }
             let (flat_choice, parent, new_scores) = select_top(&cand_scores, b, nb, &row_base)?;
@@ -339,14 +355,7 @@ impl Decoder {
             let logp = self.step_logp(model, &hidden, step, &cand, mode, b, &owner)?;
             let ninf = neg_inf(&[rows, m], &device)?;
             let mut allowed = valid.clone();
-            let per_prompt: Vec<&[u32]> = exclusions.iter().map(|e| e[step].as_slice()).collect();
-            if let Some(ex) = self.tables.exclusion_tensor(&per_prompt)? {
-                let e = ex.dim(1)?;
-                let hit = cand
-                    .reshape((b, ns * m, 1))?
-                    .broadcast_eq(&ex.reshape((b, 1, e))?)?
-                    .max(D::Minus1)?
-                    .reshape((rows, m))?;
+            if let Some(hit) = self.excluded(&exclusions, step, &cand, b)? {
                 allowed = hit.where_cond(&Tensor::zeros_like(&valid)?, &valid)?;
             }
             // Gumbel-max: argmax(logp / T + G) is a draw from softmax(logp / T) over the allowed.
