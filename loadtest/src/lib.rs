@@ -191,29 +191,4 @@ pub async fn run(cfg: &LoadConfig, mut scenario: Box<dyn Scenario>) -> anyhow::R
     })
 }
 
-/// Parse `1500ms`, `10s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like `5s`, `500ms` or `2m`"))?;
-    let secs = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("duration `{s}` must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+pub use sidrec::duration::parse_duration;

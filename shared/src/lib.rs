@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod decode;
 pub mod device;
+pub mod duration;
 pub mod embed;
 pub mod error;
 pub mod io;
