@@ -32,7 +32,8 @@
 //! top-K); recommendations/s = prompts decoded / total measured time. p99 is the nearest-rank
 //! percentile, i.e. the maximum when fewer than 100 batches are measured.
 
-use std::collections::HashMap;
+mod common;
+
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -50,7 +51,6 @@ use sidrec::model::{Qwen2, Qwen2Config};
 use sidrec::prompt::{eval_seqrec, title_to_sid, PromptStyle};
 use sidrec::tokenizer::SidTokenizer;
 use sidrec::trie::{SidTrie, SidVocab};
-use sidrec::{Sid, SidIndex};
 
 type BoxResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -467,39 +467,6 @@ fn varmap_model(cfg: &Qwen2Config) -> BoxResult<(VarMap, Qwen2)> {
     Ok((varmap, model))
 }
 
-/// 3 levels of 256 seeded random codes; items whose 3 codes collide all get a 4th code (their
-/// rank in the collision group), as SID generators do to make SIDs unique.
-fn synthetic_index(items: usize, seed: u64) -> SidIndex {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let codes: Vec<[u32; 3]> = (0..items)
-        .map(|_| {
-            [
-                rng.gen_range(0..256),
-                rng.gen_range(0..256),
-                rng.gen_range(0..256),
-            ]
-        })
-        .collect();
-    let mut groups: HashMap<[u32; 3], u32> = HashMap::new();
-    for c in &codes {
-        *groups.entry(*c).or_default() += 1;
-    }
-    let mut seen: HashMap<[u32; 3], u32> = HashMap::new();
-    codes
-        .iter()
-        .enumerate()
-        .map(|(item, c)| {
-            let mut v = c.to_vec();
-            if groups[c] > 1 {
-                let k = seen.entry(*c).or_default();
-                v.push(*k);
-                *k += 1;
-            }
-            (item as u32, Sid::from_codes(v))
-        })
-        .collect()
-}
-
 #[derive(Debug, Clone, Serialize)]
 struct CatalogueRow {
     items: usize,
@@ -839,7 +806,7 @@ fn main() -> BoxResult<()> {
     if opts.catalogue {
         for &size in &opts.catalogue_sizes {
             eprintln!("synthetic catalogue of {size} items ...");
-            let syn = synthetic_index(size, opts.seed);
+            let syn = common::synthetic_index(size, &mut ChaCha8Rng::seed_from_u64(opts.seed));
             let svocab = SidVocab::sequential(&syn, vocab as u32)?;
             let cvocab = vocab + svocab.len();
             let syn = Arc::new(syn);

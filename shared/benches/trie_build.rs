@@ -4,7 +4,8 @@
 //! because the trie's size matters as much as its build time and criterion cannot print bytes.
 //! Run with `cargo bench -p sidrec --bench trie_build`.
 
-use std::collections::HashMap;
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -15,38 +16,6 @@ use sidrec::{Sid, SidIndex};
 
 const ITEMS: u32 = 1_000_000;
 const RUNS: usize = 7;
-
-/// 3 levels of 256 random codes; items whose 3 codes collide all get a 4th code (their rank in
-/// the collision group), as SID generators do to make SIDs unique.
-fn three_levels_plus_collision_level(rng: &mut ChaCha8Rng) -> SidIndex {
-    let codes: Vec<[u32; 3]> = (0..ITEMS)
-        .map(|_| {
-            [
-                rng.gen_range(0..256),
-                rng.gen_range(0..256),
-                rng.gen_range(0..256),
-            ]
-        })
-        .collect();
-    let mut groups: HashMap<[u32; 3], u32> = HashMap::new();
-    for c in &codes {
-        *groups.entry(*c).or_default() += 1;
-    }
-    let mut seen: HashMap<[u32; 3], u32> = HashMap::new();
-    codes
-        .iter()
-        .enumerate()
-        .map(|(item, c)| {
-            let mut v = c.to_vec();
-            if groups[c] > 1 {
-                let k = seen.entry(*c).or_default();
-                v.push(*k);
-                *k += 1;
-            }
-            (item as u32, Sid::from_codes(v))
-        })
-        .collect()
-}
 
 /// 4 levels of 256 uniformly random codes (collisions kept: a leaf lists all their items).
 fn four_levels(rng: &mut ChaCha8Rng) -> SidIndex {
@@ -103,7 +72,7 @@ fn main() {
         return;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(42);
-    let index = three_levels_plus_collision_level(&mut rng);
+    let index = common::synthetic_index(ITEMS as usize, &mut rng);
     report("3x256+collision_level", &index);
     let index = four_levels(&mut rng);
     report("4x256", &index);
