@@ -39,6 +39,23 @@ pub enum Command {
     SidReport(SidReportArgs),
     /// Embed every item's text with a BERT-family encoder into a float32 `.npy` [items, dim].
     Embed(EmbedArgs),
+    /// Draw a run's curves (loss, validation HR@10/NDCG@10, ...) from its metrics.jsonl to SVG.
+    Plot(PlotArgs),
+}
+
+/// Arguments of `plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A run directory (its `metrics.jsonl`) or a metrics.jsonl file.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Output SVG (default: `curves.svg` beside the metrics file).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A panel as a comma list of metrics keys; repeat for more panels (default: loss,
+    /// validation, reward, KL, throughput and learning-rate panels, where present).
+    #[arg(long)]
+    pub panel: Vec<String>,
 }
 
 /// `sidrec-trainer data ...`
@@ -229,6 +246,19 @@ pub struct SftArgs {
     /// Tasks: `all` or a comma list of seqrec, alignment, seq2title, title2title, title2sid.
     #[arg(long, default_value = "all")]
     pub tasks: String,
+    /// Dropout on the embeddings and residual branches while training (0: off, as the
+    /// reference's Qwen2). Masks come from `--seed`, so runs and resumes are reproducible.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
+    /// Also supervise the SIDs inside the history of SID-history → SID examples (each predicted
+    /// from the items before it, as SASRec trains), not only the response: about ten times more
+    /// supervised tokens per forward pass. A deliberate extension of the reference.
+    #[arg(long)]
+    pub history_loss: bool,
+    /// Train only the SID tokens' rows of the embeddings (and of an untied output head); every
+    /// other parameter stays bit-identical. For adapting a pretrained base model cheaply.
+    #[arg(long)]
+    pub freeze_llm: bool,
     /// Also train on the valid split (report such runs as train+valid).
     #[arg(long)]
     pub include_valid: bool,

@@ -17,6 +17,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod init;
+pub mod plot;
 pub mod progress;
 pub mod sft;
 pub mod sid;
@@ -40,5 +41,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sid(a) => sid::run(&a),
         Command::SidReport(a) => sid::run_report(&a),
         Command::Embed(a) => embed::run(&a),
+        Command::Plot(a) => plot::run(&a),
     }
 }

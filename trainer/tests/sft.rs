@@ -121,3 +121,65 @@ fn loss_falls_and_resume_after_a_kill_continues_identically() {
         assert!((a - b).abs() < 1e-5, "step {s1}: {a} vs {b}");
     }
 }
+
+#[test]
+fn freeze_llm_changes_only_the_sid_rows() {
+    use candle_core::{DType, Device};
+    use sidrec::checkpoint::Checkpoint;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let out = dir.path().join("frozen");
+    let mut args = sft_args(&data, &ck, out.to_str().unwrap());
+    let steps = args.iter().position(|a| *a == "--max-steps").unwrap() + 1;
+    args[steps] = "4";
+    let every = args.iter().position(|a| *a == "--eval-every").unwrap() + 1;
+    args[every] = "4";
+    args.push("--freeze-llm");
+    // Weight decay would move frozen rows if the mask missed it.
+    args.extend(["--weight-decay", "0.1"]);
+    ok(&args);
+
+    let before = Checkpoint::load(&ck, &Device::Cpu, Some(DType::F32)).unwrap();
+    let after = Checkpoint::load(out.join("last"), &Device::Cpu, Some(DType::F32)).unwrap();
+    let sid_rows: std::collections::BTreeSet<usize> = before
+        .tokenizer
+        .sid_vocab()
+        .pairs()
+        .into_iter()
+        .map(|(_, id)| id as usize)
+        .collect();
+    assert!(!sid_rows.is_empty());
+    let b: std::collections::BTreeMap<String, candle_core::Tensor> =
+        before.model.named_tensors().into_iter().collect();
+    let a: std::collections::BTreeMap<String, candle_core::Tensor> =
+        after.model.named_tensors().into_iter().collect();
+    assert_eq!(b.keys().collect::<Vec<_>>(), a.keys().collect::<Vec<_>>());
+    let mut sid_rows_moved = 0;
+    for (name, tb) in &b {
+        let ta = &a[name];
+        let (vb, va) = (
+            tb.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            ta.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        if name.ends_with("embed_tokens.weight") || name == "lm_head.weight" {
+            let cols = tb.dim(1).unwrap();
+            for (r, (rb, ra)) in vb.chunks(cols).zip(va.chunks(cols)).enumerate() {
+                if sid_rows.contains(&r) {
+                    sid_rows_moved += usize::from(rb != ra);
+                } else {
+                    let same = rb.iter().zip(ra).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{name} row {r} (not a SID token) changed");
+                }
+            }
+        } else {
+            let same = vb.iter().zip(&va).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "frozen parameter {name} changed");
+        }
+    }
+    assert!(
+        sid_rows_moved > sid_rows.len() / 2,
+        "only {sid_rows_moved} of {} SID rows were trained",
+        sid_rows.len()
+    );
+}

@@ -2,7 +2,11 @@
 //! shared-prompt decode step.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::cache::{BeamCache, LayerKv, PromptCache};
 use super::config::Qwen2Config;
@@ -11,6 +15,80 @@ use super::Mode;
 use crate::{Error, Result};
 
 type CResult<T> = candle_core::Result<T>;
+
+/// Training-time dropout with masks drawn from a seeded stream, so that a run (and a resumed
+/// run) is reproducible: the trainer sets the seed before every forward pass.
+#[derive(Debug, Default)]
+struct Dropout {
+    /// Drop probability as f32 bits (0 = off).
+    p_bits: AtomicU32,
+    /// Seed of the current forward pass.
+    seed: AtomicU64,
+    /// Masks drawn since the seed was set.
+    drawn: AtomicU64,
+}
+
+impl Dropout {
+    fn apply(&self, x: &Tensor, mode: Mode) -> CResult<Tensor> {
+        let p = f32::from_bits(self.p_bits.load(Ordering::Relaxed));
+        if mode != Mode::Train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let stream = self.drawn.fetch_add(1, Ordering::Relaxed);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed.load(Ordering::Relaxed));
+        rng.set_stream(stream);
+        let scale = 1.0 / (1.0 - p);
+        let keep: Vec<f32> = (0..x.elem_count())
+            .map(|_| if rng.gen::<f32>() < p { 0.0 } else { scale })
+            .collect();
+        let mask = Tensor::from_vec(keep, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+}
+
+/// A linear layer that folds the batch into the rows of one matrix product.
+///
+/// candle-nn's `Linear` broadcasts the weight over the batch of a 3-D input and runs a batched
+/// matmul: its backward then materialises one weight gradient per batch row (`[B, out, in]`)
+/// and sums them, a large share of a small model's step. Reshaping `[B, L, in]` to
+/// `[B*L, in]` gives one GEMM forward and one (`K = B*L`) for the weight gradient.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let dims = x.dims();
+        let in_dim = dims.last().copied().unwrap_or(0);
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims.to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = self.weight.dim(0)?;
+        }
+        y.reshape(out)
+    }
+}
 
 fn linear(in_dim: usize, out_dim: usize, bias: bool, std: f64, vb: VarBuilder) -> CResult<Linear> {
     let init = Init::Randn {
@@ -224,22 +302,24 @@ struct DecoderLayer {
     mlp: Mlp,
     input_layernorm: RmsNorm,
     post_attention_layernorm: RmsNorm,
+    dropout: Arc<Dropout>,
 }
 
 impl DecoderLayer {
-    fn new(cfg: &Qwen2Config, vb: VarBuilder) -> CResult<Self> {
+    fn new(cfg: &Qwen2Config, vb: VarBuilder, dropout: &Arc<Dropout>) -> CResult<Self> {
         let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Self {
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             mlp: Mlp::new(cfg, vb.pp("mlp"))?,
             input_layernorm: RmsNorm::new(h, eps, vb.pp("input_layernorm"))?,
             post_attention_layernorm: RmsNorm::new(h, eps, vb.pp("post_attention_layernorm"))?,
+            dropout: dropout.clone(),
         })
     }
 
     fn mlp_block(&self, x: &Tensor, mode: Mode) -> CResult<Tensor> {
         let y = self.post_attention_layernorm.forward(x, mode)?;
-        x + self.mlp.forward(&y)?
+        x + self.dropout.apply(&self.mlp.forward(&y)?, mode)?
     }
 
     fn forward_full(
@@ -251,7 +331,7 @@ impl DecoderLayer {
     ) -> CResult<(Tensor, LayerKv)> {
         let y = self.input_layernorm.forward(x, mode)?;
         let (y, kv) = self.self_attn.forward_full(&y, rope, mask, mode)?;
-        let x = (x + y)?;
+        let x = (x + self.dropout.apply(&y, mode)?)?;
         Ok((self.mlp_block(&x, mode)?, kv))
     }
 
@@ -286,9 +366,27 @@ pub struct Qwen2 {
     rotary: Rotary,
     dtype: DType,
     device: Device,
+    dropout: Arc<Dropout>,
 }
 
 impl Qwen2 {
+    /// Dropout probability `p` on the embeddings and on both residual branches of every layer,
+    /// in [`Mode::Train`] only (0 turns it off; the default).
+    pub fn set_dropout(&self, p: f32) -> Result<()> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Invalid(format!("dropout {p} is outside [0, 1)")));
+        }
+        self.dropout.p_bits.store(p.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Seed the dropout masks of the next forward pass (call once per pass for reproducible,
+    /// resumable training).
+    pub fn seed_dropout(&self, seed: u64) {
+        self.dropout.seed.store(seed, Ordering::Relaxed);
+        self.dropout.drawn.store(0, Ordering::Relaxed);
+    }
+
     /// Build the model from `vb` (a `VarMap`-backed builder creates fresh HF-style weights).
     pub fn new(cfg: &Qwen2Config, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
@@ -303,8 +401,9 @@ impl Qwen2 {
             "weight",
             randn,
         )?;
+        let dropout = Arc::new(Dropout::default());
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(cfg, vb_m.pp("layers").pp(i)))
+            .map(|i| DecoderLayer::new(cfg, vb_m.pp("layers").pp(i), &dropout))
             .collect::<CResult<Vec<_>>>()?;
         let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb_m.pp("norm"))?;
         let lm_head = if cfg.tie_word_embeddings {
@@ -322,6 +421,7 @@ impl Qwen2 {
             rotary: Rotary::new(cfg.head_dim(), cfg.rope_theta),
             dtype: vb.dtype(),
             device: vb.device().clone(),
+            dropout,
         })
     }
 
@@ -421,7 +521,7 @@ impl Qwen2 {
             .rotary
             .tables(&layout.positions, b, l, mode, self.dtype, &self.device)?;
         let mask = layout.self_attention_mask(&self.device)?;
-        let mut x = self.embed(ids)?;
+        let mut x = self.dropout.apply(&self.embed(ids)?, mode)?;
         let mut kvs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (y, kv) = layer.forward_full(&x, &rope, &mask, mode)?;

@@ -42,7 +42,12 @@ pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result
         ids[row..row + e.ids.len()].copy_from_slice(&e.ids);
         mask[row..row + e.ids.len()].iter_mut().for_each(|m| *m = 1);
         tokens += e.ids.len();
-        // Position t predicts token t + 1; supervision starts with the first response token.
+        // Position t predicts token t + 1; supervision starts with the first response token,
+        // plus the history SIDs chosen by `--history-loss`.
+        for &t in &e.prompt_targets {
+            positions.push((row + t - 1) as u32);
+            targets.push(e.ids[t]);
+        }
         for t in e.prompt_len.max(1) - 1..e.ids.len() - 1 {
             positions.push((row + t) as u32);
             targets.push(e.ids[t + 1]);
@@ -92,11 +97,13 @@ mod tests {
             ids: vec![5, 6, 7, 8, 9],
             prompt_len: 3,
             task: Task::SeqRec,
+            prompt_targets: Vec::new(),
         };
         let f = Example {
             ids: vec![1, 2],
             prompt_len: 1,
             task: Task::SeqRec,
+            prompt_targets: Vec::new(),
         };
         let b = make_batch(&[&e, &f], 0, &Device::Cpu).unwrap();
         assert_eq!(

@@ -71,6 +71,8 @@ pub struct AdamW {
     vars: Vec<(String, Var)>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// Per-variable `[rows, 1]` 0/1 masks: only rows with 1 are updated (`--freeze-llm`).
+    row_masks: Vec<Option<Tensor>>,
     step: usize,
 }
 
@@ -93,13 +95,37 @@ impl AdamW {
             .map(|(_, v)| v.zeros_like())
             .collect::<candle_core::Result<Vec<_>>>()?;
         let v2 = m.clone();
+        let row_masks = vec![None; vars.len()];
         Ok(Self {
             cfg,
             vars,
             m,
             v: v2,
+            row_masks,
             step: 0,
         })
+    }
+
+    /// Restrict the updates of variable `name` (a matrix) to `rows`: every other row keeps its
+    /// exact value (no gradient, no moment, no weight decay reaches it).
+    pub fn train_only_rows(&mut self, name: &str, rows: &[u32]) -> Result<()> {
+        let i = self
+            .vars
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| TrainerError::Invalid(format!("no variable `{name}` to mask")))?;
+        let var = self.vars[i].1.as_tensor();
+        let n = var.dim(0)?;
+        let mut mask = vec![0f32; n];
+        for &r in rows {
+            let slot = mask.get_mut(r as usize).ok_or_else(|| {
+                TrainerError::Invalid(format!("row {r} is outside `{name}` ({n} rows)"))
+            })?;
+            *slot = 1.0;
+        }
+        let mask = Tensor::from_vec(mask, (n, 1), var.device())?.to_dtype(var.dtype())?;
+        self.row_masks[i] = Some(mask);
+        Ok(())
     }
 
     /// Optimizer steps taken.
@@ -118,8 +144,12 @@ impl AdamW {
         let grads: Vec<Option<Tensor>> = self
             .vars
             .iter()
-            .map(|(name, _)| acc.sums.remove(name))
-            .collect();
+            .zip(&self.row_masks)
+            .map(|((name, _), mask)| match (acc.sums.remove(name), mask) {
+                (Some(g), Some(mask)) => g.broadcast_mul(mask).map(Some),
+                (g, _) => Ok(g),
+            })
+            .collect::<candle_core::Result<_>>()?;
         acc.sums.clear();
         let mut sq = 0f64;
         for g in grads.iter().flatten() {
@@ -147,8 +177,12 @@ impl AdamW {
             let var = &self.vars[i].1;
             let theta = var.as_tensor();
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.cfg.eps)?)?;
-            let decayed = (theta * (1.0 - lr * self.cfg.weight_decay))?;
-            var.set(&(decayed - (update * lr)?)?)?;
+            let delta = ((update * lr)? + (theta * (lr * self.cfg.weight_decay))?)?;
+            let delta = match &self.row_masks[i] {
+                Some(mask) => delta.broadcast_mul(mask)?,
+                None => delta,
+            };
+            var.set(&(theta - delta)?)?;
             self.m[i] = m;
             self.v[i] = v;
         }

@@ -61,6 +61,9 @@ pub struct Example {
     pub prompt_len: usize,
     /// The task it belongs to.
     pub task: Task,
+    /// Prompt positions whose token is also supervised (each predicted from the ids before
+    /// it): the SID tokens of every history item after the first, with `--history-loss`.
+    pub prompt_targets: Vec<usize>,
 }
 
 impl Example {
@@ -111,6 +114,8 @@ pub struct TaskBuilder<'a> {
     pub category: String,
     /// Longest example; longer ones keep their last `cutoff` ids, as the reference does.
     pub cutoff: usize,
+    /// Also supervise the SIDs inside SID histories (a deliberate extension; see `--history-loss`).
+    pub history_loss: bool,
 }
 
 impl TaskBuilder<'_> {
@@ -131,11 +136,36 @@ impl TaskBuilder<'_> {
         ids.extend(self.tokenizer.encode_response(p)?);
         // Left truncation keeps the response (the reference truncates the same way).
         let cut = ids.len().saturating_sub(self.cutoff);
+        let ids = ids[cut..].to_vec();
+        let prompt_len = prompt_len.saturating_sub(cut);
+        let prompt_targets = if self.history_loss && task == Task::SeqRec {
+            self.history_targets(&ids[..prompt_len])
+        } else {
+            Vec::new()
+        };
         Ok(Example {
-            ids: ids[cut..].to_vec(),
-            prompt_len: prompt_len.saturating_sub(cut),
+            ids,
+            prompt_len,
             task,
+            prompt_targets,
         })
+    }
+
+    /// The SID tokens of the prompt except the first run of them (the first history item, or
+    /// what truncation left of it), which has no earlier item to be predicted from.
+    fn history_targets(&self, prompt: &[u32]) -> Vec<usize> {
+        let vocab = self.tokenizer.sid_vocab();
+        let is_sid = |id: u32| vocab.token(id).is_some();
+        let Some(first) = prompt.iter().position(|&id| is_sid(id)) else {
+            return Vec::new();
+        };
+        let after_first = prompt[first..]
+            .iter()
+            .position(|&id| !is_sid(id))
+            .map_or(prompt.len(), |n| first + n);
+        (after_first..prompt.len())
+            .filter(|&t| is_sid(prompt[t]))
+            .collect()
     }
 
     /// The examples of `tasks` built from `rows` (and, for alignment, from the catalogue).
@@ -272,6 +302,7 @@ mod tests {
             items: &items,
             category: "items".into(),
             cutoff: 512,
+            history_loss: false,
         };
         let ex = b.build(std::slice::from_ref(&row), &Task::ALL).unwrap();
         // seqrec, 2 sid→title + 2 title→sid (one SID and one title are shared), seq2title,
@@ -293,5 +324,54 @@ mod tests {
         assert_eq!(ex[0].ids.len(), 6);
         assert_eq!(ex[0].target_len(), seqrec.target_len());
         assert_eq!(&ex[0].ids[ex[0].prompt_len..], target);
+    }
+
+    #[test]
+    fn history_loss_supervises_every_history_sid_but_the_first_item() {
+        let index: SidIndex = [
+            (0, Sid::from_codes(vec![1, 2, 3])),
+            (1, Sid::from_codes(vec![4, 5, 6])),
+            (2, Sid::from_codes(vec![7, 8, 9])),
+        ]
+        .into_iter()
+        .collect();
+        let items: Items = [(0, ItemMeta::new("Red Hammer", ""))].into_iter().collect();
+        let texts = ["history: <a_1><b_2><c_3> <a_4><b_5><c_6>\nnext:\n<a_7><b_8><c_9>\n"; 20];
+        let tk = SidTokenizer::train_bpe(texts.iter(), 300, &index).unwrap();
+        let row = InteractionRow {
+            user_id: "A1".into(),
+            history_item_title: vec![],
+            item_title: String::new(),
+            history_item_id: vec![0, 1],
+            item_id: 2,
+            history_item_sid: vec![],
+            item_sid: String::new(),
+        };
+        let b = TaskBuilder {
+            style: PromptStyle::Compact,
+            tokenizer: &tk,
+            index: &index,
+            items: &items,
+            category: "items".into(),
+            cutoff: 512,
+            history_loss: true,
+        };
+        let ex = b
+            .build(std::slice::from_ref(&row), &[Task::SeqRec])
+            .unwrap();
+        let e = &ex[0];
+        let second: Vec<u32> = tk.encode_text("<a_4><b_5><c_6>").unwrap();
+        let picked: Vec<u32> = e.prompt_targets.iter().map(|&t| e.ids[t]).collect();
+        assert_eq!(picked, second);
+        assert!(e.prompt_targets.iter().all(|&t| t > 0 && t < e.prompt_len));
+        // Without the flag only the response is supervised.
+        let plain = TaskBuilder {
+            history_loss: false,
+            ..b
+        };
+        let ex = plain
+            .build(std::slice::from_ref(&row), &[Task::SeqRec])
+            .unwrap();
+        assert!(ex[0].prompt_targets.is_empty());
     }
 }

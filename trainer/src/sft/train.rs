@@ -44,6 +44,9 @@ pub struct TrainState {
     pub done: bool,
 }
 
+/// The variables `--freeze-llm` trains (row-masked to the SID tokens).
+const FREEZE_LLM_TRAINABLE: [&str; 2] = ["model.embed_tokens.weight", "lm_head.weight"];
+
 const STATE_FILE: &str = "train-state.json";
 const OPTIM_FILE: &str = "optimizer.safetensors";
 
@@ -204,6 +207,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
     )?;
     hf::load_into_varmap(&start_dir, &varmap)?;
+    model.set_dropout(args.dropout)?;
     let tokenizer = base.tokenizer.clone();
     let style = base.meta.prompt_style;
     let tasks = parse_tasks(&args.tasks)?;
@@ -227,6 +231,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
         items: &base.items,
         category: prompt::category_phrase(&name),
         cutoff: args.cutoff,
+        history_loss: args.history_loss,
     };
     let examples = builder.build(&train_rows, &tasks)?;
     if examples.is_empty() {
@@ -244,7 +249,12 @@ pub fn run(args: &SftArgs) -> Result<()> {
     // Validation sample: the first rows of the valid split (fixed, so runs are comparable).
     let mut valid_rows = ds.read_split(Split::Valid)?;
     valid_rows.truncate(args.valid_rows);
-    let valid_examples = builder.build(&valid_rows, &[Task::SeqRec])?;
+    // The validation loss stays the response loss, whatever `--history-loss` says.
+    let valid_examples = TaskBuilder {
+        history_loss: false,
+        ..builder
+    }
+    .build(&valid_rows, &[Task::SeqRec])?;
     let mut prompts = Vec::new();
     let mut targets = Vec::new();
     for r in &valid_rows {
@@ -277,7 +287,12 @@ pub fn run(args: &SftArgs) -> Result<()> {
     };
 
     std::fs::create_dir_all(&args.out).map_err(|e| TrainerError::io(&args.out, e))?;
-    let vars = sorted_vars(&varmap)?;
+    let mut vars = sorted_vars(&varmap)?;
+    if args.freeze_llm {
+        // Only the SID rows of the token embeddings (and of an untied output head) learn; every
+        // other parameter is left out of the optimizer and stays bit-identical.
+        vars.retain(|(name, _)| FREEZE_LLM_TRAINABLE.contains(&name.as_str()));
+    }
     let mut opt = AdamW::new(
         vars.clone(),
         AdamWConfig {
@@ -285,6 +300,25 @@ pub fn run(args: &SftArgs) -> Result<()> {
             ..AdamWConfig::default()
         },
     )?;
+    if args.freeze_llm {
+        let sid_rows: Vec<u32> = tokenizer
+            .sid_vocab()
+            .pairs()
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        for (name, _) in &vars {
+            opt.train_only_rows(name, &sid_rows)?;
+        }
+        eprintln!(
+            "--freeze-llm: training {} SID rows of {}",
+            sid_rows.len(),
+            vars.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let mut state = TrainState::default();
     if resuming {
         let p = last_dir.join(STATE_FILE);
@@ -348,6 +382,10 @@ pub fn run(args: &SftArgs) -> Result<()> {
         for (bi, idx) in batches.iter().enumerate().skip(first) {
             let refs: Vec<&Example> = idx.iter().map(|&i| &examples[i]).collect();
             let batch = make_batch(&refs, pad, &device)?;
+            // Masks depend on (seed, epoch, batch) only, so a resumed run draws the same ones.
+            model.seed_dropout(
+                args.seed ^ ((epoch as u64) << 32 | bi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             let nll = batch_nll(&model, &batch, Mode::Train)?;
             let loss = (&nll / (batch.supervised.max(1) * args.grad_accum) as f64)?;
             acc.add(&vars, &loss.backward()?)?;
@@ -407,6 +445,11 @@ pub fn run(args: &SftArgs) -> Result<()> {
                 if improved {
                     save(&best_dir, record.clone(), Vec::new())?;
                 }
+                let panels: Vec<String> = crate::plot::DEFAULT_PANELS
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                crate::plot::plot(&metrics_path, &args.out.join("curves.svg"), &panels)?;
                 // The last checkpoint carries the loop and optimizer state for --resume, inside
                 // the same atomic write, so a kill never leaves weights and state out of step.
                 let text = serde_json::to_vec_pretty(&state)

@@ -1,0 +1,172 @@
+//! SFT throughput: tokens/s of the forward pass, forward + backward, and a whole optimizer step,
+//! for the `tiny` and `small` presets on Industrial SID-history prompts.
+//!
+//! `cargo bench -p sidrec-trainer --bench sft_throughput -- [--presets tiny,small]
+//! [--batch 32] [--steps 10] [--history-loss] [--style compact|minionerec]`
+//! Needs `../shared/data/industrial` (or `SIDREC_BENCH_DATA=DIR`). Threads: `RAYON_NUM_THREADS`.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use sidrec::data::{DatasetDir, Split};
+use sidrec::model::{Mode, Qwen2};
+use sidrec::prompt::PromptStyle;
+use sidrec::tokenizer::SidTokenizer;
+use sidrec_trainer::cli::Preset;
+use sidrec_trainer::init::{preset_config, tokenizer_corpus};
+use sidrec_trainer::sft::batch::make_batch;
+use sidrec_trainer::sft::optim::{sorted_vars, AdamW, AdamWConfig, GradAccumulator};
+use sidrec_trainer::sft::tasks::{Example, Task, TaskBuilder};
+use sidrec_trainer::sft::train::batch_nll;
+
+struct Opts {
+    presets: Vec<Preset>,
+    batch: usize,
+    steps: usize,
+    history_loss: bool,
+    style: PromptStyle,
+}
+
+fn parse() -> Opts {
+    let mut o = Opts {
+        presets: vec![Preset::Tiny, Preset::Small],
+        batch: 32,
+        steps: 10,
+        history_loss: false,
+        style: PromptStyle::Compact,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let val = || args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--presets" => {
+                o.presets = val()
+                    .split(',')
+                    .map(|p| match p {
+                        "tiny" => Preset::Tiny,
+                        "small" => Preset::Small,
+                        other => panic!("unknown preset {other}"),
+                    })
+                    .collect();
+                i += 1;
+            }
+            "--batch" => {
+                o.batch = val().parse().expect("--batch N");
+                i += 1;
+            }
+            "--steps" => {
+                o.steps = val().parse().expect("--steps N");
+                i += 1;
+            }
+            "--style" => {
+                o.style = val().parse().expect("--style compact|minionerec");
+                i += 1;
+            }
+            "--history-loss" => o.history_loss = true,
+            // cargo bench passes --bench; ignore what is not ours.
+            _ => {}
+        }
+        i += 1;
+    }
+    o
+}
+
+fn vm_hwm_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            l.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let o = parse();
+    let data = std::env::var("SIDREC_BENCH_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/data/industrial")
+        });
+    let ds = DatasetDir::discover(&data).expect("dataset (set SIDREC_BENCH_DATA)");
+    let index = ds.read_index().unwrap();
+    let items = ds.read_items().unwrap();
+    let rows = ds.read_split(Split::Train).unwrap();
+    let corpus = tokenizer_corpus(o.style, &rows, &items, &index);
+    let tokenizer = SidTokenizer::train_bpe(corpus.iter(), 2000, &index).unwrap();
+    let builder = TaskBuilder {
+        style: o.style,
+        tokenizer: &tokenizer,
+        index: &index,
+        items: &items,
+        category: "industrial and scientific items".into(),
+        cutoff: 512,
+        history_loss: o.history_loss,
+    };
+    let examples: Vec<Example> = builder.build(&rows, &[Task::SeqRec]).unwrap();
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
+    println!(
+        "SFT throughput on {} ({} seqrec examples, style {}, batch {}, history loss {}, threads {threads})",
+        data.display(),
+        examples.len(),
+        o.style,
+        o.batch,
+        o.history_loss
+    );
+    println!("| preset | params | tokens/batch | fwd ms | fwd+bwd ms | step ms | fwd tok/s | step tok/s | bwd/fwd | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let device = Device::Cpu;
+    for &preset in &o.presets {
+        let cfg = preset_config(preset, tokenizer.vocab_size(), tokenizer.eos_id());
+        let varmap = VarMap::new();
+        let model =
+            Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
+        let vars = sorted_vars(&varmap).unwrap();
+        let mut opt = AdamW::new(vars.clone(), AdamWConfig::default()).unwrap();
+        let batches: Vec<_> = examples
+            .chunks(o.batch)
+            .take(o.steps + 2)
+            .map(|c| {
+                let refs: Vec<&Example> = c.iter().collect();
+                make_batch(&refs, tokenizer.eos_id(), &device).unwrap()
+            })
+            .collect();
+        let (mut fwd, mut fb, mut step, mut tokens) = (0f64, 0f64, 0f64, 0usize);
+        for (i, b) in batches.iter().enumerate() {
+            let warm = i < 2;
+            let t0 = Instant::now();
+            let nll = batch_nll(&model, b, Mode::Train).unwrap();
+            let _ = nll.to_scalar::<f32>().unwrap();
+            let t1 = Instant::now();
+            let loss = (&nll / b.supervised.max(1) as f64).unwrap();
+            let grads = loss.backward().unwrap();
+            let t2 = Instant::now();
+            let mut acc = GradAccumulator::default();
+            acc.add(&vars, &grads).unwrap();
+            opt.step(&mut acc, 1e-3, Some(1.0)).unwrap();
+            let t3 = Instant::now();
+            if !warm {
+                fwd += (t1 - t0).as_secs_f64();
+                fb += (t2 - t0).as_secs_f64();
+                step += (t3 - t0).as_secs_f64();
+                tokens += b.tokens;
+            }
+        }
+        let n = batches.len().saturating_sub(2).max(1) as f64;
+        println!(
+            "| {preset:?} | {:.1}M | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} |",
+            cfg.num_parameters() as f64 / 1e6,
+            tokens as f64 / n,
+            fwd / n * 1e3,
+            fb / n * 1e3,
+            step / n * 1e3,
+            tokens as f64 / fwd,
+            tokens as f64 / step,
+            (fb - fwd) / fwd,
+            vm_hwm_mib()
+        );
+    }
+}
