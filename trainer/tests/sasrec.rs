@@ -109,7 +109,12 @@ fn trains_saves_loads_scores_and_evaluates() {
     let dir = tempfile::tempdir().unwrap();
     let data = synth_data(dir.path());
     let out = dir.path().join("model");
-    let meta = train::run(&train_args(&data, &out, &["--epochs", "8", "--patience", "50"])).unwrap();
+    let meta = train::run(&train_args(
+        &data,
+        &out,
+        &["--epochs", "8", "--patience", "50"],
+    ))
+    .unwrap();
     let losses = epoch_losses(&out);
     assert_eq!(losses.len(), 8);
     assert!(
@@ -271,8 +276,14 @@ fn baseline_reports_match_data_stats() {
         for k in [1, 3, 5, 10, 20, 50] {
             let key = k.to_string();
             let (hr, ndcg) = (&r["metrics"]["hr"][&key], &r["metrics"]["ndcg"][&key]);
-            assert!((hr.as_f64().unwrap() - want.hr[&k]).abs() < 1e-12, "{name} HR@{k}");
-            assert!((ndcg.as_f64().unwrap() - want.ndcg[&k]).abs() < 1e-12, "{name} NDCG@{k}");
+            assert!(
+                (hr.as_f64().unwrap() - want.hr[&k]).abs() < 1e-12,
+                "{name} HR@{k}"
+            );
+            assert!(
+                (ndcg.as_f64().unwrap() - want.ndcg[&k]).abs() < 1e-12,
+                "{name} NDCG@{k}"
+            );
         }
         assert!(ev.join("report.md").is_file() && ev.join("predictions.json").is_file());
     }

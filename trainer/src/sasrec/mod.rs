@@ -131,7 +131,11 @@ impl SasRec {
         let meta_path = dir.join(META_FILE);
         let bytes = std::fs::read(&meta_path).map_err(|e| TrainerError::io(&meta_path, e))?;
         let meta: SasRecMeta = serde_json::from_slice(&bytes).map_err(|e| {
-            TrainerError::parse(&meta_path, e.line() as u64, format!("not a sasrec.json: {e}"))
+            TrainerError::parse(
+                &meta_path,
+                e.line() as u64,
+                format!("not a sasrec.json: {e}"),
+            )
         })?;
         if meta.format_version != FORMAT_VERSION {
             return Err(TrainerError::Invalid(format!(
@@ -262,7 +266,10 @@ impl SasRec {
         let refs: Vec<&[u32]> = hist.iter().map(Vec::as_slice).collect();
         let hidden = self.hidden(&refs)?;
         let items = Tensor::from_vec(flat, (candidates.len(), width), &self.device)?;
-        let scores = self.net.candidate_logits(&hidden, &items)?.to_vec2::<f32>()?;
+        let scores = self
+            .net
+            .candidate_logits(&hidden, &items)?
+            .to_vec2::<f32>()?;
         Ok(scores
             .into_iter()
             .zip(candidates)
@@ -299,11 +306,7 @@ impl SasRec {
 
 /// Indices of the `k` largest scores, best first; ties go to the lower index.
 pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let better = |a: &usize, b: &usize| {
-        scores[*b]
-            .total_cmp(&scores[*a])
-            .then_with(|| a.cmp(b))
-    };
+    let better = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then_with(|| a.cmp(b));
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     let k = k.min(idx.len());
     if k == 0 {

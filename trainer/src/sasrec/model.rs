@@ -211,7 +211,10 @@ fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let inner = dims[dims.len() - 1];
     let rows = x.elem_count() / inner.max(1);
-    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?.broadcast_add(b)?;
+    let y = x
+        .reshape((rows, inner))?
+        .matmul(&w.t()?)?
+        .broadcast_add(b)?;
     let mut out = dims;
     let last = out.len() - 1;
     out[last] = w.dim(0)?;
@@ -270,7 +273,10 @@ impl SasRecNet {
                 )));
             }
             by_name.insert(name.to_string(), vars.len());
-            vars.push((name.to_string(), Var::from_tensor(&t.to_dtype(DType::F32)?)?));
+            vars.push((
+                name.to_string(),
+                Var::from_tensor(&t.to_dtype(DType::F32)?)?,
+            ));
         }
         if let Some(extra) = given.keys().next() {
             return Err(TrainerError::Invalid(format!(
@@ -333,7 +339,11 @@ impl SasRecNet {
         }
         let x = x.broadcast_mul(&batch.pad_mask)?;
         // The gathered position's row of the sequence: [B, h].
-        let idx = batch.last.reshape((b, 1, 1))?.broadcast_as((b, 1, h))?.contiguous()?;
+        let idx = batch
+            .last
+            .reshape((b, 1, 1))?
+            .broadcast_as((b, 1, h))?
+            .contiguous()?;
         let x_last = x.gather(&idx, 1)?.squeeze(1)?;
         let q_in = layer_norm(&x_last, self.p("ln_1.weight")?, self.p("ln_1.bias")?)?;
         let q = linear(
@@ -352,8 +362,14 @@ impl SasRecNet {
             self.p("mh_attn.linear_v.bias")?,
         )?;
         let q = q.reshape((b, heads, 1, hd))?;
-        let k = k.reshape((b, l, heads, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = v.reshape((b, l, heads, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k
+            .reshape((b, l, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = v
+            .reshape((b, l, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
         // The reference scales by √hidden, not √head_dim.
         let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (h as f64).sqrt())?
             .broadcast_add(&batch.key_mask)?;

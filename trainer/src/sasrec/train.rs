@@ -301,6 +301,13 @@ struct EpochLog {
     seconds: f64,
 }
 
+/// The best epoch so far: its number, valid metrics and weights.
+struct Best {
+    epoch: usize,
+    report: MetricsReport,
+    weights: Vec<(String, Tensor)>,
+}
+
 fn ndcg20(r: &MetricsReport) -> f64 {
     r.ndcg.get(&20).copied().unwrap_or(0.0)
 }
@@ -370,7 +377,7 @@ pub fn run(args: &SasRecArgs) -> Result<SasRecMeta> {
 
     let start = Instant::now();
     let pb = progress::bar(args.epochs as u64, "sasrec epochs");
-    let mut best: Option<(usize, MetricsReport, Vec<(String, Tensor)>)> = None;
+    let mut best: Option<Best> = None;
     let mut since_best = 0;
     let mut epochs_run = 0;
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -394,14 +401,18 @@ pub fn run(args: &SasRecArgs) -> Result<SasRecMeta> {
             epochs_run = epoch;
             let improved = best
                 .as_ref()
-                .is_none_or(|(_, b, _)| ndcg20(&report) > ndcg20(b));
+                .is_none_or(|b| ndcg20(&report) > ndcg20(&b.report));
             if improved {
-                best = Some((epoch, report.clone(), net.snapshot()?));
+                best = Some(Best {
+                    epoch,
+                    report: report.clone(),
+                    weights: net.snapshot()?,
+                });
                 since_best = 0;
             } else {
                 since_best += 1;
             }
-            let best_ndcg = best.as_ref().map_or(0.0, |(_, b, _)| ndcg20(b));
+            let best_ndcg = best.as_ref().map_or(0.0, |b| ndcg20(&b.report));
             let line = EpochLog {
                 epoch,
                 loss,
@@ -430,7 +441,12 @@ pub fn run(args: &SasRecArgs) -> Result<SasRecMeta> {
         return Err(e);
     }
     log.sync_all().map_err(|e| TrainerError::io(&log_path, e))?;
-    let Some((best_epoch, valid_report, snapshot)) = best else {
+    let Some(Best {
+        epoch: best_epoch,
+        report: valid_report,
+        weights: snapshot,
+    }) = best
+    else {
         return Err(TrainerError::Invalid("sasrec: no epoch ran".into()));
     };
     let meta = SasRecMeta {
