@@ -245,13 +245,15 @@ impl Adam {
         let bc1 = 1.0 - B1.powi(self.step);
         let bc2 = 1.0 - B2.powi(self.step);
         for (i, var) in self.vars.iter().enumerate() {
-            let theta = var.as_tensor();
-            let g = match grads.get(theta) {
-                Some(g) => g.clone(),
+            // Detached: otherwise every moment would keep the previous step's op graph alive and
+            // memory would grow with each step.
+            let theta = var.as_tensor().detach();
+            let g = match grads.get(var.as_tensor()) {
+                Some(g) => g.detach(),
                 None => theta.zeros_like()?,
             };
             let g = if self.weight_decay != 0.0 {
-                (g + (theta * self.weight_decay)?)?
+                (g + (&theta * self.weight_decay)?)?
             } else {
                 g
             };
@@ -259,7 +261,7 @@ impl Adam {
             let v = ((&self.v[i] * B2)? + (g.sqr()? * (1.0 - B2))?)?;
             let denom = ((&v / bc2)?.sqrt()? + EPS)?;
             let update = ((&m / bc1)? / denom)?;
-            var.set(&(theta - (update * self.lr)?)?)?;
+            var.set(&(&theta - (update * self.lr)?)?)?;
             self.m[i] = m;
             self.v[i] = v;
         }
