@@ -1,6 +1,7 @@
 //! The command line: `sidrec-trainer data {synth, import-minionerec, amazon18, stats}`, `init`, `eval`,
 //! `sid`, `sid-report`.
 //! `embed`.
+//! `sasrec`.
 
 use std::path::PathBuf;
 
@@ -41,6 +42,9 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Draw a run's curves (loss, validation HR@10/NDCG@10, ...) from its metrics.jsonl to SVG.
     Plot(PlotArgs),
+    /// Train the SASRec baseline (the reference's sasrec.py): BCE or CE, early stopping on
+    /// valid NDCG@20.
+    Sasrec(crate::sasrec::SasRecArgs),
 }
 
 /// Arguments of `plot`.
@@ -199,8 +203,15 @@ pub struct InitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
     /// Checkpoint directory (must contain `sidrec.json`).
-    #[arg(long, env = "SIDREC_CHECKPOINT")]
-    pub checkpoint: PathBuf,
+    #[arg(long, env = "SIDREC_CHECKPOINT", required_unless_present = "baseline")]
+    pub checkpoint: Option<PathBuf>,
+    /// Evaluate a non-generative baseline instead of a checkpoint: each row's top `--num-beams`
+    /// items by full ranking, scored with the same metric code.
+    #[arg(long, value_enum)]
+    pub baseline: Option<BaselineKind>,
+    /// SASRec model directory (from `sidrec-trainer sasrec`), for `--baseline sasrec`.
+    #[arg(long, required_if_eq("baseline", "sasrec"))]
+    pub sasrec: Option<PathBuf>,
     /// Dataset directory holding the split.
     #[arg(long, env = "SIDREC_DATA")]
     pub data: PathBuf,
@@ -229,6 +240,27 @@ pub struct EvalArgs {
     /// (default: `<checkpoint>/eval-<split>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// Baselines `eval --baseline` can score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaselineKind {
+    /// Items by train-target count.
+    Popularity,
+    /// Followers of the history's last item in train, backed off to popularity.
+    Transition,
+    /// A trained SASRec model (`--sasrec DIR`).
+    Sasrec,
+}
+
+impl std::fmt::Display for BaselineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BaselineKind::Popularity => "popularity",
+            BaselineKind::Transition => "transition",
+            BaselineKind::Sasrec => "sasrec",
+        })
+    }
 }
 
 /// Arguments of `sft`.

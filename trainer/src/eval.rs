@@ -95,8 +95,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "--batch-size and --num-beams must be at least 1".into(),
         ));
     }
+    if let Some(kind) = args.baseline {
+        return crate::sasrec::eval::run(args, kind).map(|_| ());
+    }
+    let checkpoint = args
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| TrainerError::Invalid("eval needs --checkpoint or --baseline".into()))?;
     let device = sidrec::device::parse_device(&args.device)?;
-    let ck = Checkpoint::load(&args.checkpoint, &device, None)?;
+    let ck = Checkpoint::load(checkpoint, &device, None)?;
     let style: PromptStyle = args.prompt_style.unwrap_or(ck.meta.prompt_style);
     let ds = DatasetDir::discover(&args.data)?;
     let split_path = ds.split_path(args.split);
@@ -174,7 +181,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let item_set: HashSet<String> = ck.index.iter().map(|(_, s)| s.to_string()).collect();
     let metrics = metrics::evaluate(&predictions, &targets, &item_set)?;
     let report = EvalReport {
-        checkpoint: args.checkpoint.display().to_string(),
+        checkpoint: checkpoint.display().to_string(),
         version: ck.meta.version.clone(),
         data: args.data.display().to_string(),
         split: args.split.to_string(),
@@ -190,7 +197,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let out: PathBuf = args
         .out
         .clone()
-        .unwrap_or_else(|| args.checkpoint.join(format!("eval-{}", args.split)));
+        .unwrap_or_else(|| checkpoint.join(format!("eval-{}", args.split)));
     std::fs::create_dir_all(&out).map_err(|e| TrainerError::io(&out, e))?;
     let report_json = serde_json::to_vec_pretty(&report)
         .map_err(|e| TrainerError::Invalid(format!("serialising the report: {e}")))?;

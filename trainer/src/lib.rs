@@ -8,6 +8,7 @@
 //! * [`eval`] — `eval`: constrained beam search over a split, HR/NDCG@K report;
 //! * [`sid`] — `sid` (residual k-means SIDs from embeddings) and `sid-report`;
 //! * [`embed`] — `embed`: item text embeddings (`.npy`) with a BERT-family encoder;
+//! * [`sasrec`] — `sasrec`: the SASRec baseline (training, full-ranking eval, `cf` scores);
 //! * [`error`] — the crate's one error type.
 
 pub mod baselines;
@@ -19,6 +20,7 @@ pub mod eval;
 pub mod init;
 pub mod plot;
 pub mod progress;
+pub mod sasrec;
 pub mod sft;
 pub mod sid;
 
@@ -42,5 +44,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::SidReport(a) => sid::run_report(&a),
         Command::Embed(a) => embed::run(&a),
         Command::Plot(a) => plot::run(&a),
+        Command::Sasrec(a) => sasrec::train::run(&a).map(|_| ()),
     }
 }
