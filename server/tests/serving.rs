@@ -692,6 +692,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
         assert!(t.elapsed() < Duration::from_secs(30));
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let unfinished = pending.iter().filter(|p| !p.is_finished()).count();
+    assert!(unfinished > 0, "every request finished before the signal: nothing drained");
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
