@@ -289,6 +289,25 @@ async fn recommend_events_model_and_admin() {
     let (st, body) = post_raw(&s, REC, Some("application/json"), huge.into_bytes(), None).await;
     assert_eq!((st, code(&body)), (413, "payload_too_large"));
 
+    // mode=model: the model writes SIDs for a title; a catalogue-wide beam returns items.
+    let (st, body) = get_checked(
+        &s,
+        "/v1/sid/lookup",
+        "/v1/sid/lookup?title=Digital%20Caliper&mode=model&limit=8",
+    )
+    .await;
+    assert_eq!((st, body["by"].as_str()), (200, Some("title")), "{body}");
+    let got = ids(&body);
+    assert_eq!(
+        got.iter().copied().collect::<HashSet<_>>(),
+        (0..8).collect()
+    );
+    for it in body["items"].as_array().unwrap() {
+        assert_eq!(it["match"], "fuzzy");
+        let p = it["score"].as_f64().unwrap();
+        assert!(p > 0.0 && p < 1.0, "{p}");
+    }
+
     // Batch: entries fail alone; a malformed batch fails whole.
     let (st, body) = post_checked(
         &s,
@@ -413,8 +432,9 @@ async fn recommend_events_model_and_admin() {
         .unwrap()
         .parse()
         .unwrap();
-    // 50 + 5 + 50 + 50 + 50 + 50 (single requests) + 50 + 20 (batch) + 50 (after the swap).
-    assert_eq!(beams, 375.0);
+    // 50 + 5 + 50 + 50 + 50 + 50 (single requests) + 8 (title lookup) + 50 + 20 (batch)
+    // + 50 (after the swap).
+    assert_eq!(beams, 383.0);
 }
 
 #[tokio::test]
@@ -693,7 +713,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let unfinished = pending.iter().filter(|p| !p.is_finished()).count();
-    assert!(unfinished > 0, "every request finished before the signal: nothing drained");
+    assert!(
+        unfinished > 0,
+        "every request finished before the signal: nothing drained"
+    );
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

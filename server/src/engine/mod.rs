@@ -129,6 +129,12 @@ impl Engine {
         self.tokenizer.encode_prompt(&p)
     }
 
+    /// Prompt tokens of the title→SID task for `title`, in the checkpoint's prompt style.
+    pub fn encode_title(&self, title: &str) -> sidrec::Result<Vec<u32>> {
+        let p = prompt::title_to_sid(self.meta.prompt_style, title, "");
+        self.tokenizer.encode_prompt(&p)
+    }
+
     /// Beam search for prompts that share `num_beams`: every beam is returned, best first.
     pub fn decode(
         &self,

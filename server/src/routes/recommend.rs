@@ -364,7 +364,8 @@ fn serving(state: &AppState) -> Result<Arc<Engine>, ApiError> {
     state.engine().ok_or(ApiError::ModelNotLoaded)
 }
 
-async fn wait(rx: JobReceiver, deadline: Instant) -> Result<JobOutput, ApiError> {
+/// Wait for a job's answer until `deadline` (504 past it).
+pub async fn wait(rx: JobReceiver, deadline: Instant) -> Result<JobOutput, ApiError> {
     match tokio::time::timeout_at(deadline.into(), rx).await {
         Err(_) => Err(ApiError::DeadlineExceeded),
         Ok(Ok(Ok(out))) => Ok(out),
