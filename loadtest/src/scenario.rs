@@ -245,9 +245,11 @@ mod tests {
         assert!(Recommend::new(&[vec![]]).is_err());
         // A directory with an empty test split falls back to random histories.
         let dir = tempfile::tempdir().unwrap();
-        let mut files = sidrec::data::DatasetFiles::default();
-        files.items = items;
-        files.index = Some(index);
+        let files = sidrec::data::DatasetFiles {
+            items,
+            index: Some(index),
+            ..Default::default()
+        };
         files.write(dir.path()).unwrap();
         assert!(Recommend::from_dir(dir.path(), &cat).is_ok());
     }
