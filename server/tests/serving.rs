@@ -357,6 +357,12 @@ async fn recommend_events_model_and_admin() {
         .await;
         assert_eq!((st, code(&b)), (401, "unauthorized"));
     }
+    {
+        // While another reload (here: the test) holds the reload lock, a reload is a 409.
+        let _busy = s.state.reload_lock().lock().await;
+        let (st, b) = post_raw(&s, "/admin/reload", None, Vec::new(), Some("s3cret")).await;
+        assert_eq!((st, code(&b)), (409, "reload_in_progress"));
+    }
     let (st, b) = post_raw(&s, "/admin/reload", None, Vec::new(), Some("s3cret")).await;
     assert_eq!(st, 200, "{b}");
     assert_eq!(

@@ -153,11 +153,18 @@ pub async fn admin_reload(
             "this server was started without --model-dir and serves no model",
         ));
     }
-    let _guard = state
-        .reload_lock()
-        .try_lock()
-        .map_err(|_| ApiError::ReloadInProgress)?;
-    reload::reload_locked(&state, path).await.map(Json)
+    // The reload runs in its own task: if this request times out or its client goes away, the
+    // checkpoint still finishes loading and is swapped in (or its failure recorded).
+    let task = tokio::spawn(async move {
+        let _guard = state
+            .reload_lock()
+            .try_lock()
+            .map_err(|_| ApiError::ReloadInProgress)?;
+        reload::reload_locked(&state, path).await
+    });
+    task.await
+        .map_err(|e| ApiError::Internal(format!("the reload task failed: {e}")))?
+        .map(Json)
 }
 
 #[cfg(test)]
