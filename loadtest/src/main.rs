@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use sidrec_loadtest::scenario::load_catalogue;
+use sidrec_loadtest::scenario::{load_catalogue, Recommend};
 use sidrec_loadtest::{parse_duration, run, LoadConfig, ScenarioKind};
 
 /// Open-loop load generator for sidrec-server: sends requests on a fixed schedule (not waiting
@@ -47,7 +47,10 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let catalogue = load_catalogue(&cli.data)?;
-    let scenario = cli.scenario.build(&catalogue)?;
+    let scenario: Box<dyn sidrec_loadtest::Scenario> = match cli.scenario {
+        ScenarioKind::Recommend => Box::new(Recommend::from_dir(&cli.data, &catalogue)?),
+        kind => kind.build(&catalogue)?,
+    };
     let cfg = LoadConfig {
         url: cli.url,
         rate: cli.rate,

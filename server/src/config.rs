@@ -11,9 +11,67 @@ use clap::Parser;
 #[command(name = "sidrec-server", version, about, long_about = None)]
 pub struct Config {
     /// Dataset or checkpoint directory holding the item metadata (`items.json` or
-    /// `*.item.json`) and the SID index (`sid_index.json` or `*.index.json`).
-    #[arg(long, env = "SIDREC_DATA", value_name = "DIR")]
-    pub data: PathBuf,
+    /// `*.item.json`) and the SID index (`sid_index.json` or `*.index.json`): the catalogue of a
+    /// server without a model. With `--model-dir` the serving checkpoint's catalogue is used.
+    #[arg(
+        long,
+        env = "SIDREC_DATA",
+        value_name = "DIR",
+        required_unless_present = "model_dir"
+    )]
+    pub data: Option<PathBuf>,
+
+    /// Checkpoint to serve: a checkpoint directory (it holds `sidrec.json`), or a directory of
+    /// checkpoints, of which the newest complete one is served and watched for (hot swap).
+    #[arg(
+        long,
+        env = "SIDREC_MODEL_DIR",
+        value_name = "DIR",
+        conflicts_with = "data"
+    )]
+    pub model_dir: Option<PathBuf>,
+
+    /// Compute device: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
+    #[arg(long, env = "SIDREC_DEVICE", default_value = "cpu")]
+    pub device: String,
+
+    /// Beam scoring: `exact` (full-vocabulary log-softmax, the reference's scores) or `fast`.
+    #[arg(long, env = "SIDREC_SCORE_MODE", default_value = "exact")]
+    pub score_mode: sidrec::decode::ScoreMode,
+
+    /// Most prompts decoded together by the dynamic batcher.
+    #[arg(long, env = "SIDREC_MAX_BATCH_SIZE", default_value_t = 8)]
+    pub max_batch_size: usize,
+
+    /// Longest a batch waits for more requests after its first (e.g. `2ms`).
+    #[arg(long, env = "SIDREC_MAX_BATCH_WAIT", default_value = "2ms", value_parser = parse_duration_or_zero)]
+    pub max_batch_wait: Duration,
+
+    /// Most recommendation requests waiting for the model; past it requests get 429.
+    #[arg(long, env = "SIDREC_MAX_QUEUE", default_value_t = 256)]
+    pub max_queue: usize,
+
+    /// How often `--model-dir` is checked for a newer checkpoint (`0s`: never; reload with
+    /// `POST /admin/reload` only).
+    #[arg(long, env = "SIDREC_WATCH_INTERVAL", default_value = "5s", value_parser = parse_duration_or_zero)]
+    pub watch_interval: Duration,
+
+    /// Bearer token of `POST /admin/reload` (without it the admin routes answer 401).
+    #[arg(long, env = "SIDREC_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Most recent history items put in a prompt (MiniOneRec's histories hold at most 10).
+    #[arg(long, env = "SIDREC_MAX_HISTORY", default_value_t = 10)]
+    pub max_history: usize,
+
+    /// Longest history kept per user by `POST /v1/events` (oldest entries are dropped).
+    #[arg(long, env = "SIDREC_HISTORY_CAP", default_value_t = 100)]
+    pub history_cap: usize,
+
+    /// Allow cross-origin requests from these origins (comma-separated, or `*`); CORS is off
+    /// without it.
+    #[arg(long, env = "SIDREC_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
 
     /// Address to listen on.
     #[arg(long, env = "SIDREC_HOST", default_value = "127.0.0.1")]
@@ -42,6 +100,18 @@ pub struct Config {
 
 pub use sidrec::duration::parse_duration;
 
+/// [`parse_duration`] that also accepts zero (`0`, `0s`, `0ms`), for flags where zero means
+/// "off" or "no wait".
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !digits.is_empty() && digits.parse::<f64>().is_ok_and(|v| v == 0.0) {
+        parse_duration(&t.replacen(digits, "1", 1)).map(|_| Duration::ZERO)
+    } else {
+        parse_duration(t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +119,27 @@ mod tests {
     #[test]
     fn cli_parses() {
         Config::command_for_test();
+        let c =
+            Config::try_parse_from(["s", "--model-dir", "m", "--watch-interval", "0s"]).unwrap();
+        assert_eq!(c.watch_interval, Duration::ZERO);
+        assert!(c.data.is_none());
+        assert!(
+            Config::try_parse_from(["s"]).is_err(),
+            "--data or --model-dir is required"
+        );
+        assert!(Config::try_parse_from(["s", "--data", "d", "--model-dir", "m"]).is_err());
+    }
+
+    #[test]
+    fn zero_durations() {
+        assert_eq!(parse_duration_or_zero("0ms").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration_or_zero("0").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration_or_zero("5ms").unwrap(),
+            Duration::from_millis(5)
+        );
+        assert!(parse_duration_or_zero("0 parsecs").is_err());
+        assert!(parse_duration_or_zero("-1s").is_err());
     }
 
     impl Config {

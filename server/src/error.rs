@@ -8,6 +8,8 @@ use sidrec::ItemId;
 
 /// Seconds a client is told to wait (`Retry-After`) when the server is not ready yet.
 pub const NOT_READY_RETRY_AFTER_S: u64 = 1;
+/// Seconds a client is told to wait (`Retry-After`) when the request queue is full.
+pub const OVERLOADED_RETRY_AFTER_S: u64 = 1;
 
 /// Everything a request can fail with. Each variant has one stable `code` and one status.
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +69,37 @@ pub enum ApiError {
     #[error("not ready: {0}")]
     NotReady(String),
     /// The request needs a model and none is serving.
-    #[error("no model is loaded; this server serves the catalogue only")]
+    #[error("no model is serving (none is configured, or it is still loading)")]
     ModelNotLoaded,
     /// The request did not finish within its deadline.
     #[error("the request did not finish within its deadline")]
     DeadlineExceeded,
+    /// A JSON body without `content-type: application/json`.
+    #[error("expected a body with content-type application/json")]
+    UnsupportedMediaType,
+    /// Item ids that the serving catalogue does not have.
+    #[error("unknown item ids: {}", join_ids(.item_ids))]
+    UnknownItems {
+        /// The input holding them (`history`, `exclude`, `item_ids`, ...).
+        field: String,
+        /// Every unknown id, in request order, without repeats.
+        item_ids: Vec<ItemId>,
+    },
+    /// Missing or wrong bearer token on an `/admin` route.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// `/admin/reload` while another reload runs.
+    #[error("another reload is in progress")]
+    ReloadInProgress,
+    /// A checkpoint that failed to load or verify (the old one keeps serving).
+    #[error("checkpoint rejected, the previous one keeps serving: {0}")]
+    CheckpointInvalid(String),
+    /// The request queue is full.
+    #[error("the request queue is full ({0} waiting); retry later")]
+    Overloaded(usize),
+    /// The history store cannot be reached.
+    #[error("the history store is unavailable: {0}")]
+    HistoryStoreUnavailable(String),
     /// A bug or an unexpected failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -94,6 +122,16 @@ pub struct ErrorObject {
     /// The input at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Machine-readable extras (`item_ids` of `unknown_items`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+fn join_ids(ids: &[ItemId]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl ApiError {
@@ -129,6 +167,13 @@ impl ApiError {
             ApiError::NotReady(_) => "not_ready",
             ApiError::ModelNotLoaded => "model_not_loaded",
             ApiError::DeadlineExceeded => "deadline_exceeded",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnknownItems { .. } => "unknown_items",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::ReloadInProgress => "reload_in_progress",
+            ApiError::CheckpointInvalid(_) => "checkpoint_invalid",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::HistoryStoreUnavailable(_) => "history_store_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -139,15 +184,22 @@ impl ApiError {
             ApiError::InvalidRequest { .. }
             | ApiError::MissingParameter { .. }
             | ApiError::ConflictingParameters { .. } => StatusCode::BAD_REQUEST,
-            ApiError::InvalidSid { .. } | ApiError::InvalidArgument { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InvalidSid { .. }
+            | ApiError::InvalidArgument { .. }
+            | ApiError::UnknownItems { .. }
+            | ApiError::CheckpointInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::ReloadInProgress => StatusCode::CONFLICT,
+            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ItemNotFound(_) | ApiError::SidNotFound(_) | ApiError::NotFound(_) => {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotReady(_) | ApiError::ModelNotLoaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_)
+            | ApiError::ModelNotLoaded
+            | ApiError::HistoryStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -164,6 +216,7 @@ impl ApiError {
                 Some((*field).to_string())
             }
             ApiError::ItemNotFound(_) => Some("item_id".into()),
+            ApiError::UnknownItems { field, .. } => Some(field.clone()),
             ApiError::SidNotFound(_) => Some("sid".into()),
             _ => None,
         }
@@ -172,7 +225,10 @@ impl ApiError {
     /// `Retry-After` seconds, for the statuses that carry it.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::NotReady(_) | ApiError::ModelNotLoaded => Some(NOT_READY_RETRY_AFTER_S),
+            ApiError::NotReady(_)
+            | ApiError::ModelNotLoaded
+            | ApiError::HistoryStoreUnavailable(_) => Some(NOT_READY_RETRY_AFTER_S),
+            ApiError::Overloaded(_) => Some(OVERLOADED_RETRY_AFTER_S),
             _ => None,
         }
     }
@@ -184,6 +240,12 @@ impl ApiError {
                 code: self.code(),
                 message: self.to_string(),
                 field: self.field(),
+                details: match self {
+                    ApiError::UnknownItems { item_ids, .. } => {
+                        Some(serde_json::json!({ "item_ids": item_ids }))
+                    }
+                    _ => None,
+                },
             },
         }
     }
@@ -198,6 +260,10 @@ impl IntoResponse for ApiError {
             tracing::debug!(code = self.code(), "{self}");
         }
         let mut resp = (status, axum::Json(self.body())).into_response();
+        if let ApiError::Unauthorized(_) = self {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

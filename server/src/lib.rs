@@ -1,14 +1,16 @@
 //! `sidrec-server`: the HTTP front of sidrec.
 //!
-//! Built like a small TGI router: [`config`] (CLI), [`state`] (shared, swappable catalogue),
-//! [`error`] (one error type, one JSON shape), [`routes`] (handlers), [`metrics`] (Prometheus),
-//! and [`app`] / [`serve`] here, which assemble the middleware stack and run it until shutdown.
-//!
-//! Implemented today (model-free): `GET /v1/sid/lookup`, `/healthz`, `/readyz`, `/metrics`,
-//! `/openapi.yaml`. The contract of every route is `openapi/openapi.yaml`.
+//! Built like a small TGI router: [`config`] (CLI), [`state`] (shared state: swappable
+//! catalogue and engine), [`engine`] (checkpoint loading, the dynamic batcher, hot swap),
+//! [`history`] (user histories), [`error`] (one error type, one JSON shape), [`routes`]
+//! (handlers), [`metrics`] (Prometheus), and [`app`] / [`serve`] here, which assemble the
+//! middleware stack and run it until shutdown. The contract of every route is
+//! `openapi/openapi.yaml`.
 
 pub mod config;
+pub mod engine;
 pub mod error;
+pub mod history;
 pub mod metrics;
 pub mod routes;
 pub mod search;
@@ -22,7 +24,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
@@ -34,18 +36,20 @@ use tracing::Level;
 
 pub use config::Config;
 pub use error::ApiError;
-pub use state::{AppState, LoadedCatalogue};
+pub use state::{AppState, LoadedCatalogue, ModelOptions, ServerOptions};
 
 /// Header carrying the request id.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Limits applied to every request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpLimits {
     /// Deadline of a request (504 past it).
     pub request_timeout: Duration,
     /// Largest body (413 past it).
     pub max_body_bytes: usize,
+    /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpLimits {
@@ -53,6 +57,7 @@ impl Default for HttpLimits {
         Self {
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -62,8 +67,37 @@ impl From<&Config> for HttpLimits {
         Self {
             request_timeout: c.request_timeout,
             max_body_bytes: c.max_body_bytes,
+            cors_origins: c.cors_origin.clone(),
         }
     }
+}
+
+/// The CORS layer for `origins` (`*`: any origin), or `None` when CORS is off.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o.trim() == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| axum::http::HeaderValue::from_str(o.trim()).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                REQUEST_ID.clone(),
+            ])
+            .expose_headers([REQUEST_ID.clone(), header::RETRY_AFTER]),
+    )
 }
 
 /// Give error responses that layers or axum itself produced (405, 413, timeout 504, ...) the
@@ -88,6 +122,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
     let err = match status {
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(method.to_string()),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
         StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => ApiError::DeadlineExceeded,
         s if s.is_client_error() => ApiError::InvalidRequest {
             field: None,
@@ -114,6 +149,14 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
 /// Every implemented route, without middleware.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v1/recommend", post(routes::recommend::recommend))
+        .route(
+            "/v1/recommend/batch",
+            post(routes::recommend::recommend_batch),
+        )
+        .route("/v1/events", post(routes::events::events))
+        .route("/v1/model", get(routes::model::model))
+        .route("/admin/reload", post(routes::model::admin_reload))
         .route("/v1/sid/lookup", get(routes::lookup::lookup))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
@@ -126,7 +169,8 @@ pub fn routes() -> Router<AppState> {
 pub fn with_middleware(routes: Router<AppState>, state: AppState, limits: HttpLimits) -> Router {
     // `Router::layer` wraps every route (and the fallback) after routing; the last layer added
     // is the outermost. Innermost first: body limits, deadline, error shape, metrics (which see
-    // the final status and the route template), compression, request ids and tracing.
+    // the final status and the route template), compression, request ids and tracing, CORS
+    // (outermost, so that preflight requests are answered before anything else).
     routes
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
@@ -159,6 +203,7 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState, limits: HttpLi
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(tower::util::option_layer(cors(&limits.cors_origins)))
         .with_state(state)
 }
 
@@ -220,23 +265,87 @@ pub fn init_tracing(filter: &str, json: bool) {
     }
 }
 
-/// Run the server of `config`: bind, load the catalogue in the background (`/readyz` turns 200
-/// when done), serve until ctrl-c / SIGTERM. A catalogue that fails to load stops the server
-/// with that error.
+/// The state `config` describes (the catalogue and model are loaded later, by [`run`]).
+pub fn state_for(config: &Config) -> anyhow::Result<AppState> {
+    let model = match &config.model_dir {
+        None => None,
+        Some(dir) => {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--model-dir {}: not a directory",
+                dir.display()
+            );
+            let device = sidrec::device::parse_device(&config.device)?;
+            Some(ModelOptions {
+                dir: dir.clone(),
+                device,
+                mode: config.score_mode,
+                batcher: engine::batcher::BatcherConfig {
+                    max_batch_size: config.max_batch_size,
+                    max_batch_wait: config.max_batch_wait,
+                    max_queue: config.max_queue,
+                },
+            })
+        }
+    };
+    anyhow::ensure!(
+        config.max_batch_size >= 1 && config.max_queue >= 1,
+        "--max-batch-size and --max-queue must be at least 1"
+    );
+    let state = AppState::with_options(ServerOptions {
+        data_dir: config.data.clone(),
+        model,
+        history: std::sync::Arc::new(history::MemoryHistory::new()),
+        history_cap: config.history_cap.max(1),
+        max_history: config.max_history.max(1),
+        request_timeout: config.request_timeout,
+        admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
+    })?;
+    Ok(state)
+}
+
+/// Run the server of `config`: bind, load the catalogue (or the model, whose checkpoint brings
+/// its catalogue) in the background (`/readyz` turns 200 when done), watch `--model-dir` for
+/// newer checkpoints, serve until ctrl-c / SIGTERM, then let in-flight requests (and the decode
+/// jobs they wait for) finish. A catalogue that fails to load stops the server with that error;
+/// a model that fails to load leaves it not ready, waiting for a loadable checkpoint.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let state = AppState::new(Some(config.data.clone()));
+    let state = state_for(&config)?;
+    serve_state(config, state).await
+}
+
+/// [`run`] with a prepared state (e.g. one with another history store).
+pub async fn serve_state(config: Config, state: AppState) -> anyhow::Result<()> {
     let listener = TcpListener::bind((config.host, config.port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", config.host, config.port))?;
-    tracing::info!(addr = %listener.local_addr()?, data = %config.data.display(), "listening");
+    let source = config
+        .model_dir
+        .as_ref()
+        .or(config.data.as_ref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    tracing::info!(addr = %listener.local_addr()?, source = %source, "listening");
 
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
-    let loader = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = loader.load_configured().await {
-            let _ = failed_tx.send(e);
-        }
-    });
+    if state.serves_model() {
+        let watcher = state.clone();
+        let interval = config.watch_interval;
+        tokio::spawn(async move {
+            if interval.is_zero() {
+                engine::reload::check_once(&watcher).await;
+            } else {
+                engine::reload::watch(watcher, interval).await;
+            }
+        });
+    } else {
+        let loader = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = loader.load_configured().await {
+                let _ = failed_tx.send(e);
+            }
+        });
+    }
     let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
     let shutdown = {
         let failure = failure.clone();
@@ -253,7 +362,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     serve(listener, app(state, HttpLimits::from(&config)), shutdown).await?;
     let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failed {
-        Some(e) => Err(e.context(format!("loading {}", config.data.display()))),
+        Some(e) => Err(e.context(format!("loading {source}"))),
         None => {
             tracing::info!("stopped");
             Ok(())

@@ -6,7 +6,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::state::AppState;
@@ -26,6 +27,22 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Items in the loaded catalogue.
     pub catalogue_items: IntGauge,
+    /// Time decode jobs wait in the batcher's queue.
+    pub queue_duration: Histogram,
+    /// Duration of each `beam_search` call.
+    pub inference_duration: Histogram,
+    /// Prompts per `beam_search` call.
+    pub batch_size: Histogram,
+    /// Decode jobs waiting in the queue.
+    pub queue_depth: IntGauge,
+    /// Beams decoded (prompts × `num_beams`); its rate is beams/s.
+    pub beams_decoded: IntCounter,
+    /// Responses served from the response cache.
+    pub cache_hits: IntCounter,
+    /// Checkpoint reloads by result (`ok`, `failed`).
+    pub reloads: IntCounterVec,
+    /// 1 for the serving checkpoint's version.
+    pub model_info: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -63,13 +80,67 @@ impl Metrics {
             IntGauge::new("http_requests_in_flight", "HTTP requests being served").expect("valid");
         let catalogue_items =
             IntGauge::new("catalogue_items", "Items in the loaded catalogue").expect("valid");
+        let seconds = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]))
+            .expect("valid metric")
+        };
+        let queue_duration = seconds(
+            "queue_duration_seconds",
+            "Time decode jobs wait in the batcher queue",
+        );
+        let inference_duration = seconds(
+            "inference_duration_seconds",
+            "Duration of each batched beam search",
+        );
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("batch_size", "Prompts per batched beam search")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )
+        .expect("valid metric");
+        let queue_depth =
+            IntGauge::new("queue_depth", "Decode jobs waiting in the queue").expect("valid");
+        let beams_decoded = IntCounter::new(
+            "beams_decoded_total",
+            "Beams decoded (prompts times num_beams)",
+        )
+        .expect("valid");
+        let cache_hits = IntCounter::new(
+            "cache_hits_total",
+            "Responses served from the response cache",
+        )
+        .expect("valid");
+        let reloads = IntCounterVec::new(
+            Opts::new("reloads_total", "Checkpoint reloads by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        let model_info = IntGaugeVec::new(
+            Opts::new("model_info", "1 for the serving checkpoint's version"),
+            &["version"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
             Box::new(catalogue_items.clone()),
+            Box::new(queue_duration.clone()),
+            Box::new(inference_duration.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(beams_decoded.clone()),
+            Box::new(cache_hits.clone()),
+            Box::new(reloads.clone()),
+            Box::new(model_info.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
+        }
+        // Both results exist from the start, so a rate() over them never sees a missing series.
+        for result in ["ok", "failed"] {
+            reloads.with_label_values(&[result]);
         }
         Self {
             registry,
@@ -77,7 +148,21 @@ impl Metrics {
             duration,
             in_flight,
             catalogue_items,
+            queue_duration,
+            inference_duration,
+            batch_size,
+            queue_depth,
+            beams_decoded,
+            cache_hits,
+            reloads,
+            model_info,
         }
+    }
+
+    /// Mark `version` as the serving checkpoint.
+    pub fn set_model_version(&self, version: &str) {
+        self.model_info.reset();
+        self.model_info.with_label_values(&[version]).set(1);
     }
 
     /// The text exposition of every metric.

@@ -1,13 +1,21 @@
-//! Shared server state: the loaded catalogue (swappable) and the metrics.
+//! Shared server state: the catalogue and the engine (both swappable), the batcher, the
+//! history store, reload bookkeeping and the metrics.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use candle_core::Device;
+use sidrec::decode::ScoreMode;
 
 use serde::Serialize;
 use sidrec::catalogue::Catalogue;
 use sidrec::data::DatasetDir;
 
+use crate::engine::batcher::{Batcher, BatcherConfig};
+use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::history::{HistoryStore, MemoryHistory};
 use crate::metrics::Metrics;
 use crate::search::TitleIndex;
 
@@ -66,10 +74,70 @@ impl LoadedCatalogue {
     }
 }
 
+/// The model side of the configuration.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// A checkpoint directory, or a directory whose subdirectories are checkpoints.
+    pub dir: PathBuf,
+    /// Compute device.
+    pub device: Device,
+    /// Beam scoring.
+    pub mode: ScoreMode,
+    /// Batching limits.
+    pub batcher: BatcherConfig,
+}
+
+/// Everything [`AppState`] is built from.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Dataset directory of the catalogue (without a model).
+    pub data_dir: Option<PathBuf>,
+    /// The model to serve, if any; its checkpoint's catalogue then replaces `data_dir`'s.
+    pub model: Option<ModelOptions>,
+    /// Where user histories live.
+    pub history: Arc<dyn HistoryStore>,
+    /// Longest stored history per user.
+    pub history_cap: usize,
+    /// Most recent history items put in a prompt.
+    pub max_history: usize,
+    /// Deadline of a recommendation (504 past it).
+    pub request_timeout: Duration,
+    /// Bearer token of the `/admin` routes (`None`: they answer 401).
+    pub admin_token: Option<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            model: None,
+            history: Arc::new(MemoryHistory::new()),
+            history_cap: 100,
+            max_history: 10,
+            request_timeout: Duration::from_secs(10),
+            admin_token: None,
+        }
+    }
+}
+
+/// The outcome of the last reload attempt that failed, until one succeeds.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// Error of the last failed reload (cleared by a successful one).
+    pub last_error: Option<String>,
+    /// The checkpoint that failed (directory, and version or stamp), so the watcher does not
+    /// retry it every tick.
+    pub last_failed: Option<(PathBuf, String)>,
+}
+
 #[derive(Debug)]
 struct Inner {
-    data_dir: Option<PathBuf>,
+    options: ServerOptions,
     catalogue: RwLock<Option<Arc<LoadedCatalogue>>>,
+    engine: RwLock<Option<Arc<Engine>>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    reload_status: Mutex<ReloadStatus>,
+    batcher: Option<Batcher>,
     metrics: Metrics,
 }
 
@@ -80,11 +148,29 @@ pub struct AppState(Arc<Inner>);
 impl AppState {
     /// State with no catalogue yet; `data_dir` is where it will be loaded from.
     pub fn new(data_dir: Option<PathBuf>) -> Self {
-        AppState(Arc::new(Inner {
+        Self::with_options(ServerOptions {
             data_dir,
+            ..ServerOptions::default()
+        })
+        .expect("no batcher thread to start without a model")
+    }
+
+    /// State for `options`; starts the batcher's compute thread when a model is configured.
+    pub fn with_options(options: ServerOptions) -> std::io::Result<Self> {
+        let metrics = Metrics::new();
+        let batcher = match &options.model {
+            Some(m) => Some(Batcher::start(m.batcher, metrics.clone())?),
+            None => None,
+        };
+        Ok(AppState(Arc::new(Inner {
+            options,
             catalogue: RwLock::new(None),
-            metrics: Metrics::new(),
-        }))
+            engine: RwLock::new(None),
+            reload_lock: tokio::sync::Mutex::new(()),
+            reload_status: Mutex::new(ReloadStatus::default()),
+            batcher,
+            metrics,
+        })))
     }
 
     /// State serving `catalogue` right away.
@@ -94,9 +180,14 @@ impl AppState {
         state
     }
 
+    /// The options the state was built with.
+    pub fn options(&self) -> &ServerOptions {
+        &self.0.options
+    }
+
     /// The configured data directory.
     pub fn data_dir(&self) -> Option<&Path> {
-        self.0.data_dir.as_deref()
+        self.0.options.data_dir.as_deref()
     }
 
     /// The serving catalogue, or `not_ready` while none is loaded.
@@ -111,11 +202,81 @@ impl AppState {
 
     /// Swap in a catalogue; requests already holding the old one finish on it.
     pub fn set_catalogue(&self, catalogue: LoadedCatalogue) {
+        self.set_catalogue_arc(Arc::new(catalogue));
+    }
+
+    fn set_catalogue_arc(&self, catalogue: Arc<LoadedCatalogue>) {
         self.0
             .metrics
             .catalogue_items
             .set(catalogue.info.items as i64);
-        *self.0.catalogue.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(catalogue));
+        *self.0.catalogue.write().unwrap_or_else(|e| e.into_inner()) = Some(catalogue);
+    }
+
+    /// True when this server serves a model (`--model-dir`).
+    pub fn serves_model(&self) -> bool {
+        self.0.options.model.is_some()
+    }
+
+    /// The serving engine, if any.
+    pub fn engine(&self) -> Option<Arc<Engine>> {
+        self.0
+            .engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swap in a verified engine (and its catalogue); returns the previous one. Jobs already
+    /// queued keep their own `Arc` of the old engine and finish on it.
+    pub fn set_engine(&self, engine: Arc<Engine>) -> Option<Arc<Engine>> {
+        self.0.metrics.set_model_version(engine.version());
+        self.set_catalogue_arc(engine.catalogue.clone());
+        self.0
+            .engine
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(engine)
+    }
+
+    /// Serialises reloads (`try_lock` for `/admin/reload`, `lock` for the watcher).
+    pub fn reload_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.0.reload_lock
+    }
+
+    /// The last failed reload, if none succeeded since.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.0
+            .reload_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Record a reload outcome: `Some` for a failure of that checkpoint, `None` for a success.
+    pub fn set_reload_failure(&self, failure: Option<(PathBuf, String, String)>) {
+        let mut s = self
+            .0
+            .reload_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match failure {
+            Some((dir, stamp, error)) => {
+                s.last_error = Some(error);
+                s.last_failed = Some((dir, stamp));
+            }
+            None => *s = ReloadStatus::default(),
+        }
+    }
+
+    /// The batcher (present when a model is configured).
+    pub fn batcher(&self) -> Option<&Batcher> {
+        self.0.batcher.as_ref()
+    }
+
+    /// The history store.
+    pub fn history(&self) -> &dyn HistoryStore {
+        self.0.options.history.as_ref()
     }
 
     /// Load the catalogue of the configured data directory on a blocking thread and swap it in.

@@ -72,6 +72,13 @@ fn contract_document_is_valid_json_schema() {
         "model_not_loaded",
         "deadline_exceeded",
         "internal",
+        "unsupported_media_type",
+        "unknown_items",
+        "unauthorized",
+        "reload_in_progress",
+        "checkpoint_invalid",
+        "overloaded",
+        "history_store_unavailable",
     ] {
         assert!(codes.contains(&c), "{c} not documented");
     }

@@ -73,6 +73,8 @@ struct Params {
     raw: String,
     limit: usize,
     min_score: f64,
+    /// `mode=model`: ask the model (title lookups only).
+    by_model: bool,
 }
 
 const KEYS: [&str; 3] = ["title", "sid", "item_id"];
@@ -146,9 +148,9 @@ fn parse(pairs: Vec<(String, String)>) -> Result<Params, ApiError> {
             x
         }
     };
-    match get("mode") {
-        None | Some("catalogue") => {}
-        Some("model") if which == "title" => return Err(ApiError::ModelNotLoaded),
+    let by_model = match get("mode") {
+        None | Some("catalogue") => false,
+        Some("model") if which == "title" => true,
         Some("model") => {
             return Err(ApiError::invalid_argument(
                 "mode",
@@ -161,7 +163,7 @@ fn parse(pairs: Vec<(String, String)>) -> Result<Params, ApiError> {
                 format!("mode must be `catalogue` or `model`, got `{other}`"),
             ))
         }
-    }
+    };
 
     let key = match which {
         "title" => {
@@ -209,6 +211,7 @@ fn parse(pairs: Vec<(String, String)>) -> Result<Params, ApiError> {
         raw,
         limit,
         min_score,
+        by_model,
     })
 }
 
@@ -280,8 +283,51 @@ pub async fn lookup(
         message: e.body_text(),
     })?;
     let params = parse(pairs)?;
+    if params.by_model {
+        return by_model(&state, params).await.map(Json);
+    }
     let cat = state.catalogue()?;
     answer(&cat, params).map(Json)
+}
+
+/// `mode=model`: the reference's title→SID task. The model writes SIDs for the title prompt
+/// with `limit`-wide constrained beam search (through the batcher, like recommendations); the
+/// items of the best beams come back as `fuzzy` matches scored by the beam's probability
+/// (`min_score` does not apply: it is a title-similarity threshold).
+async fn by_model(state: &AppState, p: Params) -> Result<LookupResponse, ApiError> {
+    use crate::engine::batcher::Job;
+    let Key::Title(title) = &p.key else {
+        return Err(ApiError::invalid_argument(
+            "mode",
+            "mode=model applies to title lookups only",
+        ));
+    };
+    let engine = state.engine().ok_or(ApiError::ModelNotLoaded)?;
+    let batcher = state.batcher().ok_or(ApiError::ModelNotLoaded)?;
+    let prompt = engine
+        .encode_title(title)
+        .map_err(|e| ApiError::Internal(format!("encoding the prompt: {e}")))?;
+    let deadline = std::time::Instant::now() + state.options().request_timeout;
+    let (job, rx) = Job::new(engine.clone(), prompt, Vec::new(), p.limit, deadline);
+    batcher.submit(vec![job])?;
+    let out = super::recommend::wait(rx, deadline).await?;
+    let cat = &engine.catalogue;
+    let mut items = Vec::new();
+    'beams: for h in &out.hypotheses {
+        // A probability, kept below 1 as fuzzy scores are.
+        let score = f64::from(h.score).exp().min(0.999_999);
+        for &id in &h.items {
+            if items.len() == p.limit {
+                break 'beams;
+            }
+            items.push(item(cat, id, MatchKind::Fuzzy, Some(score)));
+        }
+    }
+    Ok(LookupResponse {
+        by: "title",
+        query: p.raw,
+        items,
+    })
 }
 
 #[cfg(test)]
@@ -326,10 +372,7 @@ mod tests {
             code(q(&[("title", "a"), ("min_score", "NaN")])),
             "invalid_argument"
         );
-        assert_eq!(
-            code(q(&[("title", "a"), ("mode", "model")])),
-            "model_not_loaded"
-        );
+        assert!(q(&[("title", "a"), ("mode", "model")]).unwrap().by_model);
         assert_eq!(
             code(q(&[("sid", "<a_1>"), ("mode", "model")])),
             "invalid_argument"

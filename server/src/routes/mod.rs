@@ -1,8 +1,12 @@
 //! Route handlers, one file per route group.
 
+pub mod body;
+pub mod events;
 pub mod health;
 pub mod lookup;
 pub mod meta;
+pub mod model;
+pub mod recommend;
 
 use axum::http::{Method, Uri};
 

@@ -227,3 +227,122 @@ pub async fn get_checked(server: &TestServer, route: &str, path_and_query: &str)
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap()
 }
+
+/// Write a tiny random-weight checkpoint of the fixture catalogue into `dir` (atomically, as
+/// the trainer does); `stage` tells checkpoints apart. Returns its version.
+pub fn write_checkpoint(dir: &Path, stage: &str) -> String {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    use sidrec::checkpoint::{self, NewCheckpoint};
+    use sidrec::data::Items;
+    use sidrec::model::{Qwen2, Qwen2Config, TokenIds};
+    use sidrec::prompt::{self, PromptStyle};
+    use sidrec::tokenizer::SidTokenizer;
+
+    let mut index = SidIndex::new();
+    let mut items = Items::new();
+    for &(id, title, sid) in FIXTURE {
+        items.insert(id, ItemMeta::new(title, "a description"));
+        index.insert(id, sid.parse::<Sid>().unwrap());
+    }
+    let sids: Vec<String> = FIXTURE.iter().map(|f| f.2.to_string()).collect();
+    let mut corpus = Vec::new();
+    for a in &sids {
+        for b in &sids {
+            let p = prompt::sft_seqrec(PromptStyle::Compact, &[a.as_str()], b);
+            corpus.push(p.text() + &p.response);
+        }
+    }
+    let tokenizer = SidTokenizer::train_bpe(corpus.iter(), 300, &index).unwrap();
+    let mut cfg = Qwen2Config::tiny(tokenizer.vocab_size());
+    cfg.max_position_embeddings = 1024;
+    cfg.bos_token_id = Some(tokenizer.eos_id());
+    cfg.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
+    let varmap = VarMap::new();
+    let model = Qwen2::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let meta = checkpoint::write(
+        dir,
+        &NewCheckpoint {
+            model: &model,
+            tokenizer: &tokenizer,
+            index: &index,
+            items: &items,
+            prompt_style: PromptStyle::Compact,
+            stage,
+            collision_policy: "as-indexed",
+            data_fingerprint: None,
+            metrics: json!({"hr@10": 0.25, "valid": {"ndcg@10": 0.125}}),
+            extra_files: Vec::new(),
+        },
+    )
+    .unwrap();
+    meta.version
+}
+
+/// Options of a model server over `model_dir` (tests tune the batcher and deadline).
+pub fn model_options(model_dir: &Path) -> sidrec_server::ServerOptions {
+    sidrec_server::ServerOptions {
+        model: Some(sidrec_server::ModelOptions {
+            dir: model_dir.to_path_buf(),
+            device: candle_core::Device::Cpu,
+            mode: sidrec::decode::ScoreMode::Exact,
+            batcher: sidrec_server::engine::batcher::BatcherConfig::default(),
+        }),
+        admin_token: Some("s3cret".into()),
+        ..sidrec_server::ServerOptions::default()
+    }
+}
+
+/// A model server for `options`, with its first checkpoint loaded (as the watcher's first
+/// tick does).
+pub async fn model_server(options: sidrec_server::ServerOptions, limits: HttpLimits) -> TestServer {
+    let state = AppState::with_options(options).unwrap();
+    sidrec_server::engine::reload::check_once(&state).await;
+    assert!(state.engine().is_some(), "{:?}", state.reload_status());
+    TestServer::start(state, limits).await
+}
+
+/// POST a JSON body to `path`, check the answer against the contract, return status + body.
+pub async fn post_checked(server: &TestServer, path: &str, body: &Value) -> (u16, Value) {
+    post_raw(
+        server,
+        path,
+        Some("application/json"),
+        body.to_string().into_bytes(),
+        None,
+    )
+    .await
+}
+
+/// POST raw bytes with an optional content type and bearer token; contract-checked.
+pub async fn post_raw(
+    server: &TestServer,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+    bearer: Option<&str>,
+) -> (u16, Value) {
+    let mut req = client().post(server.url(path)).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body: Value = resp.json().await.unwrap();
+    check_contract("POST", path, status, &headers, &body);
+    if status >= 400 {
+        check_schema("ErrorBody", &body);
+    }
+    if status == 401 {
+        assert!(headers.contains_key("www-authenticate"));
+    }
+    (status, body)
+}

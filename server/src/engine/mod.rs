@@ -1,0 +1,155 @@
+//! The model side of the server: a loaded checkpoint ready to decode ([`Engine`]), the dynamic
+//! [`batcher`] that feeds it, and [`reload`] (hot swap from a watched directory or `/admin/reload`).
+//!
+//! An [`Engine`] is immutable once built. Requests take an `Arc` of the engine serving when they
+//! arrive, validate and encode against it, and are decoded by that same engine, so a swap never
+//! mixes a catalogue with another checkpoint's model, and in-flight batches finish on the old one.
+
+pub mod batcher;
+pub mod reload;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use candle_core::Device;
+use sidrec::catalogue::Catalogue;
+use sidrec::checkpoint::{Checkpoint, CheckpointMeta};
+use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, ScoreMode, SearchConfig};
+use sidrec::model::Qwen2;
+use sidrec::prompt;
+use sidrec::tokenizer::SidTokenizer;
+use sidrec::{ItemId, Sid};
+
+use crate::state::LoadedCatalogue;
+
+/// A checkpoint loaded on a device: model, tokenizer, constrained decoder and its catalogue.
+pub struct Engine {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Its `sidrec.json`.
+    pub meta: CheckpointMeta,
+    /// The catalogue (item ids ↔ SIDs ↔ titles) of this checkpoint.
+    pub catalogue: Arc<LoadedCatalogue>,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// How beams are scored.
+    pub mode: ScoreMode,
+    /// The device it runs on (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Parameters of the model.
+    pub num_parameters: usize,
+    model: Qwen2,
+    tokenizer: SidTokenizer,
+    decoder: Decoder,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.dir)
+            .field("version", &self.meta.version)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Name of a device as the `--device` flag spells it.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+impl Engine {
+    /// Load (and hash-verify) the checkpoint in `dir` onto `device` and compile its decoder.
+    /// Blocking: run it off the async workers.
+    pub fn load(dir: &Path, device: &Device, mode: ScoreMode) -> sidrec::Result<Self> {
+        let ck = Checkpoint::load(dir, device, None)?;
+        let catalogue = Catalogue::new(&ck.index, &ck.items)?;
+        let decoder = Decoder::new(
+            ck.index.clone(),
+            ck.tokenizer.sid_vocab().clone(),
+            ck.tokenizer.newline_id(),
+            ck.tokenizer.eos_id(),
+            device,
+        )?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            catalogue: Arc::new(LoadedCatalogue::new(catalogue, dir.display().to_string())),
+            loaded_at: SystemTime::now(),
+            mode,
+            device: device_name(device),
+            num_parameters: ck.model.config().num_parameters(),
+            meta: ck.meta,
+            model: ck.model,
+            tokenizer: ck.tokenizer,
+            decoder,
+        })
+    }
+
+    /// The checkpoint's version, named in every response it serves.
+    pub fn version(&self) -> &str {
+        &self.meta.version
+    }
+
+    /// A real decode (one catalogue item as the history, a few beams) that must return
+    /// catalogue SIDs: what `/readyz` and a hot swap require before serving.
+    pub fn verify(&self) -> sidrec::Result<()> {
+        let first =
+            self.catalogue.catalogue.iter().next().ok_or_else(|| {
+                sidrec::Error::Invalid("the checkpoint's catalogue is empty".into())
+            })?;
+        let prompt = self.encode(std::slice::from_ref(&first.sid))?;
+        let beams = 4;
+        let out = self.decode(&[(prompt.as_slice(), &[][..])], beams)?;
+        let hyps = out.first().map(Vec::as_slice).unwrap_or_default();
+        if hyps.is_empty() {
+            return Err(sidrec::Error::Invalid(
+                "verification decode returned no hypotheses".into(),
+            ));
+        }
+        for h in hyps {
+            if !h.score.is_finite() || h.items.is_empty() {
+                return Err(sidrec::Error::Invalid(format!(
+                    "verification decode returned an invalid hypothesis {} (score {})",
+                    h.sid, h.score
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Prompt tokens for a history of SIDs (oldest first), in the checkpoint's prompt style.
+    pub fn encode(&self, history: &[Sid]) -> sidrec::Result<Vec<u32>> {
+        let sids: Vec<String> = history.iter().map(Sid::to_string).collect();
+        let p = prompt::eval_seqrec(self.meta.prompt_style, &sids);
+        self.tokenizer.encode_prompt(&p)
+    }
+
+    /// Prompt tokens of the title→SID task for `title`, in the checkpoint's prompt style.
+    pub fn encode_title(&self, title: &str) -> sidrec::Result<Vec<u32>> {
+        let p = prompt::title_to_sid(self.meta.prompt_style, title, "");
+        self.tokenizer.encode_prompt(&p)
+    }
+
+    /// Beam search for prompts that share `num_beams`: every beam is returned, best first.
+    pub fn decode(
+        &self,
+        prompts: &[(&[u32], &[ItemId])],
+        num_beams: usize,
+    ) -> sidrec::Result<Vec<Vec<Hypothesis>>> {
+        let reqs: Vec<DecodeRequest> = prompts
+            .iter()
+            .map(|&(prompt, exclude)| DecodeRequest { prompt, exclude })
+            .collect();
+        let cfg = SearchConfig {
+            num_beams,
+            top_k: num_beams,
+            mode: self.mode,
+        };
+        self.decoder.beam_search(&self.model, &reqs, &cfg)
+    }
+}

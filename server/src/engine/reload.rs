@@ -1,0 +1,202 @@
+//! Hot swap: pick the checkpoint to serve, load and verify it beside the serving one, swap.
+//!
+//! `--model-dir` is either one checkpoint (it holds `sidrec.json`) or a directory of
+//! checkpoints; then the newest complete one is served: the subdirectory (names starting with
+//! `.` are ignored, so writers can stage there) with a `sidrec.json`, newest by the
+//! `created_unix` it records (the file's modification time when it cannot be read), ties broken
+//! by the larger directory name. The watcher polls every `--watch-interval`; when the newest
+//! checkpoint is not the serving one and has not already failed, it is loaded. A checkpoint that
+//! fails (hash mismatch, bad files, a verification decode that fails) leaves the old engine
+//! serving; the failure is logged, counted (`sidrec_reloads_total{result="failed"}`) and shown
+//! as `last_reload_error` by `GET /v1/model` until a reload succeeds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::Engine;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A complete checkpoint found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The version its `sidrec.json` records, or the file's modification time when unreadable.
+    pub stamp: String,
+    created: u64,
+}
+
+fn candidate(dir: &Path) -> Option<Candidate> {
+    let meta_path = dir.join(sidrec::checkpoint::META_FILE);
+    let fs_meta = std::fs::metadata(&meta_path).ok()?;
+    if !fs_meta.is_file() {
+        return None;
+    }
+    let mtime = fs_meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let parsed = std::fs::read(&meta_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let version = parsed
+        .as_ref()
+        .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
+    let created = parsed
+        .as_ref()
+        .and_then(|v| v.get("created_unix")?.as_u64())
+        .unwrap_or(mtime);
+    Some(Candidate {
+        dir: dir.to_path_buf(),
+        stamp: version.unwrap_or_else(|| format!("mtime-{mtime}")),
+        created,
+    })
+}
+
+/// The checkpoint `dir` designates: itself when complete, else its newest complete
+/// subdirectory; `None` when there is none.
+pub fn resolve(dir: &Path) -> std::io::Result<Option<Candidate>> {
+    if let Some(c) = candidate(dir) {
+        return Ok(Some(c));
+    }
+    let mut best: Option<Candidate> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if let Some(c) = candidate(&path) {
+            let newer = best
+                .as_ref()
+                .is_none_or(|b| (c.created, &c.dir) > (b.created, &b.dir));
+            if newer {
+                best = Some(c);
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Body of a successful `/admin/reload`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadOutcome {
+    /// The version now serving.
+    pub version: String,
+    /// The version served before.
+    pub previous_version: Option<String>,
+    /// Time to load and verify, in milliseconds.
+    pub loaded_ms: f64,
+}
+
+/// Load the checkpoint `path` designates (default: `--model-dir`), verify it with a real decode
+/// and swap it in. The caller holds the reload lock.
+pub async fn reload_locked(
+    state: &AppState,
+    path: Option<PathBuf>,
+) -> Result<ReloadOutcome, ApiError> {
+    let Some(opts) = state.options().model.clone() else {
+        return Err(ApiError::ModelNotLoaded);
+    };
+    let dir = path.unwrap_or_else(|| opts.dir.clone());
+    let cand = match resolve(&dir) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(fail(
+                state,
+                &dir,
+                "none".into(),
+                format!("{}: no complete checkpoint (no sidrec.json)", dir.display()),
+            ))
+        }
+        Err(e) => {
+            return Err(fail(
+                state,
+                &dir,
+                "none".into(),
+                format!("{}: {e}", dir.display()),
+            ))
+        }
+    };
+    let start = Instant::now();
+    let load_dir = cand.dir.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let engine = Engine::load(&load_dir, &opts.device, opts.mode)?;
+        engine.verify()?;
+        Ok::<_, sidrec::Error>(engine)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the loading task failed: {e}")))?;
+    let engine = match loaded {
+        Ok(e) => Arc::new(e),
+        Err(e) => return Err(fail(state, &cand.dir, cand.stamp, e.to_string())),
+    };
+    let loaded_ms = start.elapsed().as_secs_f64() * 1e3;
+    let version = engine.version().to_owned();
+    let previous = state.set_engine(engine);
+    state.set_reload_failure(None);
+    state.metrics().reloads.with_label_values(&["ok"]).inc();
+    let previous_version = previous.map(|p| p.version().to_owned());
+    tracing::info!(
+        version = %version,
+        previous = previous_version.as_deref().unwrap_or("-"),
+        checkpoint = %cand.dir.display(),
+        loaded_ms,
+        "checkpoint loaded, verified and swapped in"
+    );
+    Ok(ReloadOutcome {
+        version,
+        previous_version,
+        loaded_ms,
+    })
+}
+
+fn fail(state: &AppState, dir: &Path, stamp: String, error: String) -> ApiError {
+    tracing::error!(checkpoint = %dir.display(), "reload failed, previous checkpoint keeps serving: {error}");
+    state.metrics().reloads.with_label_values(&["failed"]).inc();
+    state.set_reload_failure(Some((dir.to_path_buf(), stamp, error.clone())));
+    ApiError::CheckpointInvalid(error)
+}
+
+/// One watcher tick: reload when the newest checkpoint is neither serving nor already failed.
+pub async fn check_once(state: &AppState) {
+    let Some(opts) = state.options().model.clone() else {
+        return;
+    };
+    let cand = match resolve(&opts.dir) {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(dir = %opts.dir.display(), "cannot scan the model directory: {e}");
+            return;
+        }
+    };
+    let _guard = state.reload_lock().lock().await;
+    if let Some(e) = state.engine() {
+        if e.dir == cand.dir && e.version() == cand.stamp {
+            return;
+        }
+    }
+    if state.reload_status().last_failed == Some((cand.dir.clone(), cand.stamp.clone())) {
+        return;
+    }
+    // Failures are already logged, counted and recorded by `reload_locked`.
+    let _ = reload_locked(state, Some(cand.dir)).await;
+}
+
+/// Poll `--model-dir` every `interval` forever (the first check is immediate).
+pub async fn watch(state: AppState, interval: Duration) {
+    loop {
+        check_once(&state).await;
+        tokio::time::sleep(interval).await;
+    }
+}

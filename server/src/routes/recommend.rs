@@ -1,0 +1,540 @@
+//! `POST /v1/recommend` and `POST /v1/recommend/batch`: validate, resolve the history against the
+//! serving engine's catalogue, queue a decode job on the batcher, shape the beams into items.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sidrec::{ItemId, Sid};
+
+use super::body::{self, json_body};
+use crate::engine::batcher::{Job, JobOutput, JobReceiver};
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Default `k`.
+pub const DEFAULT_K: usize = 10;
+/// Largest `k`.
+pub const MAX_K: usize = 100;
+/// Default `num_beams`.
+pub const DEFAULT_NUM_BEAMS: usize = 50;
+/// Largest `num_beams`.
+pub const MAX_NUM_BEAMS: usize = 200;
+/// Longest `history` / `history_sids`.
+pub const MAX_HISTORY_ITEMS: usize = 50;
+/// Longest `exclude`.
+pub const MAX_EXCLUDE: usize = 1000;
+/// Most requests in one `/v1/recommend/batch` call.
+pub const MAX_BATCH_REQUESTS: usize = 64;
+/// Longest `user_id`.
+pub const MAX_USER_ID_CHARS: usize = 128;
+
+const FIELDS: [&str; 7] = [
+    "history",
+    "history_sids",
+    "user_id",
+    "k",
+    "num_beams",
+    "exclude",
+    "exclude_history",
+];
+
+/// Where the history comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistorySource {
+    /// Item ids.
+    Items(Vec<ItemId>),
+    /// SIDs.
+    Sids(Vec<Sid>),
+    /// The history store's list for this user.
+    User(String),
+}
+
+/// A syntactically valid recommendation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecommendParams {
+    /// The history.
+    pub source: HistorySource,
+    /// Items to return.
+    pub k: usize,
+    /// Beam width.
+    pub num_beams: usize,
+    /// Items never to return.
+    pub exclude: Vec<ItemId>,
+    /// Never return history items.
+    pub exclude_history: bool,
+}
+
+/// Parse and bound-check one request object (no catalogue needed).
+pub fn parse_request(v: &Value) -> Result<RecommendParams, ApiError> {
+    let obj = body::object(v, "the request")?;
+    body::known_fields(obj, &FIELDS)?;
+    let given: Vec<&'static str> = ["history", "history_sids", "user_id"]
+        .into_iter()
+        .filter(|f| obj.contains_key(*f))
+        .collect();
+    let source = match given.as_slice() {
+        [] => {
+            return Err(ApiError::MissingParameter {
+                fields: vec!["history", "history_sids", "user_id"],
+            })
+        }
+        ["history"] => {
+            let ids = body::item_ids(&obj["history"], "history")?;
+            check_history_len(ids.len(), "history")?;
+            HistorySource::Items(ids)
+        }
+        ["history_sids"] => {
+            let arr = body::array(&obj["history_sids"], "history_sids")?;
+            check_history_len(arr.len(), "history_sids")?;
+            let sids = arr
+                .iter()
+                .map(|s| {
+                    let s = s.as_str().ok_or_else(|| {
+                        ApiError::invalid_request("history_sids", "history_sids must be strings")
+                    })?;
+                    s.parse::<Sid>().map_err(|e| ApiError::InvalidSid {
+                        field: "history_sids",
+                        message: format!("`{s}`: {e}"),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            HistorySource::Sids(sids)
+        }
+        ["user_id"] => HistorySource::User(user_id(&obj["user_id"])?),
+        _ => return Err(ApiError::ConflictingParameters { fields: given }),
+    };
+    let k = body::int_in(obj, "k", 1, MAX_K, DEFAULT_K)?;
+    let num_beams = body::int_in(obj, "num_beams", 1, MAX_NUM_BEAMS, DEFAULT_NUM_BEAMS)?;
+    if k > num_beams {
+        return Err(ApiError::invalid_argument(
+            "k",
+            format!("k ({k}) must not exceed num_beams ({num_beams})"),
+        ));
+    }
+    let exclude = match obj.get("exclude") {
+        None => Vec::new(),
+        Some(v) => {
+            let ids = body::item_ids(v, "exclude")?;
+            if ids.len() > MAX_EXCLUDE {
+                return Err(ApiError::invalid_argument(
+                    "exclude",
+                    format!("exclude has {} items; at most {MAX_EXCLUDE}", ids.len()),
+                ));
+            }
+            ids
+        }
+    };
+    let exclude_history = match obj.get("exclude_history") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "exclude_history",
+                "exclude_history must be true or false",
+            ))
+        }
+    };
+    Ok(RecommendParams {
+        source,
+        k,
+        num_beams,
+        exclude,
+        exclude_history,
+    })
+}
+
+/// A `user_id` value: a string of 1 to 128 characters.
+pub fn user_id(v: &Value) -> Result<String, ApiError> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| ApiError::invalid_request("user_id", "user_id must be a string"))?;
+    let n = s.chars().count();
+    if n == 0 || n > MAX_USER_ID_CHARS {
+        return Err(ApiError::invalid_argument(
+            "user_id",
+            format!("user_id must have 1 to {MAX_USER_ID_CHARS} characters"),
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn check_history_len(n: usize, field: &'static str) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::invalid_argument(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if n > MAX_HISTORY_ITEMS {
+        return Err(ApiError::invalid_argument(
+            field,
+            format!("{field} has {n} items; at most {MAX_HISTORY_ITEMS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A request resolved against one engine, ready to queue.
+#[derive(Debug)]
+pub struct Prepared {
+    prompt: Vec<u32>,
+    exclude: Vec<ItemId>,
+    k: usize,
+    num_beams: usize,
+}
+
+/// Resolve the history (store look-up, catalogue checks), build the prompt and the exclusions.
+pub async fn prepare(
+    state: &AppState,
+    engine: &Engine,
+    p: RecommendParams,
+) -> Result<Prepared, ApiError> {
+    let cat = &engine.catalogue.catalogue;
+    let max_history = state.options().max_history.max(1);
+    let mut unknown: Vec<ItemId> = Vec::new();
+    let mut fields: Vec<&'static str> = Vec::new();
+    let mut note_unknown = |ids: &[ItemId], field: &'static str| {
+        for &i in ids {
+            if cat.get(i).is_none() && !unknown.contains(&i) {
+                unknown.push(i);
+                if !fields.contains(&field) {
+                    fields.push(field);
+                }
+            }
+        }
+    };
+    // (history item ids, for exclusion; SIDs, for the prompt)
+    let (hist_items, sids): (Vec<ItemId>, Vec<Sid>) = match p.source {
+        HistorySource::Items(ids) => {
+            note_unknown(&ids, "history");
+            note_unknown(&p.exclude, "exclude");
+            let sids = ids
+                .iter()
+                .filter_map(|&i| cat.get(i).map(|it| it.sid.clone()))
+                .collect();
+            (ids, sids)
+        }
+        HistorySource::Sids(sids) => {
+            note_unknown(&p.exclude, "exclude");
+            let mut items = Vec::new();
+            for s in &sids {
+                let with = cat.items_with_sid(s);
+                if with.is_empty() {
+                    return Err(ApiError::invalid_argument(
+                        "history_sids",
+                        format!("{s} is not the SID of any catalogue item"),
+                    ));
+                }
+                items.extend_from_slice(with);
+            }
+            (items, sids)
+        }
+        HistorySource::User(user) => {
+            note_unknown(&p.exclude, "exclude");
+            let stored = state
+                .history()
+                .history(&user, max_history)
+                .await
+                .map_err(|e| ApiError::HistoryStoreUnavailable(e.to_string()))?;
+            // Items recorded under an older catalogue that the serving one lacks are skipped.
+            let ids: Vec<ItemId> = stored
+                .iter()
+                .filter_map(|s| s.parse::<ItemId>().ok())
+                .filter(|&i| cat.get(i).is_some())
+                .collect();
+            if ids.is_empty() {
+                return Err(ApiError::invalid_argument(
+                    "user_id",
+                    format!("user `{user}` has no history (send it with POST /v1/events)"),
+                ));
+            }
+            let sids = ids.iter().map(|&i| cat.get(i).map(|it| it.sid.clone()));
+            let sids = sids.flatten().collect();
+            (ids, sids)
+        }
+    };
+    if !unknown.is_empty() {
+        return Err(ApiError::UnknownItems {
+            field: fields.join(", "),
+            item_ids: unknown,
+        });
+    }
+    let recent = &sids[sids.len().saturating_sub(max_history)..];
+    let prompt = engine
+        .encode(recent)
+        .map_err(|e| ApiError::Internal(format!("encoding the prompt: {e}")))?;
+    let mut exclude = p.exclude;
+    if p.exclude_history {
+        exclude.extend(hist_items);
+    }
+    exclude.sort_unstable();
+    exclude.dedup();
+    Ok(Prepared {
+        prompt,
+        exclude,
+        k: p.k,
+        num_beams: p.num_beams,
+    })
+}
+
+/// One recommended item.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecommendedItem {
+    /// 1 for the best.
+    pub rank: usize,
+    /// Item id.
+    pub item_id: ItemId,
+    /// Its SID.
+    pub sid: String,
+    /// Its title.
+    pub title: String,
+    /// The beam's log-probability.
+    pub score: f32,
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    /// Waiting in the batcher's queue.
+    pub queue_ms: f64,
+    /// The decode call that served the request.
+    pub inference_ms: f64,
+    /// Everything, from the handler's start.
+    pub total_ms: f64,
+}
+
+/// Body of a recommendation.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecommendResponse {
+    /// Best first.
+    pub items: Vec<RecommendedItem>,
+    /// The checkpoint that produced them.
+    pub model_version: String,
+    /// Timing.
+    pub timing: Timing,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The best `k` distinct non-excluded items of the beams, best first. A SID shared by several
+/// items yields them in id order, with the beam's score.
+fn respond(engine: &Engine, p: &Prepared, out: JobOutput, start: Instant) -> RecommendResponse {
+    let cat = &engine.catalogue.catalogue;
+    let excluded: HashSet<ItemId> = p.exclude.iter().copied().collect();
+    let mut items = Vec::with_capacity(p.k);
+    'beams: for h in &out.hypotheses {
+        for &id in &h.items {
+            if items.len() == p.k {
+                break 'beams;
+            }
+            if excluded.contains(&id) {
+                continue;
+            }
+            items.push(RecommendedItem {
+                rank: items.len() + 1,
+                item_id: id,
+                sid: h.sid.to_string(),
+                title: cat.get(id).map(|i| i.title.clone()).unwrap_or_default(),
+                score: h.score,
+            });
+        }
+    }
+    RecommendResponse {
+        items,
+        model_version: engine.version().to_owned(),
+        timing: Timing {
+            queue_ms: ms(out.queue),
+            inference_ms: ms(out.inference),
+            total_ms: ms(start.elapsed()),
+        },
+    }
+}
+
+fn serving(state: &AppState) -> Result<Arc<Engine>, ApiError> {
+    state.engine().ok_or(ApiError::ModelNotLoaded)
+}
+
+/// Wait for a job's answer until `deadline` (504 past it).
+pub async fn wait(rx: JobReceiver, deadline: Instant) -> Result<JobOutput, ApiError> {
+    match tokio::time::timeout_at(deadline.into(), rx).await {
+        Err(_) => Err(ApiError::DeadlineExceeded),
+        Ok(Ok(Ok(out))) => Ok(out),
+        Ok(Ok(Err(e))) => Err(ApiError::Internal(e)),
+        // The batcher drops jobs whose deadline has passed.
+        Ok(Err(_)) if Instant::now() >= deadline => Err(ApiError::DeadlineExceeded),
+        Ok(Err(_)) => Err(ApiError::Internal("the batcher dropped the request".into())),
+    }
+}
+
+fn submit(state: &AppState, jobs: Vec<Job>) -> Result<(), ApiError> {
+    state
+        .batcher()
+        .ok_or(ApiError::ModelNotLoaded)?
+        .submit(jobs)
+}
+
+/// `POST /v1/recommend`.
+pub async fn recommend(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<RecommendResponse>, ApiError> {
+    let start = Instant::now();
+    let deadline = start + state.options().request_timeout;
+    let v = json_body(&headers, &body)?;
+    let params = parse_request(&v)?;
+    let engine = serving(&state)?;
+    let prepared = prepare(&state, &engine, params).await?;
+    let (job, rx) = Job::new(
+        engine.clone(),
+        prepared.prompt.clone(),
+        prepared.exclude.clone(),
+        prepared.num_beams,
+        deadline,
+    );
+    submit(&state, vec![job])?;
+    let out = wait(rx, deadline).await?;
+    Ok(Json(respond(&engine, &prepared, out, start)))
+}
+
+/// Body of a batch answer: per request, a response or an error body.
+#[derive(Debug, Serialize)]
+pub struct BatchResponse {
+    /// `results[i]` answers `requests[i]`.
+    pub results: Vec<Value>,
+}
+
+fn to_value<T: Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or_else(|e| {
+        serde_json::json!({"error": {"code": "internal", "message": format!("serialising: {e}")}})
+    })
+}
+
+/// `POST /v1/recommend/batch`.
+pub async fn recommend_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let start = Instant::now();
+    let deadline = start + state.options().request_timeout;
+    let v = json_body(&headers, &body)?;
+    let obj: &Map<String, Value> = body::object(&v, "the request")?;
+    body::known_fields(obj, &["requests"])?;
+    let list = body::array(
+        obj.get("requests").ok_or(ApiError::MissingParameter {
+            fields: vec!["requests"],
+        })?,
+        "requests",
+    )?;
+    if list.is_empty() || list.len() > MAX_BATCH_REQUESTS {
+        return Err(ApiError::invalid_argument(
+            "requests",
+            format!(
+                "requests has {} entries; give 1 to {MAX_BATCH_REQUESTS}",
+                list.len()
+            ),
+        ));
+    }
+    let engine = serving(&state)?;
+    let mut slots: Vec<Result<Prepared, ApiError>> = Vec::with_capacity(list.len());
+    for entry in list {
+        let prepared = match parse_request(entry) {
+            Ok(p) => prepare(&state, &engine, p).await,
+            Err(e) => Err(e),
+        };
+        slots.push(prepared);
+    }
+    let mut jobs = Vec::new();
+    let mut receivers: Vec<Option<JobReceiver>> = Vec::with_capacity(slots.len());
+    for slot in &slots {
+        match slot {
+            Ok(p) => {
+                let (job, rx) = Job::new(
+                    engine.clone(),
+                    p.prompt.clone(),
+                    p.exclude.clone(),
+                    p.num_beams,
+                    deadline,
+                );
+                jobs.push(job);
+                receivers.push(Some(rx));
+            }
+            Err(_) => receivers.push(None),
+        }
+    }
+    if !jobs.is_empty() {
+        submit(&state, jobs)?;
+    }
+    let mut results = Vec::with_capacity(slots.len());
+    for (slot, rx) in slots.into_iter().zip(receivers) {
+        let value = match (slot, rx) {
+            (Ok(p), Some(rx)) => match wait(rx, deadline).await {
+                Ok(out) => to_value(&respond(&engine, &p, out, start)),
+                Err(ApiError::DeadlineExceeded) => return Err(ApiError::DeadlineExceeded),
+                Err(e) => to_value(&e.body()),
+            },
+            (Err(e), _) => to_value(&e.body()),
+            (Ok(_), None) => to_value(&ApiError::Internal("lost a batch entry".into()).body()),
+        };
+        results.push(value);
+    }
+    Ok(Json(BatchResponse { results }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code(v: Value) -> &'static str {
+        parse_request(&v).unwrap_err().code()
+    }
+
+    #[test]
+    fn request_rules() {
+        let p = parse_request(&json!({"history": [1, 2]})).unwrap();
+        assert_eq!(p.source, HistorySource::Items(vec![1, 2]));
+        assert_eq!((p.k, p.num_beams), (DEFAULT_K, DEFAULT_NUM_BEAMS));
+        assert!(!p.exclude_history);
+        assert_eq!(code(json!({})), "missing_parameter");
+        assert_eq!(code(json!({"k": 3})), "missing_parameter");
+        assert_eq!(
+            code(json!({"history": [1], "user_id": "u"})),
+            "conflicting_parameters"
+        );
+        assert_eq!(code(json!({"history": []})), "invalid_argument");
+        assert_eq!(code(json!({"history": [1], "k": 0})), "invalid_argument");
+        assert_eq!(code(json!({"history": [1], "k": "3"})), "invalid_request");
+        assert_eq!(code(json!({"history": [1], "k": 2.5})), "invalid_request");
+        assert_eq!(
+            code(json!({"history": [1], "k": 20, "num_beams": 10})),
+            "invalid_argument"
+        );
+        assert_eq!(code(json!({"history": [-1]})), "invalid_request");
+        assert_eq!(code(json!({"history": [4294967296u64]})), "invalid_request");
+        assert_eq!(
+            code(json!({"history": [1], "colour": 1})),
+            "invalid_request"
+        );
+        assert_eq!(code(json!({"history_sids": ["<a_1><c_1>"]})), "invalid_sid");
+        assert_eq!(code(json!({"user_id": ""})), "invalid_argument");
+        assert_eq!(code(json!([1, 2])), "invalid_request");
+        assert_eq!(
+            code(json!({"history": [1], "exclude_history": 1})),
+            "invalid_request"
+        );
+        let many: Vec<u32> = (0..51).collect();
+        assert_eq!(code(json!({ "history": many })), "invalid_argument");
+    }
+}
