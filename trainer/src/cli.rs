@@ -31,6 +31,8 @@ pub enum Command {
     Init(InitArgs),
     /// Supervised fine-tuning on the reference's five tasks, with validation and early stopping.
     Sft(SftArgs),
+    /// Reinforcement learning with GRPO: constrained rollouts, rule/ranking/semantic rewards, KL.
+    Grpo(GrpoArgs),
     /// Evaluate a checkpoint with constrained beam search: HR/NDCG@K, invalid count, speed.
     Eval(EvalArgs),
     /// Build Semantic IDs from item embeddings by residual k-means; rewrites the dataset's SIDs.
@@ -475,4 +477,111 @@ pub struct SidReportArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Arguments of `grpo`.
+#[derive(Debug, Clone, Args)]
+pub struct GrpoArgs {
+    /// Starting checkpoint (usually an `sft` best); also the frozen KL reference.
+    #[arg(long)]
+    pub init: PathBuf,
+    /// Dataset directory (train split for the RL prompts, valid split for validation).
+    #[arg(long, env = "SIDREC_DATA")]
+    pub data: PathBuf,
+    /// Output directory: `best/` and `last/` checkpoints and `metrics.jsonl`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// RL datasets: `all` or a comma list of seqrec (SID history), text2sid (title or
+    /// description), title2sid (title history).
+    #[arg(long, default_value = "all")]
+    pub tasks: String,
+    /// Train rows sampled for the title2sid task.
+    #[arg(long, default_value_t = 10_000)]
+    pub title_history_rows: usize,
+    /// Reward: a comma list of rule, ranking, ranking_only, semantic, cf, each optionally
+    /// weighted as NAME:WEIGHT (e.g. `ranking,semantic:0.5`).
+    #[arg(long, default_value = "ranking")]
+    pub reward: String,
+    /// Item embeddings for the `semantic` reward: a `trainer embed` `.npy` (its row ids are read
+    /// from `<npy>.ids.json`).
+    #[arg(long)]
+    pub item_embeddings: Option<PathBuf>,
+    /// How completions are generated: beam (deterministic, as the reference) or sample.
+    #[arg(long, default_value = "beam")]
+    pub rollout: String,
+    /// Completions per prompt (the group size G).
+    #[arg(long, default_value_t = 16)]
+    pub num_generations: usize,
+    /// Sampling temperature (`--rollout sample`).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// KL coefficient β.
+    #[arg(long, default_value_t = 1e-3)]
+    pub beta: f64,
+    /// Ratio clipping ε, applied when `--num-iterations` > 1.
+    #[arg(long, default_value_t = 0.2)]
+    pub epsilon: f64,
+    /// Optimizer steps per rollout batch (1 = the reference's on-policy update).
+    #[arg(long, default_value_t = 1)]
+    pub num_iterations: usize,
+    /// Every N optimizer steps move the reference toward the policy (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub sync_ref_every: usize,
+    /// Mixing weight α of that sync: ref <- α·policy + (1−α)·ref.
+    #[arg(long, default_value_t = 0.6)]
+    pub ref_mixup_alpha: f64,
+    /// Prompts per rollout batch (each gives G completions; one optimizer step per iteration).
+    #[arg(long, default_value_t = 4)]
+    pub prompts_per_step: usize,
+    /// Completions per forward/backward pass (gradients are accumulated over the step).
+    #[arg(long, default_value_t = 64)]
+    pub micro_batch: usize,
+    /// Passes over the RL prompts.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-5)]
+    pub lr: f64,
+    /// Warmup as a fraction of all optimizer steps.
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup_ratio: f64,
+    /// Linear instead of cosine decay after warmup.
+    #[arg(long)]
+    pub linear: bool,
+    /// Decoupled weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip.
+    #[arg(long, default_value_t = 0.3)]
+    pub clip: f64,
+    /// Longest prompt in tokens (longer prompts lose their start).
+    #[arg(long, default_value_t = 512)]
+    pub max_prompt_len: usize,
+    /// Validate every N optimizer steps (and at the end).
+    #[arg(long, default_value_t = 50)]
+    pub eval_every: usize,
+    /// Valid rows used for validation.
+    #[arg(long, default_value_t = 256)]
+    pub valid_rows: usize,
+    /// Beams for validation decoding (HR@10/NDCG@10 use the top 10).
+    #[arg(long, default_value_t = 20)]
+    pub valid_beams: usize,
+    /// Stop after this many validations without improvement (default: never stop early).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Log to metrics.jsonl every N steps.
+    #[arg(long, default_value_t = 1)]
+    pub log_every: usize,
+    /// Seed of the prompt order and of the title-history sample.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Continue from `<out>/last` (same prompt order, optimizer and reference state) if it exists.
+    #[arg(long)]
+    pub resume: bool,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
+    pub device: String,
 }

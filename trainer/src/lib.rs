@@ -7,6 +7,7 @@
 //! * [`init`] — `init`: an untrained from-scratch checkpoint;
 //! * [`eval`] — `eval`: constrained beam search over a split, HR/NDCG@K report;
 //! * [`sid`] — `sid` (residual k-means SIDs from embeddings) and `sid-report`;
+//! * [`grpo`] — `grpo`: reinforcement learning with group-normalised rewards and a KL penalty;
 //! * [`embed`] — `embed`: item text embeddings (`.npy`) with a BERT-family encoder;
 //! * [`sasrec`] — `sasrec`: the SASRec baseline (training, full-ranking eval, `cf` scores);
 //! * [`error`] — the crate's one error type.
@@ -17,6 +18,7 @@ pub mod data;
 pub mod embed;
 pub mod error;
 pub mod eval;
+pub mod grpo;
 pub mod init;
 pub mod plot;
 pub mod progress;
@@ -39,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
         },
         Command::Init(a) => init::run(&a),
         Command::Sft(a) => sft::train::run(&a),
+        Command::Grpo(a) => grpo::train::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Sid(a) => sid::run(&a),
         Command::SidReport(a) => sid::run_report(&a),

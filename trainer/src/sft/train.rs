@@ -47,8 +47,10 @@ pub struct TrainState {
 /// The variables `--freeze-llm` trains (row-masked to the SID tokens).
 const FREEZE_LLM_TRAINABLE: [&str; 2] = ["model.embed_tokens.weight", "lm_head.weight"];
 
-const STATE_FILE: &str = "train-state.json";
-const OPTIM_FILE: &str = "optimizer.safetensors";
+/// File of the loop state inside a `last/` checkpoint.
+pub const STATE_FILE: &str = "train-state.json";
+/// File of the optimizer state inside a `last/` checkpoint.
+pub const OPTIM_FILE: &str = "optimizer.safetensors";
 
 /// Sum of negative log-likelihoods of the supervised tokens of `batch`.
 pub fn batch_nll(model: &Qwen2, batch: &Batch, mode: Mode) -> Result<Tensor> {
@@ -79,17 +81,25 @@ pub struct Validation {
     pub loss: f64,
 }
 
-struct Validator {
-    prompts: Vec<Vec<u32>>,
-    targets: Vec<String>,
-    examples: Vec<Example>,
-    decoder: Decoder,
-    num_beams: usize,
-    batch_size: usize,
+/// A fixed validation sample: beam-search prompts with their target SIDs, and loss examples.
+pub struct Validator {
+    /// Evaluation prompts (token ids).
+    pub prompts: Vec<Vec<u32>>,
+    /// Target SID string of each prompt.
+    pub targets: Vec<String>,
+    /// Examples whose mean loss is reported.
+    pub examples: Vec<Example>,
+    /// Constrained decoder of the catalogue.
+    pub decoder: Decoder,
+    /// Beams per prompt.
+    pub num_beams: usize,
+    /// Prompts per decoding batch.
+    pub batch_size: usize,
 }
 
 impl Validator {
-    fn run(&self, model: &Qwen2, pad: u32, device: &Device) -> Result<Validation> {
+    /// HR@10 / NDCG@10 and the mean loss of `model` on the sample.
+    pub fn run(&self, model: &Qwen2, pad: u32, device: &Device) -> Result<Validation> {
         let cfg = SearchConfig {
             num_beams: self.num_beams,
             top_k: self.num_beams.min(10),
@@ -137,7 +147,8 @@ impl Validator {
     }
 }
 
-fn append_jsonl(path: &Path, value: &serde_json::Value) -> Result<()> {
+/// Append one JSON line to `path`.
+pub fn append_jsonl(path: &Path, value: &serde_json::Value) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -147,7 +158,7 @@ fn append_jsonl(path: &Path, value: &serde_json::Value) -> Result<()> {
 }
 
 /// Drop metrics lines logged after `step` (by a run that was killed after its last save).
-fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };

@@ -1,0 +1,321 @@
+//! The reference's three RL datasets (MINIONEREC.md §2.3, §6.2) as tokenised prompts with
+//! their targets.
+//!
+//! RL prompts have no instruction header: the whole prompt is the `### User Input:` block,
+//! tokenised as one string. Deliberate differences from the reference: each example keeps its
+//! own target item (no global prompt → target dicts), empty descriptions are skipped instead of
+//! collapsing into one shared prompt, and the title-history sample is drawn with our own seeded
+//! shuffle (pandas' `sample(random_state=0)` order is not reproduced).
+
+use std::collections::BTreeMap;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sidrec::data::{InteractionRow, Items};
+use sidrec::prompt::{self, Prompt, PromptStyle};
+use sidrec::tokenizer::SidTokenizer;
+use sidrec::{ItemId, SidIndex};
+
+use crate::error::{Result, TrainerError};
+use crate::sft::tasks::Task;
+
+/// Which RL dataset an example comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RlTask {
+    /// SID history → next SID (`SidDataset`).
+    SeqRec,
+    /// Item title or description → its SID (`RLTitle2SidDataset`).
+    Text2Sid,
+    /// Title history → next SID (`RLSeqTitle2SidDataset`).
+    Title2Sid,
+}
+
+impl RlTask {
+    /// All tasks, in the reference's concatenation order.
+    pub const ALL: [RlTask; 3] = [RlTask::SeqRec, RlTask::Text2Sid, RlTask::Title2Sid];
+
+    /// Name used in `--tasks`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RlTask::SeqRec => "seqrec",
+            RlTask::Text2Sid => "text2sid",
+            RlTask::Title2Sid => "title2sid",
+        }
+    }
+
+    /// The SFT task whose prompt/response shape this one shares (for batch building).
+    pub fn sft_task(self) -> Task {
+        match self {
+            RlTask::SeqRec => Task::SeqRec,
+            RlTask::Text2Sid => Task::Alignment,
+            RlTask::Title2Sid => Task::TitleToSid,
+        }
+    }
+}
+
+/// Parse `--tasks`: `all` or a comma list of task names.
+pub fn parse_tasks(spec: &str) -> Result<Vec<RlTask>> {
+    if spec.trim() == "all" {
+        return Ok(RlTask::ALL.to_vec());
+    }
+    spec.split(',')
+        .map(|s| {
+            RlTask::ALL
+                .into_iter()
+                .find(|t| t.name() == s.trim())
+                .ok_or_else(|| {
+                    TrainerError::Invalid(format!(
+                        "--tasks: unknown task `{}` (expected all or a list of: {})",
+                        s.trim(),
+                        RlTask::ALL.map(|t| t.name()).join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// One RL prompt with the item it should produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RlExample {
+    /// Dataset it comes from.
+    pub task: RlTask,
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// Target item.
+    pub target: ItemId,
+    /// Target SID string.
+    pub target_sid: String,
+    /// The user's history (empty for title/description prompts).
+    pub history: Vec<ItemId>,
+}
+
+fn user_only(input: String) -> Prompt {
+    Prompt {
+        parts: vec![prompt::minionerec_user(&input)],
+        response: String::new(),
+    }
+}
+
+/// SID history prompt (`SidDataset`): the SFT phrasing without the header.
+pub fn seqrec_prompt<S: AsRef<str>>(style: PromptStyle, history_sids: &[S]) -> Prompt {
+    match style {
+        PromptStyle::Minionerec => user_only(format!(
+            "The user has interacted with items {} in chronological order. Can you predict the \
+             next possible item that the user may expect?",
+            history_sids
+                .iter()
+                .map(|s| s.as_ref())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        PromptStyle::Compact => Prompt {
+            response: String::new(),
+            ..prompt::sft_seqrec(style, history_sids, "")
+        },
+    }
+}
+
+/// Title → SID prompt (`RLTitle2SidDataset`, title half).
+pub fn title_prompt(style: PromptStyle, title: &str) -> Prompt {
+    match style {
+        PromptStyle::Minionerec => user_only(format!("Which item has the title: {title}?")),
+        PromptStyle::Compact => Prompt {
+            response: String::new(),
+            ..prompt::title_to_sid(style, title, "")
+        },
+    }
+}
+
+/// Description → SID prompt (`RLTitle2SidDataset`, description half).
+pub fn description_prompt(style: PromptStyle, description: &str) -> Prompt {
+    match style {
+        PromptStyle::Minionerec => user_only(format!(
+            "An item can be described as follows: \"{description}\". Which item is it describing?"
+        )),
+        PromptStyle::Compact => Prompt {
+            parts: vec![format!("description: {description}\nsid:\n")],
+            response: String::new(),
+        },
+    }
+}
+
+/// Title history → SID prompt (`RLSeqTitle2SidDataset`).
+pub fn title_history_prompt<S: AsRef<str>>(
+    style: PromptStyle,
+    category: &str,
+    titles: &[S],
+) -> Prompt {
+    match style {
+        PromptStyle::Minionerec => user_only(format!(
+            "Given the title sequence of user historical interactive items: {}, can you \
+             recommend a suitable next item for the user?",
+            titles
+                .iter()
+                .map(|t| format!("\"{}\"", t.as_ref()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        PromptStyle::Compact => Prompt {
+            response: String::new(),
+            ..prompt::title_history_to_sid(style, category, titles, "")
+        },
+    }
+}
+
+/// The description the reference uses: the first element when the stored text is a Python list
+/// literal (`['...']`), else the text itself.
+pub fn description_text(raw: &str) -> String {
+    let t = raw.trim();
+    if t.starts_with('[') && t.ends_with(']') {
+        if let Ok(list) = sidrec::data::pylit::parse_str_list(t) {
+            return list.into_iter().next().unwrap_or_default();
+        }
+    }
+    t.to_string()
+}
+
+/// Builds the RL examples of the chosen tasks.
+pub struct RlDataBuilder<'a> {
+    /// Prompt templates.
+    pub style: PromptStyle,
+    /// Tokenizer with the SID tokens.
+    pub tokenizer: &'a SidTokenizer,
+    /// Item → SID (the checkpoint's).
+    pub index: &'a SidIndex,
+    /// Item metadata.
+    pub items: &'a Items,
+    /// Category phrase of the title prompts.
+    pub category: String,
+    /// Longest prompt in tokens; longer prompts keep their last ids (left truncation).
+    pub max_prompt_len: usize,
+    /// Rows sampled for the title-history task (the reference samples 10 000).
+    pub title_history_rows: usize,
+    /// Seed of that sample.
+    pub seed: u64,
+}
+
+impl RlDataBuilder<'_> {
+    fn sid(&self, id: ItemId) -> Result<String> {
+        self.index
+            .get(id)
+            .map(|s| s.to_string())
+            .ok_or_else(|| TrainerError::Invalid(format!("item {id} has no SID in the index")))
+    }
+
+    fn example(
+        &self,
+        task: RlTask,
+        p: &Prompt,
+        target: ItemId,
+        history: Vec<ItemId>,
+    ) -> Result<RlExample> {
+        let ids = self.tokenizer.encode_prompt(p)?;
+        let cut = ids.len().saturating_sub(self.max_prompt_len.max(1));
+        Ok(RlExample {
+            task,
+            prompt: ids[cut..].to_vec(),
+            target,
+            target_sid: self.sid(target)?,
+            history,
+        })
+    }
+
+    /// The examples of `tasks` built from `rows` (and, for `text2sid`, from the catalogue).
+    pub fn build(&self, rows: &[InteractionRow], tasks: &[RlTask]) -> Result<Vec<RlExample>> {
+        let mut out = Vec::new();
+        for &task in RlTask::ALL.iter().filter(|t| tasks.contains(t)) {
+            match task {
+                RlTask::SeqRec => {
+                    for r in rows {
+                        let hist = r
+                            .history_item_id
+                            .iter()
+                            .map(|&i| self.sid(i))
+                            .collect::<Result<Vec<_>>>()?;
+                        let p = seqrec_prompt(self.style, &hist);
+                        out.push(self.example(task, &p, r.item_id, r.history_item_id.clone())?);
+                    }
+                }
+                RlTask::Text2Sid => {
+                    // As the reference: dicts keyed by text, the last item with a text wins;
+                    // first all titles, then all descriptions.
+                    let mut by_title: BTreeMap<String, ItemId> = BTreeMap::new();
+                    let mut by_desc: BTreeMap<String, ItemId> = BTreeMap::new();
+                    let (mut title_order, mut desc_order) = (Vec::new(), Vec::new());
+                    for (id, _) in self.index.iter() {
+                        let Some(meta) = self.items.get(&id) else {
+                            continue;
+                        };
+                        if !meta.title.is_empty()
+                            && by_title.insert(meta.title.clone(), id).is_none()
+                        {
+                            title_order.push(meta.title.clone());
+                        }
+                        let d = description_text(&meta.description);
+                        if !d.is_empty() && by_desc.insert(d.clone(), id).is_none() {
+                            desc_order.push(d);
+                        }
+                    }
+                    for t in &title_order {
+                        let p = title_prompt(self.style, t);
+                        out.push(self.example(task, &p, by_title[t], Vec::new())?);
+                    }
+                    for d in &desc_order {
+                        let p = description_prompt(self.style, d);
+                        out.push(self.example(task, &p, by_desc[d], Vec::new())?);
+                    }
+                }
+                RlTask::Title2Sid => {
+                    let mut order: Vec<usize> = (0..rows.len()).collect();
+                    order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed));
+                    order.truncate(self.title_history_rows);
+                    order.sort_unstable();
+                    for i in order {
+                        let r = &rows[i];
+                        let p =
+                            title_history_prompt(self.style, &self.category, &r.history_item_title);
+                        out.push(self.example(task, &p, r.item_id, r.history_item_id.clone())?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_are_the_reference_strings() {
+        let p = seqrec_prompt(
+            PromptStyle::Minionerec,
+            &["<a_1><b_2><c_3>", "<a_4><b_5><c_6>"],
+        );
+        assert_eq!(
+            p.text(),
+            "### User Input: \nThe user has interacted with items <a_1><b_2><c_3>, <a_4><b_5><c_6> in chronological order. Can you predict the next possible item that the user may expect?\n\n### Response:\n"
+        );
+        assert_eq!(p.parts.len(), 1);
+        assert_eq!(
+            description_prompt(PromptStyle::Minionerec, "A tool").text(),
+            "### User Input: \nAn item can be described as follows: \"A tool\". Which item is it describing?\n\n### Response:\n"
+        );
+        assert_eq!(
+            title_history_prompt(PromptStyle::Minionerec, "x", &["A", "B"]).text(),
+            "### User Input: \nGiven the title sequence of user historical interactive items: \"A\", \"B\", can you recommend a suitable next item for the user?\n\n### Response:\n"
+        );
+        assert!(title_prompt(PromptStyle::Compact, "T").response.is_empty());
+    }
+
+    #[test]
+    fn descriptions_take_the_first_list_element() {
+        assert_eq!(description_text("['First part.', 'Second']"), "First part.");
+        assert_eq!(description_text("[]"), "");
+        assert_eq!(description_text("plain text"), "plain text");
+        assert!(parse_tasks("seqrec,nope").is_err());
+        assert_eq!(parse_tasks("all").unwrap().len(), 3);
+    }
+}
