@@ -506,6 +506,9 @@ pub struct GrpoArgs {
     /// from `<npy>.ids.json`).
     #[arg(long)]
     pub item_embeddings: Option<PathBuf>,
+    /// A `sidrec-trainer sasrec` model directory: its logits are the `cf` reward.
+    #[arg(long)]
+    pub sasrec: Option<PathBuf>,
     /// How completions are generated: beam (deterministic, as the reference) or sample.
     #[arg(long, default_value = "beam")]
     pub rollout: String,

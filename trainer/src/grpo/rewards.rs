@@ -287,7 +287,7 @@ impl Rewarder {
         }
         if spec.uses(RewardKind::Cf) && cf.is_none() {
             return Err(TrainerError::Invalid(
-                "reward `cf` needs a collaborative-filtering scorer (SASRec), and none is configured"
+                "reward `cf` needs a collaborative-filtering scorer: pass --sasrec DIR (a `sidrec-trainer sasrec` model)"
                     .into(),
             ));
         }

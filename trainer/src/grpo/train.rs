@@ -129,9 +129,16 @@ struct RolloutStats {
     prompts: usize,
 }
 
-/// `sidrec-trainer grpo` (a `cf` reward is refused: no CF scorer is configured from the CLI).
+/// `sidrec-trainer grpo`; `--sasrec DIR` supplies the `cf` reward's scorer.
 pub fn run(args: &GrpoArgs) -> Result<()> {
-    run_with(args, None)
+    let cf: Option<Arc<dyn CfScorer>> = match &args.sasrec {
+        Some(dir) => {
+            let device = sidrec::device::parse_device(&args.device)?;
+            Some(Arc::new(crate::sasrec::SasRec::load(dir, &device)?))
+        }
+        None => None,
+    };
+    run_with(args, cf)
 }
 
 /// `grpo` with an optional collaborative-filtering scorer for the `cf` reward.

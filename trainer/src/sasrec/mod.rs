@@ -415,3 +415,14 @@ pub fn finish_model_dir(
     sidrec::io::sync_dir(parent)?;
     Ok(meta)
 }
+
+/// SASRec's raw logits are the GRPO `cf` reward (the reference's `cf_reward`).
+impl crate::grpo::rewards::CfScorer for SasRec {
+    fn score_candidates(
+        &self,
+        history_item_ids: &[String],
+        candidate_item_ids: &[String],
+    ) -> Result<Vec<f32>> {
+        SasRec::score_candidates(self, history_item_ids, candidate_item_ids)
+    }
+}
