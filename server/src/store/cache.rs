@@ -188,7 +188,10 @@ mod tests {
         assert_ne!(cache_key("v1", &a), cache_key("v2", &a));
         assert_ne!(
             cache_key("v1", &a),
-            cache_key("v1", &json!({"k": 5, "history": [3, 1, 2], "exclude": [7, 9]}))
+            cache_key(
+                "v1",
+                &json!({"k": 5, "history": [3, 1, 2], "exclude": [7, 9]})
+            )
         );
         assert_eq!(cache_key("v1", &a).len(), 64);
     }

@@ -198,7 +198,10 @@ impl RedisStore {
                 .ignore();
         }
         let (pushed,): (usize,) = self
-            .exec("RPUSH+LTRIM", async move { pipe.query_async(&mut conn).await })
+            .exec(
+                "RPUSH+LTRIM",
+                async move { pipe.query_async(&mut conn).await },
+            )
             .await?;
         Ok(pushed.min(cap))
     }
@@ -226,12 +229,20 @@ impl RedisStore {
     pub async fn get_cached(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.cache_redis_key(key);
         let mut conn = self.conn.clone();
-        self.exec("GET", async move { conn.get::<_, Option<Vec<u8>>>(&key).await })
-            .await
+        self.exec(
+            "GET",
+            async move { conn.get::<_, Option<Vec<u8>>>(&key).await },
+        )
+        .await
     }
 
     /// Cache `bytes` under `key` for `ttl` (millisecond precision; a zero `ttl` stores nothing).
-    pub async fn put_cached(&self, key: &str, bytes: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    pub async fn put_cached(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         if ttl.is_zero() {
             return Ok(());
         }
