@@ -33,4 +33,14 @@ if [ -z "${SIDREC_ENCODER_DIR:-}" ]; then
   fi
 fi
 
+# redis-server for the Redis store tests (server/tests/redis_store.rs), which start their own
+# instances on free ports; they skip without it unless SIDREC_REQUIRE_SHARED=1.
+if ! ./scripts/redis-server.sh; then
+  if [ "${SIDREC_REQUIRE_SHARED:-0}" = 1 ]; then
+    echo "error: could not install redis-server (scripts/redis-server.sh)" >&2
+    exit 1
+  fi
+  echo "warning: no redis-server; Redis tests will skip" >&2
+fi
+
 cargo test --workspace --locked "$@"

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod routes;
 pub mod search;
 pub mod state;
+pub mod store;
 
 use std::future::Future;
 use std::time::Duration;
