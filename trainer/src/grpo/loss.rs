@@ -51,6 +51,7 @@ pub fn prepare(
             ids: [s.prompt, s.completion].concat(),
             prompt_len: s.prompt.len(),
             task: s.task,
+            prompt_targets: Vec::new(),
         })
         .collect();
     let refs: Vec<&Example> = examples.iter().collect();

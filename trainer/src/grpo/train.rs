@@ -247,6 +247,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         items: &items,
         category,
         cutoff: args.max_prompt_len + 16,
+        history_loss: false,
     };
     let mut valid_prompts = Vec::new();
     let mut valid_targets = Vec::new();
