@@ -273,13 +273,21 @@ fn trained_methods_run_end_to_end_and_are_deterministic() {
         for out in [&a, &b] {
             let text = run(
                 &args,
-                &[&data, Path::new("--embeddings"), &emb, Path::new("--out"), out],
+                &[
+                    &data,
+                    Path::new("--embeddings"),
+                    &emb,
+                    Path::new("--out"),
+                    out,
+                ],
             );
             assert!(text.contains("trained 3 epochs"), "{text}");
         }
         // 216 code tuples for 400 items: collisions are certain; extra-level removes them.
         let index = check_consistent(&a);
-        assert!(index.iter().all(|(_, s)| s.len() >= 3 && s.codes()[..3].iter().all(|&c| c < 6)));
+        assert!(index
+            .iter()
+            .all(|(_, s)| s.len() >= 3 && s.codes()[..3].iter().all(|&c| c < 6)));
         assert_eq!(
             std::fs::read(a.join("sid_index.json")).unwrap(),
             std::fs::read(b.join("sid_index.json")).unwrap(),
@@ -292,7 +300,10 @@ fn trained_methods_run_end_to_end_and_are_deterministic() {
         assert_eq!(report["reconstruction_source"], "decoder");
         assert!(report["before"]["collision_rate"].as_f64().unwrap() > 0.0);
         assert_eq!(report["after"]["collision_rate"], 0.0);
-        assert_eq!(report["training"]["epoch_loss"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            report["training"]["epoch_loss"].as_array().unwrap().len(),
+            3
+        );
     }
     // A bad training setting is a clear error.
     let o = Command::new(BIN)

@@ -633,7 +633,11 @@ mod tests {
             sk.collisions = CollisionPolicy::Sinkhorn;
             let s = build_sids(&x, &sk, &mut |_, _, _| {}).unwrap();
             assert!(s.report.after.collision_rate <= s.report.before.collision_rate);
-            assert_eq!(s.codes[..2], a.codes[..2], "sinkhorn changed a level other than the last");
+            assert_eq!(
+                s.codes[..2],
+                a.codes[..2],
+                "sinkhorn changed a level other than the last"
+            );
         }
     }
 

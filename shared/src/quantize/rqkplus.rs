@@ -29,25 +29,11 @@ pub(crate) fn rq_kmeans_plus(
         ..cfg.clone()
     };
     let (_, codebooks) = kmeans_levels(x, &warm, progress)?;
-    let model = Model::new(
-        x.cols,
-        ncfg,
-        true,
-        cfg.levels,
-        cfg.codebook_size,
-        cfg.seed,
-    )?;
+    let model = Model::new(x.cols, ncfg, true, cfg.levels, cfg.codebook_size, cfg.seed)?;
     for (l, cb) in codebooks.iter().enumerate() {
         model.set_codebook(l, cb)?;
     }
-    let t = train(
-        model,
-        x,
-        ncfg,
-        cfg.seed,
-        "rq-kmeans-plus epochs",
-        progress,
-    )?;
+    let t = train(model, x, ncfg, cfg.seed, "rq-kmeans-plus epochs", progress)?;
     NeuralCodes::from_trained(t, x.rows)
 }
 
@@ -60,11 +46,7 @@ mod tests {
     #[test]
     fn starts_as_the_identity_with_warm_codebooks() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let x = Matrix::new(
-            120,
-            6,
-            (0..720).map(|_| rng.gen_range(-1.0..1.0)).collect(),
-        );
+        let x = Matrix::new(120, 6, (0..720).map(|_| rng.gen_range(-1.0..1.0)).collect());
         let cfg = RqConfig {
             method: Method::RqKmeansPlus,
             levels: 2,

@@ -425,8 +425,9 @@ pub(crate) fn train(
     let snapshot = |best: &mut Option<(f64, usize, Vec<Tensor>)>, epoch: usize| -> Result<()> {
         let z = model.latents(x)?;
         let codes = model.codes_of(&z)?;
-        let rate = CollisionStats::of((0..n).map(|i| codes.iter().map(|c| c[i]).collect::<Vec<_>>()))
-            .collision_rate;
+        let rate =
+            CollisionStats::of((0..n).map(|i| codes.iter().map(|c| c[i]).collect::<Vec<_>>()))
+                .collision_rate;
         if best.as_ref().is_none_or(|(b, _, _)| rate < *b) {
             let copy = vars
                 .iter()
@@ -609,8 +610,16 @@ mod tests {
         let (loss, _) = model.loss(&xt).unwrap();
         let grads = loss.backward().unwrap();
         for (i, v) in model.vars().iter().enumerate() {
-            let g = grads.get(v).unwrap_or_else(|| panic!("var {i} has no gradient"));
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let g = grads
+                .get(v)
+                .unwrap_or_else(|| panic!("var {i} has no gradient"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             // Decoder biases and all weights get gradients; codebooks get them by the codebook loss.
             assert!(norm > 0.0, "var {i} has a zero gradient");
         }
@@ -622,8 +631,9 @@ mod tests {
         assert!(last < 0.7 * first, "loss did not decrease: {l:?}");
         assert_eq!(t.summary.steps, 30 * 200usize.div_ceil(32));
         // The codes of the restored best model have the recorded collision rate.
-        let rate = CollisionStats::of((0..200).map(|i| t.codes.iter().map(|c| c[i]).collect::<Vec<_>>()))
-            .collision_rate;
+        let rate =
+            CollisionStats::of((0..200).map(|i| t.codes.iter().map(|c| c[i]).collect::<Vec<_>>()))
+                .collision_rate;
         assert_eq!(rate, t.summary.best_collision_rate);
     }
 
