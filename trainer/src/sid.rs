@@ -95,7 +95,7 @@ pub fn run(args: &SidArgs) -> Result<()> {
     let items = ds.read_items()?;
     let ids: Vec<ItemId> = items.keys().copied().collect();
     let x = read_embeddings(&args.embeddings, ids.len())?;
-    let cfg = RqConfig {
+    let mut cfg = RqConfig {
         method: args.method.into(),
         levels: args.levels,
         codebook_size: args.codebook_size,
@@ -106,7 +106,6 @@ pub fn run(args: &SidArgs) -> Result<()> {
         ..RqConfig::default()
     };
     let trained = matches!(cfg.method, Method::RqVae | Method::RqKmeansPlus);
-    let mut cfg = cfg;
     if trained {
         let mut n = cfg.neural_config();
         n.epochs = args.epochs.unwrap_or(n.epochs);
