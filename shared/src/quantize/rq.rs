@@ -319,12 +319,15 @@ pub fn build_sids(x: &Matrix, cfg: &RqConfig, progress: ProgressFn<'_>) -> Resul
     })
 }
 
+/// Per-level codes (`codes[l][i]`) and `K × dim` codebooks.
+pub(crate) type Levels = (Vec<Vec<u32>>, Vec<Vec<f32>>);
+
 /// The k-means family's levels (`rq-kmeans`, `rq-kmeans-constrained`): `(codes, codebooks)`.
 pub(crate) fn kmeans_levels(
     x: &Matrix,
     cfg: &RqConfig,
     progress: ProgressFn<'_>,
-) -> Result<(Vec<Vec<u32>>, Vec<Vec<f32>>)> {
+) -> Result<Levels> {
     let (d, k) = (x.cols, cfg.codebook_size);
     let mut residual = x.data.clone();
     let mut codes: Vec<Vec<u32>> = Vec::with_capacity(cfg.levels);

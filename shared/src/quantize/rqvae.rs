@@ -417,7 +417,7 @@ pub(crate) fn train(
     let batches = n.div_ceil(cfg.batch_size);
     let warmup_steps = cfg.warmup_epochs * batches;
     // Shuffling has its own stream so that weights and order do not depend on each other.
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5348_5546_464c_45);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0053_4855_4646_4c45);
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut step = 0usize;
     let mut epoch_loss = Vec::with_capacity(cfg.epochs);
