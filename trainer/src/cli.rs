@@ -35,7 +35,8 @@ pub enum Command {
     Grpo(GrpoArgs),
     /// Evaluate a checkpoint with constrained beam search: HR/NDCG@K, invalid count, speed.
     Eval(EvalArgs),
-    /// Build Semantic IDs from item embeddings by residual k-means; rewrites the dataset's SIDs.
+    /// Build Semantic IDs from item embeddings (residual k-means, RQ-VAE or RQ-KMeans+); rewrites
+    /// the dataset's SIDs.
     Sid(SidArgs),
     /// Report the quality of any SID index against item embeddings (collisions, codebook use,
     /// reconstruction error).
@@ -393,6 +394,10 @@ pub enum SidMethod {
     RqKmeans,
     /// Residual balanced k-means: code sizes within floor(n/K)..floor(n/K)+1 at every level.
     RqKmeansConstrained,
+    /// RQ-VAE (MLP auto-encoder, residual VQ in a 32-d latent, k-means-initialised codebooks).
+    RqVae,
+    /// RQ-KMeans+: Z = X + MLP(X) on codebooks warm-started from rq-kmeans-constrained.
+    RqKmeansPlus,
 }
 
 impl From<SidMethod> for sidrec::quantize::Method {
@@ -400,6 +405,8 @@ impl From<SidMethod> for sidrec::quantize::Method {
         match m {
             SidMethod::RqKmeans => sidrec::quantize::Method::RqKmeans,
             SidMethod::RqKmeansConstrained => sidrec::quantize::Method::RqKmeansConstrained,
+            SidMethod::RqVae => sidrec::quantize::Method::RqVae,
+            SidMethod::RqKmeansPlus => sidrec::quantize::Method::RqKmeansPlus,
         }
     }
 }
@@ -456,6 +463,25 @@ pub struct SidArgs {
     /// Most Lloyd iterations per level.
     #[arg(long, default_value_t = 100)]
     pub max_iter: usize,
+    /// rq-vae / rq-kmeans-plus: training epochs (default 150 / 100).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// rq-vae / rq-kmeans-plus: items per optimizer step (default 512 / 256).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// rq-vae / rq-kmeans-plus: learning rate after the warm-up (default 1e-3 / 1e-4).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// rq-vae / rq-kmeans-plus: epochs of linear learning-rate warm-up (default 5).
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    /// rq-vae / rq-kmeans-plus: evaluate the collision rate every this many epochs and keep the
+    /// best model (default 10).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// rq-vae / rq-kmeans-plus: compute device: cpu, cuda or cuda:N (CUDA needs `--features cuda`).
+    #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
+    pub device: String,
     /// Output directory (default: the dataset directory, whose SID columns and info file are
     /// rewritten). Another directory receives a complete consistent copy of the dataset.
     #[arg(long)]

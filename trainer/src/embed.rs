@@ -41,9 +41,17 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         )));
     }
     let (ids, texts) = embed::item_texts(&items);
+    // Tokens after truncation: the encoder's work is about proportional to them, so tokens/s
+    // (unlike items/s) compares runs with different --max-length.
+    let mut tokens = 0usize;
+    for t in &texts {
+        tokens += encoder.token_ids(t)?.len();
+    }
     eprintln!(
-        "embedding {} items of {} with {} ({}-d, max {} tokens, batch {}) ...",
+        "embedding {} items ({} tokens after truncation) of {} with {} ({}-d, max {} tokens, \
+         batch {}) ...",
         texts.len(),
+        tokens,
         ds.items.display(),
         args.encoder.display(),
         encoder.dim(),
@@ -67,10 +75,14 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     let ids_json = serde_json::to_vec(&ids).map_err(|e| TrainerError::Invalid(e.to_string()))?;
     sidrec::io::write_bytes_atomic(&ids_file, &ids_json)?;
     println!(
-        "embedded {} items in {:.1} s ({:.1} items/s); wrote {} [{} x {}] and {}",
+        "embedded {} items ({} tokens, {:.1} per item) in {:.1} s ({:.1} items/s, {:.0} tokens/s); \
+         wrote {} [{} x {}] and {}",
         matrix.rows,
+        tokens,
+        tokens as f64 / matrix.rows.max(1) as f64,
         secs,
         matrix.rows as f64 / secs.max(1e-9),
+        tokens as f64 / secs.max(1e-9),
         args.out.display(),
         matrix.rows,
         matrix.cols,

@@ -16,7 +16,7 @@ use sidrec::data::info::{write_info, InfoLine};
 use sidrec::data::split::write_split;
 use sidrec::data::{DatasetDir, DatasetFiles, InteractionRow, Split};
 use sidrec::npy::{read_npy, Matrix};
-use sidrec::quantize::{build_sids, sid_report, RqConfig, SidReport};
+use sidrec::quantize::{build_sids, sid_report, Method, RqConfig, SidReport};
 use sidrec::{ItemId, SidIndex};
 
 use crate::cli::{SidArgs, SidReportArgs};
@@ -95,7 +95,7 @@ pub fn run(args: &SidArgs) -> Result<()> {
     let items = ds.read_items()?;
     let ids: Vec<ItemId> = items.keys().copied().collect();
     let x = read_embeddings(&args.embeddings, ids.len())?;
-    let cfg = RqConfig {
+    let mut cfg = RqConfig {
         method: args.method.into(),
         levels: args.levels,
         codebook_size: args.codebook_size,
@@ -105,7 +105,36 @@ pub fn run(args: &SidArgs) -> Result<()> {
         max_iter: args.max_iter,
         ..RqConfig::default()
     };
-    if args.balanced && cfg.method != sidrec::quantize::Method::RqKmeans {
+    let trained = matches!(cfg.method, Method::RqVae | Method::RqKmeansPlus);
+    if trained {
+        let mut n = cfg.neural_config();
+        n.epochs = args.epochs.unwrap_or(n.epochs);
+        n.batch_size = args.batch_size.unwrap_or(n.batch_size);
+        n.lr = args.lr.unwrap_or(n.lr);
+        n.warmup_epochs = args.warmup_epochs.unwrap_or(n.warmup_epochs);
+        n.eval_every = args.eval_every.unwrap_or(n.eval_every);
+        n.device = args.device.clone();
+        if n.batch_size == 0 || n.eval_every == 0 {
+            return Err(TrainerError::Invalid(
+                "--batch-size and --eval-every must be at least 1".into(),
+            ));
+        }
+        if !(n.lr.is_finite() && n.lr > 0.0) {
+            return Err(TrainerError::Invalid(format!(
+                "--lr must be a positive number (got {})",
+                n.lr
+            )));
+        }
+        cfg.neural = Some(n);
+    } else if args.epochs.is_some()
+        || args.batch_size.is_some()
+        || args.lr.is_some()
+        || args.warmup_epochs.is_some()
+        || args.eval_every.is_some()
+    {
+        eprintln!("note: --epochs, --batch-size, --lr, --warmup-epochs and --eval-every only affect rq-vae and rq-kmeans-plus");
+    }
+    if args.balanced && cfg.method != Method::RqKmeans {
         eprintln!(
             "note: --balanced only affects rq-kmeans (rq-kmeans-constrained is always balanced)"
         );

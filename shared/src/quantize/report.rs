@@ -97,11 +97,15 @@ pub struct SidReport {
     pub reconstruction_mse: f64,
     /// Mean square of the embeddings themselves (the MSE of reconstructing with zeros).
     pub data_mean_square: f64,
-    /// `codebooks` (the quantizer's centroids) or `code-means` (per level, the mean residual of the
-    /// items on each code, for an index without codebooks).
+    /// `codebooks` (the quantizer's centroids), `code-means` (per level, the mean residual of the
+    /// items on each code, for an index without codebooks) or `decoder` (rq-vae, rq-kmeans-plus:
+    /// the decoder's output from the quantized latent; their levels use code means).
     pub reconstruction_source: String,
     /// Seconds taken to build the SIDs (or to compute this report, for an existing index).
     pub wall_time_s: f64,
+    /// Training summary of the trained quantizers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<super::rqvae::TrainingSummary>,
 }
 
 impl SidReport {
@@ -142,6 +146,19 @@ impl SidReport {
             self.data_mean_square,
             self.wall_time_s
         );
+        if let Some(t) = &self.training {
+            s += &format!(
+                "\n  trained {} epochs ({} steps) on {}: loss {:.6} -> {:.6}, SIDs from epoch {} \
+                 (collision rate {:.4})",
+                t.epochs,
+                t.steps,
+                t.device,
+                t.epoch_loss.first().copied().unwrap_or(f64::NAN),
+                t.epoch_loss.last().copied().unwrap_or(f64::NAN),
+                t.best_epoch,
+                t.best_collision_rate
+            );
+        }
         s
     }
 }
@@ -268,6 +285,7 @@ pub fn sid_report(
         data_mean_square: mean_square(&embeddings.data),
         reconstruction_source: "code-means".into(),
         wall_time_s: t0.elapsed().as_secs_f64(),
+        training: None,
     })
 }
 

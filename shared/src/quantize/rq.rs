@@ -1,4 +1,5 @@
-//! Residual k-means SIDs (`rq-kmeans`, `rq-kmeans-constrained`) and collision policies.
+//! SID construction (`rq-kmeans`, `rq-kmeans-constrained`, `rq-vae`, `rq-kmeans-plus`) and the
+//! collision policies.
 //!
 //! **rq-kmeans** (MINIONEREC §7.3, faiss `ResidualQuantizer` with beam 1): per level, k-means on
 //! the current residuals (trained on at most 256 points per centroid, as faiss), every item takes
@@ -16,6 +17,12 @@
 //! than `tol`. Sizes are `⌊n/K⌋` or `⌊n/K⌋+1` at every level (the reference's min-cost-flow
 //! `KMeansConstrained` allows `[⌊n/K⌋−1, ⌊n/K⌋+1]`; ours is a greedy sorted-regret assignment, one
 //! run instead of `n_init = 3`). Level `l` uses seed `seed + l`.
+//!
+//! **rq-vae** and **rq-kmeans-plus** are trained quantizers ([`super::rqvae`],
+//! [`super::rqkplus`]); their codes go through the same collision policies (Sinkhorn works on
+//! their latents and latent codebooks). Their report judges each level by the code means of the
+//! embeddings (as for any index) and the total by the decoder's reconstruction of the embeddings
+//! from the quantized latent (`reconstruction_source = decoder`).
 //!
 //! **Collision policies** act on items whose full code tuple is shared:
 //! * `extra-level` (default): every item of a shared group gets one more token `<x_r>` (`x` the
@@ -39,6 +46,8 @@ use serde::{Deserialize, Serialize};
 use super::balanced::assign_balanced;
 use super::kmeans::{cluster_means, kmeans, kmeans_pp, nearest, sq_dist, KMeansConfig};
 use super::report::{level_stats, mean_square, CollisionStats, SidReport};
+use super::rqkplus::rq_kmeans_plus;
+use super::rqvae::{rq_vae, NeuralConfig};
 use crate::error::{Error, Result};
 use crate::npy::Matrix;
 use crate::sid::{Sid, MAX_LEVELS};
@@ -51,6 +60,10 @@ pub enum Method {
     RqKmeans,
     /// Residual balanced k-means (sizes within ⌊n/K⌋..⌊n/K⌋+1 at every level).
     RqKmeansConstrained,
+    /// RQ-VAE: MLP auto-encoder with residual VQ in a 32-d latent ([`super::rqvae`]).
+    RqVae,
+    /// RQ-KMeans+: residual encoder Z = X + MLP(X) on constrained codebooks ([`super::rqkplus`]).
+    RqKmeansPlus,
 }
 
 impl Method {
@@ -59,6 +72,8 @@ impl Method {
         match self {
             Method::RqKmeans => "rq-kmeans",
             Method::RqKmeansConstrained => "rq-kmeans-constrained",
+            Method::RqVae => "rq-vae",
+            Method::RqKmeansPlus => "rq-kmeans-plus",
         }
     }
 }
@@ -75,8 +90,11 @@ impl FromStr for Method {
         match s {
             "rq-kmeans" => Ok(Method::RqKmeans),
             "rq-kmeans-constrained" => Ok(Method::RqKmeansConstrained),
+            "rq-vae" => Ok(Method::RqVae),
+            "rq-kmeans-plus" => Ok(Method::RqKmeansPlus),
             _ => Err(Error::Invalid(format!(
-                "unknown SID method `{s}` (expected rq-kmeans or rq-kmeans-constrained)"
+                "unknown SID method `{s}` (expected rq-kmeans, rq-kmeans-constrained, rq-vae or \
+                 rq-kmeans-plus)"
             ))),
         }
     }
@@ -169,6 +187,18 @@ pub struct RqConfig {
     pub max_points_per_centroid: Option<usize>,
     /// Sinkhorn repair settings.
     pub sinkhorn: SinkhornConfig,
+    /// `rq-vae` / `rq-kmeans-plus` training settings (`None`: the method's defaults).
+    pub neural: Option<NeuralConfig>,
+}
+
+impl RqConfig {
+    /// The training settings in force: `neural`, else the method's defaults.
+    pub fn neural_config(&self) -> NeuralConfig {
+        self.neural.clone().unwrap_or_else(|| match self.method {
+            Method::RqKmeansPlus => NeuralConfig::rq_kmeans_plus(),
+            _ => NeuralConfig::rq_vae(),
+        })
+    }
 }
 
 impl Default for RqConfig {
@@ -184,6 +214,7 @@ impl Default for RqConfig {
             tol: 1e-4,
             max_points_per_centroid: Some(256),
             sinkhorn: SinkhornConfig::default(),
+            neural: None,
         }
     }
 }
@@ -223,6 +254,81 @@ pub fn build_sids(x: &Matrix, cfg: &RqConfig, progress: ProgressFn<'_>) -> Resul
             "the embeddings contain NaN or infinite values".into(),
         ));
     }
+    let (mut codes, codebooks, neural) = match cfg.method {
+        Method::RqKmeans | Method::RqKmeansConstrained => {
+            let (codes, codebooks) = kmeans_levels(x, cfg, progress)?;
+            (codes, codebooks, None)
+        }
+        Method::RqVae | Method::RqKmeansPlus => {
+            let ncfg = cfg.neural_config();
+            let out = if cfg.method == Method::RqVae {
+                rq_vae(x, cfg.levels, k, cfg.seed, &ncfg, progress)?
+            } else {
+                rq_kmeans_plus(x, cfg, &ncfg, progress)?
+            };
+            (out.codes.clone(), out.codebooks.clone(), Some(out))
+        }
+    };
+    let before = CollisionStats::of((0..n).map(|i| tuple(&codes, i)));
+    if cfg.collisions == CollisionPolicy::Sinkhorn {
+        // Repair in the space the codebooks live in (the latents for the trained quantizers).
+        let space = neural.as_ref().map_or(x, |o| &o.latents);
+        sinkhorn_repair(space, &mut codes, &codebooks, &cfg.sinkhorn, progress);
+    }
+    let sids = match cfg.collisions {
+        CollisionPolicy::ExtraLevel => extra_level(&codes, n),
+        _ => (0..n).map(|i| Sid::from_codes(tuple(&codes, i))).collect(),
+    };
+    let sizes = vec![k; cfg.levels];
+    let (levels, mse, source, training) = match &neural {
+        None => {
+            let (levels, mse) = level_stats(x, &codes, &sizes, Some(&codebooks));
+            (levels, mse, "codebooks", None)
+        }
+        Some(o) => {
+            // Latent codebooks do not live in the embedding space: levels are judged as for any
+            // index (code means of the embeddings), the total by the decoder's reconstruction.
+            let (levels, _) = level_stats(x, &codes, &sizes, None);
+            let mse = o.model.reconstruction_mse(x, &codes)?;
+            (levels, mse, "decoder", Some(o.summary.clone()))
+        }
+    };
+    let after = CollisionStats::of(sids.iter().map(Sid::codes));
+    let report = SidReport {
+        method: cfg.method.name().into(),
+        collision_policy: cfg.collisions.name().into(),
+        items: n,
+        dim: d,
+        quantization_levels: cfg.levels,
+        before,
+        after,
+        items_with_extra_tokens: sids.iter().filter(|s| s.len() > cfg.levels).count(),
+        max_sid_len: sids.iter().map(Sid::len).max().unwrap_or(0),
+        levels,
+        reconstruction_mse: mse,
+        data_mean_square: mean_square(&x.data),
+        reconstruction_source: source.into(),
+        wall_time_s: t0.elapsed().as_secs_f64(),
+        training,
+    };
+    Ok(RqOutput {
+        sids,
+        codes,
+        codebooks,
+        report,
+    })
+}
+
+/// Per-level codes (`codes[l][i]`) and `K × dim` codebooks.
+pub(crate) type Levels = (Vec<Vec<u32>>, Vec<Vec<f32>>);
+
+/// The k-means family's levels (`rq-kmeans`, `rq-kmeans-constrained`): `(codes, codebooks)`.
+pub(crate) fn kmeans_levels(
+    x: &Matrix,
+    cfg: &RqConfig,
+    progress: ProgressFn<'_>,
+) -> Result<Levels> {
+    let (d, k) = (x.cols, cfg.codebook_size);
     let mut residual = x.data.clone();
     let mut codes: Vec<Vec<u32>> = Vec::with_capacity(cfg.levels);
     let mut codebooks: Vec<Vec<f32>> = Vec::with_capacity(cfg.levels);
@@ -258,7 +364,9 @@ pub fn build_sids(x: &Matrix, cfg: &RqConfig, progress: ProgressFn<'_>) -> Resul
                 progress(&format!("level {letter} assign"), 1, 1);
                 (lc, centroids)
             }
-            Method::RqKmeansConstrained => {
+            // Constrained; the trained methods never come here except as rq-kmeans-plus' warm
+            // start, which is a constrained run.
+            _ => {
                 let label = format!("level {letter} balanced k-means");
                 constrained_level(&residual, d, k, seed, cfg, &mut |a, b| {
                     progress(&label, a, b)
@@ -274,40 +382,7 @@ pub fn build_sids(x: &Matrix, cfg: &RqConfig, progress: ProgressFn<'_>) -> Resul
         codes.push(lc);
         codebooks.push(cb);
     }
-    drop(residual);
-    let before = CollisionStats::of((0..n).map(|i| tuple(&codes, i)));
-    if cfg.collisions == CollisionPolicy::Sinkhorn {
-        sinkhorn_repair(x, &mut codes, &codebooks, &cfg.sinkhorn, progress);
-    }
-    let sids = match cfg.collisions {
-        CollisionPolicy::ExtraLevel => extra_level(&codes, n),
-        _ => (0..n).map(|i| Sid::from_codes(tuple(&codes, i))).collect(),
-    };
-    let sizes = vec![k; cfg.levels];
-    let (levels, mse) = level_stats(x, &codes, &sizes, Some(&codebooks));
-    let after = CollisionStats::of(sids.iter().map(Sid::codes));
-    let report = SidReport {
-        method: cfg.method.name().into(),
-        collision_policy: cfg.collisions.name().into(),
-        items: n,
-        dim: d,
-        quantization_levels: cfg.levels,
-        before,
-        after,
-        items_with_extra_tokens: sids.iter().filter(|s| s.len() > cfg.levels).count(),
-        max_sid_len: sids.iter().map(Sid::len).max().unwrap_or(0),
-        levels,
-        reconstruction_mse: mse,
-        data_mean_square: mean_square(&x.data),
-        reconstruction_source: "codebooks".into(),
-        wall_time_s: t0.elapsed().as_secs_f64(),
-    };
-    Ok(RqOutput {
-        sids,
-        codes,
-        codebooks,
-        report,
-    })
+    Ok((codes, codebooks))
 }
 
 fn tuple(codes: &[Vec<u32>], i: usize) -> Vec<u32> {
@@ -502,6 +577,70 @@ mod tests {
             // Residual error decreases level by level.
             let r: Vec<f64> = a.report.levels.iter().map(|l| l.residual_mse).collect();
             assert!(r.windows(2).all(|w| w[1] <= w[0] + 1e-9), "{r:?}");
+        }
+    }
+
+    /// A small, quick schedule for the trained methods.
+    fn neural_cfg(method: Method, k: usize) -> RqConfig {
+        let mut c = cfg(method, k);
+        c.neural = Some(NeuralConfig {
+            epochs: 6,
+            batch_size: 64,
+            warmup_epochs: 1,
+            eval_every: 2,
+            hidden: vec![32, 16],
+            latent_dim: 8,
+            ..c.neural_config()
+        });
+        c
+    }
+
+    #[test]
+    fn trained_methods_code_every_item_deterministically_and_extra_level_dedups() {
+        let x = random(300, 12, 11);
+        for method in [Method::RqVae, Method::RqKmeansPlus] {
+            let c = neural_cfg(method, 4);
+            let a = build_sids(&x, &c, &mut |_, _, _| {}).unwrap();
+            assert_eq!(a.codes.len(), 3);
+            assert!(a
+                .codes
+                .iter()
+                .all(|l| l.len() == 300 && l.iter().all(|&v| v < 4)));
+            // 64 code tuples for 300 items: collisions are certain, and extra-level removes them.
+            assert!(a.report.before.collision_rate > 0.5, "{method}");
+            assert_eq!(a.report.after.collision_rate, 0.0, "{method}");
+            let set: std::collections::HashSet<_> = a.sids.iter().collect();
+            assert_eq!(set.len(), 300);
+            assert!(a.sids.iter().all(|s| s.codes()[..3].iter().all(|&v| v < 4)));
+            assert_eq!(a.report.method, method.name());
+            assert_eq!(a.report.reconstruction_source, "decoder");
+            let t = a.report.training.as_ref().unwrap();
+            assert_eq!((t.epochs, t.epoch_loss.len()), (6, 6));
+            assert!(a.report.reconstruction_mse.is_finite() && a.report.reconstruction_mse > 0.0);
+            // Same seed, same SIDs; another seed, other codes.
+            let b = build_sids(&x, &c, &mut |_, _, _| {}).unwrap();
+            assert_eq!(a.sids, b.sids, "{method}");
+            assert_eq!(a.codebooks, b.codebooks, "{method}");
+            assert_eq!(a.report.reconstruction_mse, b.report.reconstruction_mse);
+            let mut other = c.clone();
+            other.seed = 8;
+            let o = build_sids(&x, &other, &mut |_, _, _| {}).unwrap();
+            assert_ne!(a.codes, o.codes, "seed has no effect for {method}");
+            // The other policies apply too.
+            let mut none = c.clone();
+            none.collisions = CollisionPolicy::None;
+            let n = build_sids(&x, &none, &mut |_, _, _| {}).unwrap();
+            assert_eq!(n.codes, a.codes);
+            assert_eq!(n.report.after, n.report.before);
+            let mut sk = c.clone();
+            sk.collisions = CollisionPolicy::Sinkhorn;
+            let s = build_sids(&x, &sk, &mut |_, _, _| {}).unwrap();
+            assert!(s.report.after.collision_rate <= s.report.before.collision_rate);
+            assert_eq!(
+                s.codes[..2],
+                a.codes[..2],
+                "sinkhorn changed a level other than the last"
+            );
         }
     }
 
