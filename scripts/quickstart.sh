@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job, from a fresh clone: build, synthesize the default dataset, compile its SID trie
-# and score the baselines, train a tiny model for a few minutes (SFT) and evaluate it with
-# constrained beam search, then serve the catalogue. GRPO and /v1/recommend are not built yet;
-# this script grows with them.
+# The main job, from a fresh clone: build, fetch the text encoder, synthesize the default
+# dataset, embed its items and build learned Semantic IDs, score the baselines, train a tiny
+# model for a few minutes (SFT), evaluate it with constrained beam search, then serve it:
+# /v1/recommend, /v1/sid/lookup, /metrics on port 8080.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +21,16 @@ echo "==> building (release; the first build takes about 10 minutes on 2 cores)"
 cargo build --release --locked -p sidrec-trainer -p sidrec-server
 T=target/release/sidrec-trainer
 
+echo "==> fetching the text encoder (all-MiniLM-L6-v2, once, into .cache/)"
+./scripts/fetch-encoder.sh
+ENCODER=.cache/encoders/all-MiniLM-L6-v2
+
 echo "==> synthesizing the default dataset into $RUN/data"
 $T data synth --out "$RUN/data"
+
+echo "==> embedding every item's text, then learned SIDs (balanced residual k-means)"
+$T embed --data "$RUN/data" --encoder "$ENCODER" --out "$RUN/items.npy" --max-length 128
+$T sid --data "$RUN/data" --embeddings "$RUN/items.npy" --method rq-kmeans-constrained
 
 echo "==> dataset statistics, SID trie and baselines"
 $T data stats --data "$RUN/data" --json "$RUN/stats.json"
@@ -30,8 +38,8 @@ $T data stats --data "$RUN/data" --json "$RUN/stats.json"
 echo "==> a tiny from-scratch checkpoint, then $STEPS SFT steps (a few minutes on 2 cores)"
 $T init --data "$RUN/data" --out "$RUN/checkpoints/init"
 $T sft --init "$RUN/checkpoints/init" --data "$RUN/data" --out "$RUN/sft" \
-  --tasks seqrec,title2sid --max-steps "$STEPS" --eval-every 100 --valid-rows 200 \
-  --lr 3e-3 --warmup 20
+  --tasks seqrec,title2sid --history-loss --max-steps "$STEPS" --eval-every 100 \
+  --valid-rows 200 --lr 3e-3 --warmup 20
 
 echo "==> evaluating the best SFT checkpoint on 500 test rows (50 beams)"
 $T eval --checkpoint "$RUN/sft/best" --data "$RUN/data" --split test \
@@ -39,10 +47,17 @@ $T eval --checkpoint "$RUN/sft/best" --data "$RUN/data" --split test \
 
 cat <<MSG
 
-==> serving the catalogue on http://127.0.0.1:$PORT (Ctrl-C to stop). Try:
+==> serving $RUN/sft/best on http://127.0.0.1:$PORT (Ctrl-C to stop). Try:
+  curl -s http://127.0.0.1:$PORT/v1/recommend -H 'content-type: application/json' \
+       -d '{"history": ["7", "12", "31"], "k": 5}'
+  curl -s http://127.0.0.1:$PORT/v1/events -H 'content-type: application/json' \
+       -d '{"user_id": "alice", "item_ids": ["7", "12"]}'
+  curl -s http://127.0.0.1:$PORT/v1/recommend -H 'content-type: application/json' \
+       -d '{"user_id": "alice", "k": 5, "exclude_history": true}'
+  curl 'http://127.0.0.1:$PORT/v1/model'
   curl 'http://127.0.0.1:$PORT/v1/sid/lookup?item_id=7'
   curl 'http://127.0.0.1:$PORT/v1/sid/lookup?title=stainless%20steel%20brad%20nails&limit=3'
   curl 'http://127.0.0.1:$PORT/readyz'
   curl 'http://127.0.0.1:$PORT/metrics'
 MSG
-exec target/release/sidrec-server --data "$RUN/data" --port "$PORT"
+exec target/release/sidrec-server --model-dir "$RUN/sft/best" --port "$PORT"

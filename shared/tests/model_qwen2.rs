@@ -327,3 +327,35 @@ fn bf16_model_runs_and_stays_close_to_f32() {
     let train = half.forward_train(&ids, None).unwrap();
     assert_eq!(train.dtype(), DType::F32);
 }
+
+#[test]
+fn dropout_is_seeded_and_only_in_training() {
+    let cfg = tiny_cfg(2, true);
+    let (_vm, model) = random_model(&cfg, 21);
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let ids = Tensor::new(random_ids(&mut rng, 9, cfg.vocab_size), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let run = |mode: Mode, seed: u64| {
+        model.seed_dropout(seed);
+        model.forward_hidden(&ids, None, mode).unwrap()
+    };
+    let plain = run(Mode::Train, 1);
+    model.set_dropout(0.3).unwrap();
+    let a = run(Mode::Train, 1);
+    let b = run(Mode::Train, 1);
+    let c = run(Mode::Train, 2);
+    assert_eq!(max_diff(&a, &b), 0.0, "same seed, same masks");
+    assert!(max_diff(&a, &c) > 1e-3, "another seed, other masks");
+    assert!(
+        max_diff(&a, &plain) > 1e-3,
+        "dropout changes the training pass"
+    );
+    // Inference never drops.
+    let infer = run(Mode::Infer, 3);
+    assert!(max_diff(&infer, &plain) <= TOL);
+    assert!(model.set_dropout(1.0).is_err());
+    model.set_dropout(0.0).unwrap();
+    assert_eq!(max_diff(&run(Mode::Train, 5), &plain), 0.0);
+}

@@ -83,6 +83,21 @@ fn vm_hwm_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system, all threads) this process has used: less sensitive than wall
+/// time to other processes on a shared machine. 10 ms resolution.
+fn cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn main() {
     let o = parse();
     let data = std::env::var("SIDREC_BENCH_DATA")
@@ -116,8 +131,8 @@ fn main() {
         o.batch,
         o.history_loss
     );
-    println!("| preset | params | tokens/batch | fwd ms | fwd+bwd ms | step ms | fwd tok/s | step tok/s | bwd/fwd | peak RSS MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| preset | params | tokens/batch | fwd ms | fwd+bwd ms | step ms | fwd tok/s | step tok/s | bwd/fwd | step CPU ms | tok per CPU-s | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let device = Device::Cpu;
     for &preset in &o.presets {
         let cfg = preset_config(preset, tokenizer.vocab_size(), tokenizer.eos_id());
@@ -134,9 +149,10 @@ fn main() {
                 make_batch(&refs, tokenizer.eos_id(), &device).unwrap()
             })
             .collect();
-        let (mut fwd, mut fb, mut step, mut tokens) = (0f64, 0f64, 0f64, 0usize);
+        let (mut fwd, mut fb, mut step, mut tokens, mut cpu) = (0f64, 0f64, 0f64, 0usize, 0f64);
         for (i, b) in batches.iter().enumerate() {
             let warm = i < 2;
+            let c0 = cpu_s();
             let t0 = Instant::now();
             let nll = batch_nll(&model, b, Mode::Train).unwrap();
             let _ = nll.to_scalar::<f32>().unwrap();
@@ -152,12 +168,13 @@ fn main() {
                 fwd += (t1 - t0).as_secs_f64();
                 fb += (t2 - t0).as_secs_f64();
                 step += (t3 - t0).as_secs_f64();
+                cpu += cpu_s() - c0;
                 tokens += b.tokens;
             }
         }
         let n = batches.len().saturating_sub(2).max(1) as f64;
         println!(
-            "| {preset:?} | {:.1}M | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} |",
+            "| {preset:?} | {:.1}M | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} |",
             cfg.num_parameters() as f64 / 1e6,
             tokens as f64 / n,
             fwd / n * 1e3,
@@ -166,6 +183,8 @@ fn main() {
             tokens as f64 / fwd,
             tokens as f64 / step,
             (fb - fwd) / fwd,
+            cpu / n * 1e3,
+            tokens as f64 / cpu.max(1e-9),
             vm_hwm_mib()
         );
     }

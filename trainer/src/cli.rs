@@ -197,6 +197,14 @@ pub struct InitArgs {
     /// Target size of the byte-level BPE vocabulary (before the SID tokens are added).
     #[arg(long, default_value_t = 4000)]
     pub vocab_size: usize,
+    /// Start from a HuggingFace Qwen2 checkpoint directory (`config.json`, safetensors,
+    /// `tokenizer.json`) instead of a preset: its tokenizer is extended with the SID tokens (the
+    /// reference's TokenExtender) and the embeddings resized, new rows at the mean of the old.
+    #[arg(long, conflicts_with = "preset")]
+    pub base: Option<PathBuf>,
+    /// End-of-sequence token of `--base`'s tokenizer.
+    #[arg(long, default_value = "<|endoftext|>")]
+    pub eos_token: String,
     /// Compute device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
     pub device: String,

@@ -4,17 +4,21 @@
 //! reference's sorted order), sizes the preset model to that vocabulary, and writes a complete
 //! checkpoint. SFT starts from it; evaluation of it gives the untrained floor.
 
-use candle_core::DType;
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use sidrec::checkpoint::{self, NewCheckpoint};
 use sidrec::data::{DatasetDir, InteractionRow, Items, Split};
+use sidrec::model::checkpoint as hf;
 use sidrec::model::{Qwen2, Qwen2Config, TokenIds};
 use sidrec::prompt::{self, PromptStyle};
 use sidrec::tokenizer::SidTokenizer;
 use sidrec::SidIndex;
 
 use crate::cli::{InitArgs, Preset};
-use crate::error::Result;
+use crate::error::{Result, TrainerError};
 
 /// Texts the tokenizer is trained on: the prompts and responses of the training tasks.
 pub fn tokenizer_corpus(
@@ -58,12 +62,67 @@ pub fn preset_config(preset: Preset, vocab: usize, eos_id: u32) -> Qwen2Config {
 }
 
 /// `sidrec-trainer init`.
+/// `rows` of `t` (a `[n, hidden]` matrix): the first `keep` rows of `t`, then rows at the mean
+/// of those `keep` rows (HF's `resize_token_embeddings` with mean initialisation, except that
+/// rows past the old tokenizer are never reused: in Qwen2 checkpoints they are untrained padding).
+pub fn resize_rows(t: &Tensor, keep: usize, rows: usize) -> Result<Tensor> {
+    let keep = keep.min(t.dim(0)?).min(rows);
+    let old = t.narrow(0, 0, keep)?;
+    if rows == keep {
+        return Ok(old);
+    }
+    let mean = old.mean_keepdim(0)?;
+    let fresh = mean.repeat((rows - keep, 1))?;
+    Ok(Tensor::cat(&[&old, &fresh], 0)?)
+}
+
+/// A HF Qwen2 base model with the SID tokens added: the extended tokenizer and the model.
+fn from_base(
+    base: &Path,
+    eos: &str,
+    index: &SidIndex,
+    device: &Device,
+) -> Result<(SidTokenizer, Qwen2)> {
+    let tok_path = base.join("tokenizer.json");
+    let inner = tokenizers::Tokenizer::from_file(&tok_path)
+        .map_err(|e| TrainerError::Invalid(format!("{}: {e}", tok_path.display())))?;
+    let (tokenizer, old_vocab) = SidTokenizer::extend(inner, eos, index)?;
+    let mut cfg = hf::load_config(base)?;
+    let rows = tokenizer.vocab_size();
+    let mut tensors: HashMap<String, Tensor> = hf::load_tensors(base, &Device::Cpu)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
+        .collect::<candle_core::Result<_>>()?;
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        if let Some(t) = tensors.remove(name) {
+            tensors.insert(name.to_string(), resize_rows(&t, old_vocab, rows)?);
+        }
+    }
+    cfg.vocab_size = rows;
+    let tensors = tensors
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_device(device)?)))
+        .collect::<candle_core::Result<HashMap<_, _>>>()?;
+    let model = Qwen2::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, device))?;
+    eprintln!(
+        "{}: {} SID tokens added to a {}-token vocabulary; embeddings resized to {rows} rows",
+        base.display(),
+        rows.saturating_sub(old_vocab),
+        old_vocab
+    );
+    Ok((tokenizer, model))
+}
+
 pub fn run(args: &InitArgs) -> Result<()> {
     let device = sidrec::device::parse_device(&args.device)?;
     let ds = DatasetDir::discover(&args.data)?;
     let index = ds.read_index()?;
     let items = ds.read_items()?;
     let train = ds.read_split(Split::Train)?;
+    if let Some(base) = &args.base {
+        let (tokenizer, model) = from_base(base, &args.eos_token, &index, &device)?;
+        return write_init(args, &ds, &index, &items, &tokenizer, &model);
+    }
     let corpus = tokenizer_corpus(args.prompt_style, &train, &items, &index);
     eprintln!(
         "training a {}-token BPE on {} texts ...",
@@ -74,15 +133,26 @@ pub fn run(args: &InitArgs) -> Result<()> {
     let cfg = preset_config(args.preset, tokenizer.vocab_size(), tokenizer.eos_id());
     let varmap = VarMap::new();
     let model = Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    write_init(args, &ds, &index, &items, &tokenizer, &model)
+}
+
+fn write_init(
+    args: &InitArgs,
+    ds: &DatasetDir,
+    index: &SidIndex,
+    items: &Items,
+    tokenizer: &SidTokenizer,
+    model: &Qwen2,
+) -> Result<()> {
     let mut files = vec![ds.items.clone(), ds.split_path(Split::Train)];
     files.extend(ds.index.clone());
     let meta = checkpoint::write(
         &args.out,
         &NewCheckpoint {
-            model: &model,
-            tokenizer: &tokenizer,
-            index: &index,
-            items: &items,
+            model,
+            tokenizer,
+            index,
+            items,
             prompt_style: args.prompt_style,
             stage: "init",
             collision_policy: "as-indexed",
@@ -94,9 +164,27 @@ pub fn run(args: &InitArgs) -> Result<()> {
     println!(
         "wrote {} ({} parameters, vocab {}, version {})",
         args.out.display(),
-        cfg.num_parameters(),
+        model.config().num_parameters(),
         tokenizer.vocab_size(),
         meta.version
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resized_rows_keep_the_old_ones_and_start_new_ones_at_their_mean() {
+        let t = Tensor::new(&[[1f32, 2.], [3., 4.], [100., 100.]], &Device::Cpu).unwrap();
+        // Row 2 is past the old tokenizer (padding): it is replaced, not reused.
+        let r = resize_rows(&t, 2, 4).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(
+            r,
+            vec![vec![1., 2.], vec![3., 4.], vec![2., 3.], vec![2., 3.]]
+        );
+        let r = resize_rows(&t, 2, 2).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(r, vec![vec![1., 2.], vec![3., 4.]]);
+    }
 }

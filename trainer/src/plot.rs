@@ -225,7 +225,7 @@ mod tests {
 
         std::fs::write(&m, "{\"loss\": 1}\n").unwrap();
         let e = read_series(&m, &["loss"]).unwrap_err().to_string();
-        assert!(e.contains("line 1"), "{e}");
+        assert!(e.contains("metrics.jsonl:1:") && e.contains("step"), "{e}");
         assert!(plot(&m, &out, &["nothing".into()]).is_err());
     }
 }

@@ -164,3 +164,65 @@ fn checkpoints_reload_identically_and_corruption_is_refused() {
     let o = run(&["eval", "--checkpoint", &ck, "--data", &data]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a complete sidrec checkpoint"));
 }
+
+#[test]
+fn init_from_a_hf_base_extends_the_tokenizer_and_keeps_the_old_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    // The base: a from-scratch checkpoint is a HF Qwen2 directory (config, safetensors, tokenizer).
+    let (_, base) = setup(dir.path());
+    // A larger catalogue has SID tokens the base tokenizer lacks.
+    let data2 = dir.path().join("data2").to_str().unwrap().to_string();
+    ok(&[
+        "data", "synth", "--items", "2500", "--users", "300", "--seed", "4", "--out", &data2,
+    ]);
+    let out = dir.path().join("based").to_str().unwrap().to_string();
+    ok(&[
+        "init",
+        "--data",
+        &data2,
+        "--out",
+        &out,
+        "--base",
+        &base,
+        "--prompt-style",
+        "minionerec",
+    ]);
+    let a = Checkpoint::load(&base, &Device::Cpu, None).unwrap();
+    let b = Checkpoint::load(&out, &Device::Cpu, None).unwrap();
+    let (va, vb) = (a.tokenizer.vocab_size(), b.tokenizer.vocab_size());
+    assert!(vb > va, "no SID tokens were added ({va} -> {vb})");
+    assert_eq!(b.model.config().vocab_size, vb);
+    // Old rows are kept, new rows start at the mean of the old ones.
+    let ea = a.model.embed_weight().to_vec2::<f32>().unwrap();
+    let eb = b.model.embed_weight().to_vec2::<f32>().unwrap();
+    assert_eq!(&eb[..va], &ea[..]);
+    let h = ea[0].len();
+    let mean: Vec<f32> = (0..h)
+        .map(|j| ea.iter().map(|r| r[j]).sum::<f32>() / va as f32)
+        .collect();
+    for row in &eb[va..] {
+        for (x, m) in row.iter().zip(&mean) {
+            assert!((x - m).abs() < 1e-6);
+        }
+    }
+    // Old tokens give the same hidden states through the unchanged layers.
+    let ids = Tensor::new(&[[1u32, 5, 9, 3]], &Device::Cpu).unwrap();
+    let ha = a
+        .model
+        .forward_hidden(&ids, None, sidrec::model::Mode::Infer)
+        .unwrap();
+    let hb = b
+        .model
+        .forward_hidden(&ids, None, sidrec::model::Mode::Infer)
+        .unwrap();
+    let d: f32 = (ha - hb)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert_eq!(d, 0.0);
+    assert_eq!(b.meta.prompt_style.to_string(), "minionerec");
+}

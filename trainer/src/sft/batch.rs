@@ -113,6 +113,15 @@ mod tests {
         assert_eq!(b.positions.to_vec1::<u32>().unwrap(), [2, 3, 5]);
         assert_eq!(b.targets.to_vec1::<u32>().unwrap(), [8, 9, 2]);
         assert_eq!((b.tokens, b.supervised), (7, 3));
+
+        // Supervised prompt tokens are predicted from the position before them.
+        let g = Example {
+            prompt_targets: vec![1, 2],
+            ..e.clone()
+        };
+        let b = make_batch(&[&g], 0, &Device::Cpu).unwrap();
+        assert_eq!(b.positions.to_vec1::<u32>().unwrap(), [0, 1, 2, 3]);
+        assert_eq!(b.targets.to_vec1::<u32>().unwrap(), [6, 7, 8, 9]);
     }
 
     #[test]
