@@ -243,7 +243,7 @@ pub async fn prepare(
                 .history()
                 .history(&user, max_history)
                 .await
-                .map_err(|e| ApiError::HistoryStoreUnavailable(e.to_string()))?;
+                .map_err(ApiError::from)?;
             // Items recorded under an older catalogue that the serving one lacks are skipped.
             let ids: Vec<ItemId> = stored
                 .iter()
