@@ -630,47 +630,12 @@ async fn full_queue_gives_429_and_deadlines_give_504() {
     assert_eq!((st, code(&body)), (504, "deadline_exceeded"));
 }
 
-/// Spawn the real binary on a free port; returns it and its base URL (read from its log).
-fn spawn_binary(model_dir: &Path) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sidrec-server"))
-        .args(["--model-dir", model_dir.to_str().unwrap(), "--port", "0"])
-        .args([
-            "--max-batch-size",
-            "1",
-            "--max-batch-wait",
-            "0ms",
-            "--log-level",
-            "info",
-        ])
-        .env("RAYON_NUM_THREADS", "1")
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
-}
-
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let root = tempfile::tempdir().unwrap();
     let ck = root.path().join("ck");
     write_checkpoint(&ck, "v1");
-    let (mut child, base) = spawn_binary(&ck);
+    let (mut child, base) = spawn_binary(&ck, &[]);
     let http = client();
     let t = Instant::now();
     loop {
