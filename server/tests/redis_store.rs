@@ -491,6 +491,25 @@ async fn server_with_redis_histories_cache_outage_and_reload_channel() {
     assert_eq!((st, cache_header(&h)), (200, "hit"));
     assert_eq!(body["items"], first["items"]);
     assert!(counter(&base, "sidrec_cache_hits_total").await >= hits_before + 2.0);
+    // A batch looks up each entry: the cached one is a hit, the others are not.
+    let batch = json!({"requests": [by_user, {"history": [99]}, {"history": [5], "k": 1}]});
+    let (st, h, body) = post_to(&base, "/v1/recommend/batch", &batch).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(h.get("x-sidrec-cache-hits").unwrap(), "1");
+    // (Batch results go through serde_json::Value, which widens the f32 scores: compare ids.)
+    let item_ids = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["item_id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        item_ids(&body["results"][0]["items"]),
+        item_ids(&first["items"])
+    );
+    assert_eq!(common::code(&body["results"][1]), "unknown_items");
+    assert_eq!(body["results"][2]["items"].as_array().unwrap().len(), 1);
 
     // A message on the reload channel swaps in the newer checkpoint of --model-dir; its answers
     // are not the old checkpoint's cached ones.
