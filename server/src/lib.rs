@@ -97,7 +97,12 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 header::AUTHORIZATION,
                 REQUEST_ID.clone(),
             ])
-            .expose_headers([REQUEST_ID.clone(), header::RETRY_AFTER]),
+            .expose_headers([
+                REQUEST_ID.clone(),
+                header::RETRY_AFTER,
+                routes::recommend::CACHE_HEADER.clone(),
+                routes::recommend::CACHE_HITS_HEADER.clone(),
+            ]),
     )
 }
 
