@@ -479,12 +479,16 @@ async fn hot_swap_under_load_and_a_corrupt_checkpoint() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for c in 0..4u32 {
-        let (url, stop) = (s.url(REC), stop.clone());
+        let (url, stop, v1) = (s.url(REC), stop.clone(), v1.clone());
         clients.push(tokio::spawn(async move {
             let http = client();
             let mut seen: Vec<String> = Vec::new();
             let mut failures = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
+            // Stop once told to and past the swap: on a loaded machine a request sent before the
+            // swap may answer (from v1) well after it.
+            while !(stop.load(Ordering::SeqCst)
+                && (seen.last().is_some_and(|v| *v != v1) || !failures.is_empty()))
+            {
                 let r = http
                     .post(&url)
                     .json(&json!({"history": [c % 8, (c + 3) % 8], "k": 5, "num_beams": 20}))
