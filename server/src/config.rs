@@ -68,6 +68,29 @@ pub struct Config {
     #[arg(long, env = "SIDREC_HISTORY_CAP", default_value_t = 100)]
     pub history_cap: usize,
 
+    /// Redis holding user histories and the response cache, shared by every replica, and
+    /// carrying reload messages (`redis://[user:password@]host[:port][/db]`). Without it both
+    /// live in process memory.
+    #[arg(long, env = "SIDREC_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key this server writes (several deployments can share a Redis).
+    #[arg(long, env = "SIDREC_REDIS_PREFIX", default_value = "sidrec:")]
+    pub redis_prefix: String,
+
+    /// Redis channel whose messages make the server load the newest checkpoint of
+    /// `--model-dir`, as `POST /admin/reload` does.
+    #[arg(long, env = "SIDREC_RELOAD_CHANNEL", default_value = "sidrec:reload")]
+    pub reload_channel: String,
+
+    /// How long a `/v1/recommend` response is cached (`0s`: no response cache).
+    #[arg(long, env = "SIDREC_CACHE_TTL", default_value = "60s", value_parser = parse_duration_or_zero)]
+    pub cache_ttl: Duration,
+
+    /// Most responses held by the in-process response cache (used without `--redis-url`).
+    #[arg(long, env = "SIDREC_CACHE_CAPACITY", default_value_t = 10_000)]
+    pub cache_capacity: usize,
+
     /// Allow cross-origin requests from these origins (comma-separated, or `*`); CORS is off
     /// without it.
     #[arg(long, env = "SIDREC_CORS_ORIGIN", value_delimiter = ',')]
@@ -122,6 +145,14 @@ mod tests {
         let c =
             Config::try_parse_from(["s", "--model-dir", "m", "--watch-interval", "0s"]).unwrap();
         assert_eq!(c.watch_interval, Duration::ZERO);
+        assert_eq!(
+            (c.redis_url.as_deref(), c.redis_prefix.as_str()),
+            (None, "sidrec:")
+        );
+        assert_eq!(c.reload_channel, "sidrec:reload");
+        assert_eq!(c.cache_ttl, Duration::from_secs(60));
+        let c = Config::try_parse_from(["s", "--model-dir", "m", "--cache-ttl", "0s"]).unwrap();
+        assert!(c.cache_ttl.is_zero());
         assert!(c.data.is_none());
         assert!(
             Config::try_parse_from(["s"]).is_err(),

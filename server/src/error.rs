@@ -105,6 +105,17 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    /// A store that cannot be reached is a 503 with `Retry-After` (the client may retry); any
+    /// other store failure is a server fault.
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(m) => ApiError::HistoryStoreUnavailable(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 /// The JSON body of every error response.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {

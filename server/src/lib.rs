@@ -2,7 +2,7 @@
 //!
 //! Built like a small TGI router: [`config`] (CLI), [`state`] (shared state: swappable
 //! catalogue and engine), [`engine`] (checkpoint loading, the dynamic batcher, hot swap),
-//! [`history`] (user histories), [`error`] (one error type, one JSON shape), [`routes`]
+//! [`store`] (user histories, response cache, reload channel), [`error`] (one error type, one JSON shape), [`routes`]
 //! (handlers), [`metrics`] (Prometheus), and [`app`] / [`serve`] here, which assemble the
 //! middleware stack and run it until shutdown. The contract of every route is
 //! `openapi/openapi.yaml`.
@@ -10,7 +10,6 @@
 pub mod config;
 pub mod engine;
 pub mod error;
-pub mod history;
 pub mod metrics;
 pub mod routes;
 pub mod search;
@@ -18,6 +17,7 @@ pub mod state;
 pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -97,7 +97,12 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 header::AUTHORIZATION,
                 REQUEST_ID.clone(),
             ])
-            .expose_headers([REQUEST_ID.clone(), header::RETRY_AFTER]),
+            .expose_headers([
+                REQUEST_ID.clone(),
+                header::RETRY_AFTER,
+                routes::recommend::CACHE_HEADER.clone(),
+                routes::recommend::CACHE_HITS_HEADER.clone(),
+            ]),
     )
 }
 
@@ -293,11 +298,27 @@ pub fn state_for(config: &Config) -> anyhow::Result<AppState> {
         config.max_batch_size >= 1 && config.max_queue >= 1,
         "--max-batch-size and --max-queue must be at least 1"
     );
+    let (history, cache): (Arc<dyn store::HistoryStore>, Arc<dyn store::ResponseCache>) =
+        match &config.redis_url {
+            Some(url) => {
+                let redis = Arc::new(store::RedisStore::open(&store::RedisConfig {
+                    key_prefix: config.redis_prefix.clone(),
+                    ..store::RedisConfig::new(url.clone())
+                })?);
+                (redis.clone(), redis)
+            }
+            None => (
+                Arc::new(store::MemoryHistory::new()),
+                Arc::new(store::MemoryCache::new(config.cache_capacity)),
+            ),
+        };
     let state = AppState::with_options(ServerOptions {
         data_dir: config.data.clone(),
         model,
-        history: std::sync::Arc::new(history::MemoryHistory::new()),
+        history,
         history_cap: config.history_cap.max(1),
+        cache: Some(cache),
+        cache_ttl: config.cache_ttl,
         max_history: config.max_history.max(1),
         request_timeout: config.request_timeout,
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
@@ -339,6 +360,10 @@ pub async fn serve_state(config: Config, state: AppState) -> anyhow::Result<()> 
                 engine::reload::watch(watcher, interval).await;
             }
         });
+        if let Some(url) = &config.redis_url {
+            let rx = store::subscribe_reloads(url, &config.reload_channel)?;
+            tokio::spawn(engine::reload::follow_channel(state.clone(), rx));
+        }
     } else {
         let loader = state.clone();
         tokio::spawn(async move {

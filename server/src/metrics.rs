@@ -39,6 +39,8 @@ pub struct Metrics {
     pub beams_decoded: IntCounter,
     /// Responses served from the response cache.
     pub cache_hits: IntCounter,
+    /// Response cache reads and writes that failed (the request was served without the cache).
+    pub cache_errors: IntCounter,
     /// Checkpoint reloads by result (`ok`, `failed`).
     pub reloads: IntCounterVec,
     /// 1 for the serving checkpoint's version.
@@ -112,6 +114,11 @@ impl Metrics {
             "Responses served from the response cache",
         )
         .expect("valid");
+        let cache_errors = IntCounter::new(
+            "cache_errors_total",
+            "Response cache reads and writes that failed (requests are served without the cache)",
+        )
+        .expect("valid");
         let reloads = IntCounterVec::new(
             Opts::new("reloads_total", "Checkpoint reloads by result"),
             &["result"],
@@ -133,6 +140,7 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(beams_decoded.clone()),
             Box::new(cache_hits.clone()),
+            Box::new(cache_errors.clone()),
             Box::new(reloads.clone()),
             Box::new(model_info.clone()),
         ] {
@@ -154,6 +162,7 @@ impl Metrics {
             queue_depth,
             beams_decoded,
             cache_hits,
+            cache_errors,
             reloads,
             model_info,
         }

@@ -15,9 +15,9 @@ use sidrec::data::DatasetDir;
 use crate::engine::batcher::{Batcher, BatcherConfig};
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::history::{HistoryStore, MemoryHistory};
 use crate::metrics::Metrics;
 use crate::search::TitleIndex;
+use crate::store::{HistoryStore, MemoryHistory, ResponseCache};
 
 /// Summary of a loaded catalogue (the `catalogue` member of `/readyz`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -98,6 +98,10 @@ pub struct ServerOptions {
     pub history: Arc<dyn HistoryStore>,
     /// Longest stored history per user.
     pub history_cap: usize,
+    /// The response cache of `/v1/recommend` (`None`: off).
+    pub cache: Option<Arc<dyn ResponseCache>>,
+    /// How long a cached response is served.
+    pub cache_ttl: Duration,
     /// Most recent history items put in a prompt.
     pub max_history: usize,
     /// Deadline of a recommendation (504 past it).
@@ -113,6 +117,8 @@ impl Default for ServerOptions {
             model: None,
             history: Arc::new(MemoryHistory::new()),
             history_cap: 100,
+            cache: None,
+            cache_ttl: Duration::from_secs(60),
             max_history: 10,
             request_timeout: Duration::from_secs(10),
             admin_token: None,
@@ -277,6 +283,12 @@ impl AppState {
     /// The history store.
     pub fn history(&self) -> &dyn HistoryStore {
         self.0.options.history.as_ref()
+    }
+
+    /// The response cache, when one is configured (with a non-zero TTL).
+    pub fn cache(&self) -> Option<&dyn ResponseCache> {
+        let o = &self.0.options;
+        o.cache.as_deref().filter(|_| !o.cache_ttl.is_zero())
     }
 
     /// Load the catalogue of the configured data directory on a blocking thread and swap it in.

@@ -479,12 +479,16 @@ async fn hot_swap_under_load_and_a_corrupt_checkpoint() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for c in 0..4u32 {
-        let (url, stop) = (s.url(REC), stop.clone());
+        let (url, stop, v1) = (s.url(REC), stop.clone(), v1.clone());
         clients.push(tokio::spawn(async move {
             let http = client();
             let mut seen: Vec<String> = Vec::new();
             let mut failures = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
+            // Stop once told to and past the swap: on a loaded machine a request sent before the
+            // swap may answer (from v1) well after it.
+            while !(stop.load(Ordering::SeqCst)
+                && (seen.last().is_some_and(|v| *v != v1) || !failures.is_empty()))
+            {
                 let r = http
                     .post(&url)
                     .json(&json!({"history": [c % 8, (c + 3) % 8], "k": 5, "num_beams": 20}))
@@ -630,47 +634,12 @@ async fn full_queue_gives_429_and_deadlines_give_504() {
     assert_eq!((st, code(&body)), (504, "deadline_exceeded"));
 }
 
-/// Spawn the real binary on a free port; returns it and its base URL (read from its log).
-fn spawn_binary(model_dir: &Path) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sidrec-server"))
-        .args(["--model-dir", model_dir.to_str().unwrap(), "--port", "0"])
-        .args([
-            "--max-batch-size",
-            "1",
-            "--max-batch-wait",
-            "0ms",
-            "--log-level",
-            "info",
-        ])
-        .env("RAYON_NUM_THREADS", "1")
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
-}
-
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let root = tempfile::tempdir().unwrap();
     let ck = root.path().join("ck");
     write_checkpoint(&ck, "v1");
-    let (mut child, base) = spawn_binary(&ck);
+    let (mut child, base) = spawn_binary(&ck, &[]);
     let http = client();
     let t = Instant::now();
     loop {

@@ -200,3 +200,45 @@ pub async fn watch(state: AppState, interval: Duration) {
         tokio::time::sleep(interval).await;
     }
 }
+
+/// Load the newest checkpoint of `--model-dir` unless it is already serving (a failed one is
+/// retried: a reload request is the operator's way to say "try again").
+async fn reload_newest(state: &AppState) {
+    let Some(opts) = state.options().model.clone() else {
+        return;
+    };
+    let _guard = state.reload_lock().lock().await;
+    if let (Ok(Some(cand)), Some(e)) = (resolve(&opts.dir), state.engine()) {
+        if e.dir == cand.dir && e.version() == cand.stamp {
+            tracing::info!(version = %cand.stamp, "reload requested; the newest checkpoint is already serving");
+            return;
+        }
+    }
+    // Failures are already logged, counted and recorded by `reload_locked`.
+    let _ = reload_locked(state, None).await;
+}
+
+/// Follow the Redis reload channel until it closes: every message loads the newest checkpoint
+/// of `--model-dir` (as `POST /admin/reload` does; the payload is only logged), and so does
+/// every resubscription after the first, since messages published while the subscription was
+/// down are lost.
+pub async fn follow_channel(
+    state: AppState,
+    mut events: tokio::sync::mpsc::Receiver<crate::store::ReloadEvent>,
+) {
+    use crate::store::ReloadEvent;
+    let mut subscribed_before = false;
+    while let Some(event) = events.recv().await {
+        match event {
+            ReloadEvent::Subscribed if !subscribed_before => subscribed_before = true,
+            ReloadEvent::Subscribed => {
+                tracing::info!("reload channel resubscribed; checking for a missed checkpoint");
+                check_once(&state).await;
+            }
+            ReloadEvent::Message(payload) => {
+                tracing::info!(%payload, "reload requested on the reload channel");
+                reload_newest(&state).await;
+            }
+        }
+    }
+}

@@ -68,7 +68,7 @@ pub async fn events(
         .history()
         .append(&user, &ids, state.options().history_cap.max(1))
         .await
-        .map_err(|e| ApiError::HistoryStoreUnavailable(e.to_string()))?;
+        .map_err(ApiError::from)?;
     Ok(Json(EventsResponse {
         user_id: user,
         history_length,

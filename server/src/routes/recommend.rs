@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sidrec::{ItemId, Sid};
 
@@ -31,6 +32,10 @@ pub const MAX_NUM_BEAMS: usize = 200;
 pub const MAX_HISTORY_ITEMS: usize = 50;
 /// Longest `exclude`.
 pub const MAX_EXCLUDE: usize = 1000;
+/// Header of a `/v1/recommend` answer: `hit` when it came from the response cache, else `miss`.
+pub static CACHE_HEADER: HeaderName = HeaderName::from_static("x-sidrec-cache");
+/// Header of a `/v1/recommend/batch` answer: how many of its results came from the cache.
+pub static CACHE_HITS_HEADER: HeaderName = HeaderName::from_static("x-sidrec-cache-hits");
 /// Most requests in one `/v1/recommend/batch` call.
 pub const MAX_BATCH_REQUESTS: usize = 64;
 /// Longest `user_id`.
@@ -243,7 +248,7 @@ pub async fn prepare(
                 .history()
                 .history(&user, max_history)
                 .await
-                .map_err(|e| ApiError::HistoryStoreUnavailable(e.to_string()))?;
+                .map_err(ApiError::from)?;
             // Items recorded under an older catalogue that the serving one lacks are skipped.
             let ids: Vec<ItemId> = stored
                 .iter()
@@ -285,8 +290,79 @@ pub async fn prepare(
     })
 }
 
+impl Prepared {
+    /// The response cache key under `engine`: everything the answer depends on (prompt,
+    /// exclusions with the history's folded in, `k`, `num_beams`), so that requests differing
+    /// only in form (defaults spelt out, a `user_id` or the history it resolves to) share it.
+    fn cache_key(&self, engine: &Engine) -> String {
+        let normalised = serde_json::json!({
+            "prompt": self.prompt,
+            "exclude": self.exclude,
+            "k": self.k,
+            "num_beams": self.num_beams,
+        });
+        crate::store::cache_key(engine.version(), &normalised)
+    }
+}
+
+/// The cached answer under `key`, if any. A cache that fails is logged and counted, and the
+/// request is computed as on a miss.
+async fn cache_get(state: &AppState, key: &str, start: Instant) -> Option<RecommendResponse> {
+    let cache = state.cache()?;
+    let bytes = match cache.cache_get(key).await {
+        Ok(b) => b?,
+        Err(e) => {
+            state.metrics().cache_errors.inc();
+            tracing::warn!("response cache read failed, computing the answer: {e}");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<RecommendResponse>(&bytes) {
+        Ok(mut r) => {
+            state.metrics().cache_hits.inc();
+            r.timing = Timing {
+                queue_ms: 0.0,
+                inference_ms: 0.0,
+                total_ms: ms(start.elapsed()),
+            };
+            Some(r)
+        }
+        Err(e) => {
+            state.metrics().cache_errors.inc();
+            tracing::warn!("unreadable response cache entry, computing the answer: {e}");
+            None
+        }
+    }
+}
+
+/// Cache `response` under `key` in the background: the client does not wait for the cache, and
+/// a failure is only logged and counted.
+fn cache_put(state: &AppState, key: String, response: &RecommendResponse) {
+    if state.cache().is_none() {
+        return;
+    }
+    let bytes = match serde_json::to_vec(response) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("cannot serialise a response for the cache: {e}");
+            return;
+        }
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let Some(cache) = state.cache() else { return };
+        if let Err(e) = cache
+            .cache_put(&key, &bytes, state.options().cache_ttl)
+            .await
+        {
+            state.metrics().cache_errors.inc();
+            tracing::warn!("response cache write failed: {e}");
+        }
+    });
+}
+
 /// One recommended item.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecommendedItem {
     /// 1 for the best.
     pub rank: usize,
@@ -300,8 +376,8 @@ pub struct RecommendedItem {
     pub score: f32,
 }
 
-/// Where the time went, in milliseconds.
-#[derive(Debug, Clone, Serialize)]
+/// Where the time went, in milliseconds (a cached answer has no queue or inference time).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Timing {
     /// Waiting in the batcher's queue.
     pub queue_ms: f64,
@@ -312,7 +388,7 @@ pub struct Timing {
 }
 
 /// Body of a recommendation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecommendResponse {
     /// Best first.
     pub items: Vec<RecommendedItem>,
@@ -388,13 +464,18 @@ pub async fn recommend(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<RecommendResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let start = Instant::now();
     let deadline = start + state.options().request_timeout;
     let v = json_body(&headers, &body)?;
     let params = parse_request(&v)?;
     let engine = serving(&state)?;
     let prepared = prepare(&state, &engine, params).await?;
+    let key = prepared.cache_key(&engine);
+    if let Some(hit) = cache_get(&state, &key, start).await {
+        let marker = (CACHE_HEADER.clone(), HeaderValue::from_static("hit"));
+        return Ok(([marker], Json(hit)).into_response());
+    }
     let (job, rx) = Job::new(
         engine.clone(),
         prepared.prompt.clone(),
@@ -404,7 +485,10 @@ pub async fn recommend(
     );
     submit(&state, vec![job])?;
     let out = wait(rx, deadline).await?;
-    Ok(Json(respond(&engine, &prepared, out, start)))
+    let response = respond(&engine, &prepared, out, start);
+    cache_put(&state, key, &response);
+    let marker = (CACHE_HEADER.clone(), HeaderValue::from_static("miss"));
+    Ok(([marker], Json(response)).into_response())
 }
 
 /// Body of a batch answer: per request, a response or an error body.
@@ -425,7 +509,7 @@ pub async fn recommend_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let start = Instant::now();
     let deadline = start + state.options().request_timeout;
     let v = json_body(&headers, &body)?;
@@ -448,17 +532,29 @@ pub async fn recommend_batch(
     }
     let engine = serving(&state)?;
     let mut slots: Vec<Result<Prepared, ApiError>> = Vec::with_capacity(list.len());
+    // Per entry: its cache key and, on a hit, the cached answer.
+    let mut cached: Vec<(String, Option<RecommendResponse>)> = Vec::with_capacity(list.len());
     for entry in list {
         let prepared = match parse_request(entry) {
             Ok(p) => prepare(&state, &engine, p).await,
             Err(e) => Err(e),
         };
+        cached.push(match &prepared {
+            Ok(p) => {
+                let key = p.cache_key(&engine);
+                let hit = cache_get(&state, &key, start).await;
+                (key, hit)
+            }
+            Err(_) => (String::new(), None),
+        });
         slots.push(prepared);
     }
+    let hits = cached.iter().filter(|c| c.1.is_some()).count();
     let mut jobs = Vec::new();
     let mut receivers: Vec<Option<JobReceiver>> = Vec::with_capacity(slots.len());
-    for slot in &slots {
+    for (slot, (_, hit)) in slots.iter().zip(&cached) {
         match slot {
+            Ok(_) if hit.is_some() => receivers.push(None),
             Ok(p) => {
                 let (job, rx) = Job::new(
                     engine.clone(),
@@ -477,10 +573,15 @@ pub async fn recommend_batch(
         submit(&state, jobs)?;
     }
     let mut results = Vec::with_capacity(slots.len());
-    for (slot, rx) in slots.into_iter().zip(receivers) {
+    for ((slot, rx), (key, hit)) in slots.into_iter().zip(receivers).zip(cached) {
         let value = match (slot, rx) {
+            (Ok(_), None) if hit.is_some() => to_value(&hit),
             (Ok(p), Some(rx)) => match wait(rx, deadline).await {
-                Ok(out) => to_value(&respond(&engine, &p, out, start)),
+                Ok(out) => {
+                    let response = respond(&engine, &p, out, start);
+                    cache_put(&state, key, &response);
+                    to_value(&response)
+                }
                 Err(ApiError::DeadlineExceeded) => return Err(ApiError::DeadlineExceeded),
                 Err(e) => to_value(&e.body()),
             },
@@ -489,7 +590,8 @@ pub async fn recommend_batch(
         };
         results.push(value);
     }
-    Ok(Json(BatchResponse { results }))
+    let marker = (CACHE_HITS_HEADER.clone(), HeaderValue::from(hits));
+    Ok(([marker], Json(BatchResponse { results })).into_response())
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! State the server keeps outside the model: user histories, the response cache and the fleet's
 //! reload channel (DESIGN §6).
 //!
-//! Without Redis, histories live in the server's memory (the history module's `MemoryHistory`)
+//! Without Redis, histories live in the server's memory ([`MemoryHistory`])
 //! and responses are cached by [`MemoryCache`]. With `--redis-url`, [`RedisStore`] keeps both in
 //! Redis, shared by every replica, and [`subscribe_reloads`] / [`RedisStore::publish_reload`]
 //! carry "load a new checkpoint" messages to the whole fleet. Callers hold the stores as
 //! `Arc<dyn HistoryStore>` / `Arc<dyn ResponseCache>` and never see which one they have.
 
 mod cache;
+mod memory;
 mod redis;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use sidrec::ItemId;
 
 pub use self::cache::{cache_key, canonical_json, MemoryCache};
+pub use self::memory::MemoryHistory;
 pub use self::redis::{
     subscribe_reloads, subscribe_reloads_with, RedisConfig, RedisStore, ReloadEvent,
     SubscribeOptions,

@@ -346,3 +346,40 @@ pub async fn post_raw(
     }
     (status, body)
 }
+
+/// Spawn the real binary over `model_dir` on a free port, with `extra` flags; returns it and its
+/// base URL (read from its log).
+pub fn spawn_binary(model_dir: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sidrec-server"))
+        .args(["--model-dir", model_dir.to_str().unwrap(), "--port", "0"])
+        .args([
+            "--max-batch-size",
+            "1",
+            "--max-batch-wait",
+            "0ms",
+            "--log-level",
+            "info",
+        ])
+        .args(extra)
+        .env("RAYON_NUM_THREADS", "1")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{addr}"))
+}

@@ -1,37 +1,11 @@
-//! Per-user interaction histories behind one small trait, so that `/v1/events` and `user_id`
-//! requests do not care whether histories live in process memory ([`MemoryHistory`]) or in Redis.
+//! Per-user histories in process memory, the history store of a server without Redis.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 
 use sidrec::ItemId;
 
-/// A history store failure (the store is down or answered nonsense); served as 503
-/// `history_store_unavailable`.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct HistoryError(pub String);
-
-/// The boxed future a [`HistoryStore`] method returns (object-safe async).
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, HistoryError>> + Send + 'a>>;
-
-/// Where user histories live.
-pub trait HistoryStore: Send + Sync + fmt::Debug {
-    /// Append `item_ids` (oldest first) to `user_id`'s history, keep only its newest `cap`
-    /// entries, and return the history's length afterwards.
-    fn append<'a>(
-        &'a self,
-        user_id: &'a str,
-        item_ids: &'a [ItemId],
-        cap: usize,
-    ) -> StoreFuture<'a, usize>;
-
-    /// The newest `max_len` entries of `user_id`'s history, oldest first (empty when unknown).
-    fn history<'a>(&'a self, user_id: &'a str, max_len: usize) -> StoreFuture<'a, Vec<String>>;
-}
+use super::{HistoryStore, StoreFuture};
 
 /// Histories in process memory: lost on restart, not shared between replicas.
 #[derive(Debug, Default)]
