@@ -14,7 +14,7 @@ use crate::error::{Result, TrainerError};
 pub const DEFAULT_PANELS: [&str; 6] = [
     "loss,valid_loss",
     "valid_hr10,valid_ndcg10",
-    "reward_mean,hit_rate",
+    "reward,hit_rate",
     "kl",
     "tokens_per_s",
     "lr",

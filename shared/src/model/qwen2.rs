@@ -49,9 +49,10 @@ impl Dropout {
 /// A linear layer that folds the batch into the rows of one matrix product.
 ///
 /// candle-nn's `Linear` broadcasts the weight over the batch of a 3-D input and runs a batched
-/// matmul: its backward then materialises one weight gradient per batch row (`[B, out, in]`)
-/// and sums them, a large share of a small model's step. Reshaping `[B, L, in]` to
-/// `[B*L, in]` gives one GEMM forward and one (`K = B*L`) for the weight gradient.
+/// matmul, whose backward materialises one weight gradient per batch row (`[B, out, in]`) and
+/// sums them. Reshaping `[B, L, in]` to `[B*L, in]` gives one GEMM each way instead; on this CPU
+/// the two measured the same CPU time per SFT step (BENCHMARKS.md, "SFT throughput"), but the
+/// folded form needs no `[B, out, in]` temporary, which matters for larger batches and on GPU.
 #[derive(Debug, Clone)]
 struct Linear {
     weight: Tensor,
