@@ -270,7 +270,7 @@ pub fn kmeans(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<KMeans> {
     let k = cfg.k;
-    if dim == 0 || k == 0 || x.is_empty() || x.len() % dim != 0 {
+    if dim == 0 || k == 0 || x.is_empty() || !x.len().is_multiple_of(dim) {
         return Err(Error::Invalid(format!(
             "k-means: need a non-empty n × {dim} matrix and K ≥ 1 (got {} values, K = {k})",
             x.len()

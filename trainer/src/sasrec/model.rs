@@ -55,7 +55,7 @@ impl SasRecConfig {
                 "sasrec: items, hidden size, max length and heads must be at least 1".into(),
             ));
         }
-        if self.hidden % self.num_heads != 0 {
+        if !self.hidden.is_multiple_of(self.num_heads) {
             return Err(TrainerError::Invalid(format!(
                 "sasrec: hidden size {} is not a multiple of {} heads",
                 self.hidden, self.num_heads
