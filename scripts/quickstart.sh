@@ -49,9 +49,9 @@ cat <<MSG
 
 ==> serving $RUN/sft/best on http://127.0.0.1:$PORT (Ctrl-C to stop). Try:
   curl -s http://127.0.0.1:$PORT/v1/recommend -H 'content-type: application/json' \
-       -d '{"history": ["7", "12", "31"], "k": 5}'
+       -d '{"history": [7, 12, 31], "k": 5}'
   curl -s http://127.0.0.1:$PORT/v1/events -H 'content-type: application/json' \
-       -d '{"user_id": "alice", "item_ids": ["7", "12"]}'
+       -d '{"user_id": "alice", "item_ids": [7, 12]}'
   curl -s http://127.0.0.1:$PORT/v1/recommend -H 'content-type: application/json' \
        -d '{"user_id": "alice", "k": 5, "exclude_history": true}'
   curl 'http://127.0.0.1:$PORT/v1/model'
