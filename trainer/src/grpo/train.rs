@@ -435,27 +435,11 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                 state.step >= total_steps || (epoch + 1 == args.epochs && bi + 1 == batches.len());
             if state.step / args.eval_every > prev_step / args.eval_every || at_end {
                 let v = validator.run(&model, pad, &device)?;
-                let improved = state.best.is_none_or(|b| v.ndcg10 > b);
-                if improved {
-                    state.best = Some(v.ndcg10);
-                    state.bad_evals = 0;
-                } else {
-                    state.bad_evals += 1;
-                }
+                let (improved, record) = state.record_validation(&v, epoch);
                 let stop = at_end || args.patience.is_some_and(|p| state.bad_evals >= p);
                 state.done = stop;
-                let record = serde_json::json!({"step": state.step, "epoch": epoch,
-                    "valid_rows": v.rows, "valid_hr10": v.hr10, "valid_ndcg10": v.ndcg10,
-                    "valid_loss": v.loss, "best": improved});
                 append_jsonl(&metrics_path, &record)?;
-                pb.println(format!(
-                    "step {}: valid HR@10 {:.4} NDCG@10 {:.4} loss {:.4}{}",
-                    state.step,
-                    v.hr10,
-                    v.ndcg10,
-                    v.loss,
-                    if improved { " (best)" } else { "" }
-                ));
+                pb.println(format!("step {}: {}", state.step, v.summary(improved)));
                 if improved {
                     save(&best_dir, record.clone(), Vec::new())?;
                 }

@@ -47,6 +47,24 @@ pub struct TrainState {
 /// The variables `--freeze-llm` trains (row-masked to the SID tokens).
 const FREEZE_LLM_TRAINABLE: [&str; 2] = ["model.embed_tokens.weight", "lm_head.weight"];
 
+impl TrainState {
+    /// Book validation `v` (best NDCG@10 so far, validations since it) and return whether it
+    /// improved on the best, with its `metrics.jsonl` record.
+    pub fn record_validation(&mut self, v: &Validation, epoch: usize) -> (bool, serde_json::Value) {
+        let improved = self.best.is_none_or(|b| v.ndcg10 > b);
+        if improved {
+            self.best = Some(v.ndcg10);
+            self.bad_evals = 0;
+        } else {
+            self.bad_evals += 1;
+        }
+        let record = serde_json::json!({"step": self.step, "epoch": epoch,
+            "valid_rows": v.rows, "valid_hr10": v.hr10, "valid_ndcg10": v.ndcg10,
+            "valid_loss": v.loss, "best": improved});
+        (improved, record)
+    }
+}
+
 /// File of the loop state inside a `last/` checkpoint.
 pub const STATE_FILE: &str = "train-state.json";
 /// File of the optimizer state inside a `last/` checkpoint.
@@ -79,6 +97,19 @@ pub struct Validation {
     pub ndcg10: f64,
     /// Mean per-token loss of the SID-history task on the sample.
     pub loss: f64,
+}
+
+impl Validation {
+    /// One progress line: `valid HR@10 … NDCG@10 … loss …`, marked when it is the best so far.
+    pub fn summary(&self, best: bool) -> String {
+        format!(
+            "valid HR@10 {:.4} NDCG@10 {:.4} loss {:.4}{}",
+            self.hr10,
+            self.ndcg10,
+            self.loss,
+            if best { " (best)" } else { "" }
+        )
+    }
 }
 
 /// A fixed validation sample: beam-search prompts with their target SIDs, and loss examples.
@@ -432,27 +463,11 @@ pub fn run(args: &SftArgs) -> Result<()> {
             let at_end = state.step >= total_steps;
             if state.step % args.eval_every == 0 || at_end || last_of_epoch {
                 let v = validator.run(&model, pad, &device)?;
-                let improved = state.best.is_none_or(|b| v.ndcg10 > b);
-                if improved {
-                    state.best = Some(v.ndcg10);
-                    state.bad_evals = 0;
-                } else {
-                    state.bad_evals += 1;
-                }
+                let (improved, record) = state.record_validation(&v, epoch);
                 let stop = at_end || state.bad_evals >= args.patience;
                 state.done = stop;
-                let record = serde_json::json!({"step": state.step, "epoch": epoch,
-                    "valid_rows": v.rows, "valid_hr10": v.hr10, "valid_ndcg10": v.ndcg10,
-                    "valid_loss": v.loss, "best": improved});
                 append_jsonl(&metrics_path, &record)?;
-                pb.println(format!(
-                    "step {}: valid HR@10 {:.4} NDCG@10 {:.4} loss {:.4}{}",
-                    state.step,
-                    v.hr10,
-                    v.ndcg10,
-                    v.loss,
-                    if improved { " (best)" } else { "" }
-                ));
+                pb.println(format!("step {}: {}", state.step, v.summary(improved)));
                 if improved {
                     save(&best_dir, record.clone(), Vec::new())?;
                 }
