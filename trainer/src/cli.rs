@@ -45,9 +45,35 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Draw a run's curves (loss, validation HR@10/NDCG@10, ...) from its metrics.jsonl to SVG.
     Plot(PlotArgs),
+    /// Is run B better than run A? Paired bootstrap CI and sign-flip p-value of HR/NDCG@K
+    /// differences between two evals' predictions.json over the same rows.
+    Compare(CompareArgs),
     /// Train the SASRec baseline (the reference's sasrec.py): BCE or CE, early stopping on
     /// valid NDCG@20.
     Sasrec(crate::sasrec::SasRecArgs),
+}
+
+/// Arguments of `compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Run A (the baseline): an eval output directory or its predictions.json.
+    #[arg(long)]
+    pub a: PathBuf,
+    /// Run B (the candidate), over the same rows as A.
+    #[arg(long)]
+    pub b: PathBuf,
+    /// Cut-offs K of HR@K and NDCG@K.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5,10")]
+    pub ks: Vec<usize>,
+    /// Bootstrap resamples (and sign flips).
+    #[arg(long, default_value_t = 10_000)]
+    pub resamples: usize,
+    /// Seed of the resampling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Also write the comparison as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Arguments of `plot`.
@@ -594,6 +620,10 @@ pub struct GrpoArgs {
     /// Global gradient-norm clip.
     #[arg(long, default_value_t = 0.3)]
     pub clip: f64,
+    /// Dropout in the policy's training forward passes (not in rollouts, validation or the
+    /// reference model); 0 = off, as the reference. Masks come from `--seed`.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
     /// Longest prompt in tokens (longer prompts lose their start).
     #[arg(long, default_value_t = 512)]
     pub max_prompt_len: usize,

@@ -10,10 +10,12 @@
 //! * [`grpo`] — `grpo`: reinforcement learning with group-normalised rewards and a KL penalty;
 //! * [`embed`] — `embed`: item text embeddings (`.npy`) with a BERT-family encoder;
 //! * [`sasrec`] — `sasrec`: the SASRec baseline (training, full-ranking eval, `cf` scores);
+//! * [`compare`] — `compare`: paired significance of the difference between two evals;
 //! * [`error`] — the crate's one error type.
 
 pub mod baselines;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod embed;
 pub mod error;
@@ -47,6 +49,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::SidReport(a) => sid::run_report(&a),
         Command::Embed(a) => embed::run(&a),
         Command::Plot(a) => plot::run(&a),
+        Command::Compare(a) => compare::run(&a),
         Command::Sasrec(a) => sasrec::train::run(&a).map(|_| ()),
     }
 }

@@ -415,6 +415,9 @@ fn grpo_args<'a>(data: &'a str, ck: &'a str, out: &'a str) -> Vec<&'a str> {
         "3",
         "--num-iterations",
         "2",
+        // Dropout masks must come from (seed, step, micro-batch) for the resume check below.
+        "--dropout",
+        "0.1",
     ]
 }
 
@@ -459,6 +462,19 @@ fn grpo_runs_and_resume_after_a_kill_continues_identically() {
             .unwrap();
     assert_eq!(meta["stage"], "grpo");
     assert!(full.join("last/ref_model.safetensors").is_file());
+
+    // Without dropout the same run takes other steps: the flag is not ignored.
+    let nodrop = dir.path().join("nodrop");
+    let mut args = grpo_args(&data, &ck, nodrop.to_str().unwrap());
+    args.truncate(args.len() - 2);
+    ok(&args);
+    let nodrop_loss = metric(&nodrop, "loss");
+    assert!(
+        loss.iter()
+            .zip(&nodrop_loss)
+            .any(|((_, a), (_, b))| (a - b).abs() > 1e-9),
+        "{loss:?} vs {nodrop_loss:?}"
+    );
 
     // Kill a second run once its step-4 save exists, then resume it.
     let part = dir.path().join("part");

@@ -185,6 +185,8 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
     let (varmap, model) = var_model(&cfg, &device)?;
     hf::load_into_varmap(&start_dir, &varmap)?;
     let (ref_varmap, ref_model) = var_model(&cfg, &device)?;
+    // Dropout regularises the policy update only; the frozen reference stays deterministic.
+    model.set_dropout(args.dropout)?;
     let vars = sorted_vars(&varmap)?;
     let ref_vars = sorted_vars(&ref_varmap)?;
     if resuming && last_dir.join(REF_FILE).is_file() {
@@ -392,6 +394,12 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
             for it in 0..args.num_iterations {
                 let (mut loss_sum, mut kl_sum, mut tokens) = (0f64, 0f64, 0usize);
                 for (k, p) in chunks.iter().enumerate() {
+                    // Masks depend on (seed, step, micro-batch) only, so a resume draws the same.
+                    model.seed_dropout(
+                        args.seed
+                            ^ ((state.step as u64) << 24 | k as u64)
+                                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    );
                     let logp = token_logps(&model, &p.batch, Mode::Train)?;
                     let (loss, kl) =
                         grpo_loss(&logp, &ref_logps[k], old[k].as_ref(), p, &loss_cfg)?;
