@@ -558,6 +558,11 @@ pub struct GrpoArgs {
     /// Train rows sampled for the title2sid task.
     #[arg(long, default_value_t = 10_000)]
     pub title_history_rows: usize,
+    /// Extra SID-history prompts per train row with the history cut to its newest m items
+    /// (distinct random m < its length): contexts the SFT model has not memorised. 0 = off (the
+    /// reference).
+    #[arg(long, default_value_t = 0)]
+    pub truncated_histories: usize,
     /// Reward: a comma list of rule, ranking, ranking_only, semantic, cf, each optionally
     /// weighted as NAME:WEIGHT (e.g. `ranking,semantic:0.5`).
     #[arg(long, default_value = "ranking")]

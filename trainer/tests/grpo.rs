@@ -510,3 +510,78 @@ fn grpo_runs_and_resume_after_a_kill_continues_identically() {
         assert!((a - b).abs() < 1e-6, "step {s1}: {a} vs {b}");
     }
 }
+
+#[test]
+fn truncated_histories_are_newest_suffixes_with_the_row_target() {
+    use sidrec::checkpoint::Checkpoint;
+    use sidrec::data::dataset::{DatasetDir, Split};
+    use sidrec_trainer::grpo::data::{RlDataBuilder, RlTask};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").to_str().unwrap().to_string();
+    let ck = dir.path().join("init").to_str().unwrap().to_string();
+    ok(&[
+        "data", "synth", "--items", "40", "--users", "30", "--seed", "3", "--out", &data,
+    ]);
+    ok(&["init", "--data", &data, "--out", &ck, "--vocab-size", "300"]);
+    let c = Checkpoint::load(&ck, &Device::Cpu, Some(DType::F32)).unwrap();
+    let rows = DatasetDir::discover(&data)
+        .unwrap()
+        .read_split(Split::Train)
+        .unwrap();
+    let build = |extra: usize, seed: u64| {
+        RlDataBuilder {
+            style: c.meta.prompt_style,
+            tokenizer: &c.tokenizer,
+            index: &c.index,
+            items: &c.items,
+            category: "items".into(),
+            max_prompt_len: 512,
+            title_history_rows: 0,
+            seed,
+            truncated_histories: extra,
+        }
+        .build(&rows, &[RlTask::SeqRec])
+        .unwrap()
+    };
+    let plain = build(0, 1);
+    assert_eq!(plain.len(), rows.len());
+    let aug = build(2, 1);
+    let want: usize = rows
+        .iter()
+        .map(|r| 1 + r.history_item_id.len().saturating_sub(1).min(2))
+        .sum();
+    assert_eq!(aug.len(), want);
+    assert!(
+        want > rows.len(),
+        "the fixture has no history of length ≥ 2"
+    );
+    // Row by row: the full prompt, then its cut copies: distinct, strictly shorter suffixes of
+    // the history with the same target.
+    let mut i = 0;
+    for (r, full) in rows.iter().zip(&plain) {
+        assert_eq!(aug[i].history, r.history_item_id);
+        assert_eq!(aug[i].prompt, full.prompt);
+        let n = r.history_item_id.len().saturating_sub(1).min(2);
+        let mut lens = Vec::new();
+        for e in &aug[i + 1..i + 1 + n] {
+            assert_eq!(e.target, r.item_id);
+            let m = e.history.len();
+            assert!(m >= 1 && m < r.history_item_id.len());
+            assert_eq!(
+                e.history[..],
+                r.history_item_id[r.history_item_id.len() - m..]
+            );
+            assert!(e.prompt.len() < aug[i].prompt.len());
+            lens.push(m);
+        }
+        lens.dedup();
+        assert_eq!(lens.len(), n, "lengths repeat: {lens:?}");
+        i += 1 + n;
+    }
+    // Same seed, same cuts; another seed cuts elsewhere.
+    let again = build(2, 1);
+    assert!(aug.iter().zip(&again).all(|(a, b)| a.prompt == b.prompt));
+    let other = build(2, 2);
+    assert!(aug.iter().zip(&other).any(|(a, b)| a.prompt != b.prompt));
+}

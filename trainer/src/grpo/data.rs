@@ -191,8 +191,11 @@ pub struct RlDataBuilder<'a> {
     pub max_prompt_len: usize,
     /// Rows sampled for the title-history task (the reference samples 10 000).
     pub title_history_rows: usize,
-    /// Seed of that sample.
+    /// Seed of that sample and of the truncated histories.
     pub seed: u64,
+    /// Extra SID-history prompts per row whose history keeps only its newest m items (distinct
+    /// m drawn from 1..len−1): contexts the SFT model has not memorised (0 = off).
+    pub truncated_histories: usize,
 }
 
 impl RlDataBuilder<'_> {
@@ -227,6 +230,7 @@ impl RlDataBuilder<'_> {
         for &task in RlTask::ALL.iter().filter(|t| tasks.contains(t)) {
             match task {
                 RlTask::SeqRec => {
+                    let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7a11_c0de);
                     for r in rows {
                         let hist = r
                             .history_item_id
@@ -235,6 +239,19 @@ impl RlDataBuilder<'_> {
                             .collect::<Result<Vec<_>>>()?;
                         let p = seqrec_prompt(self.style, &hist);
                         out.push(self.example(task, &p, r.item_id, r.history_item_id.clone())?);
+                        if self.truncated_histories == 0 || hist.len() < 2 {
+                            continue;
+                        }
+                        let mut keep: Vec<usize> = (1..hist.len()).collect();
+                        keep.shuffle(&mut rng);
+                        keep.truncate(self.truncated_histories);
+                        keep.sort_unstable();
+                        for m in keep {
+                            let cut = hist.len() - m;
+                            let p = seqrec_prompt(self.style, &hist[cut..]);
+                            let ids = r.history_item_id[cut..].to_vec();
+                            out.push(self.example(task, &p, r.item_id, ids)?);
+                        }
                     }
                 }
                 RlTask::Text2Sid => {

@@ -215,6 +215,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         max_prompt_len: args.max_prompt_len,
         title_history_rows: args.title_history_rows,
         seed: args.seed,
+        truncated_histories: args.truncated_histories,
     }
     .build(&train_rows, &tasks)?;
     if examples.is_empty() {
