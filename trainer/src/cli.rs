@@ -563,6 +563,10 @@ pub struct GrpoArgs {
     /// reference).
     #[arg(long, default_value_t = 0)]
     pub truncated_histories: usize,
+    /// In a group without the target, replace its last completion with the target (the
+    /// reference's `add_gt`, which replaces it in every group): every prompt then gives a signal.
+    #[arg(long)]
+    pub add_target: bool,
     /// Reward: a comma list of rule, ranking, ranking_only, semantic, cf, each optionally
     /// weighted as NAME:WEIGHT (e.g. `ranking,semantic:0.5`).
     #[arg(long, default_value = "ranking")]

@@ -476,6 +476,27 @@ fn grpo_runs_and_resume_after_a_kill_continues_identically() {
         "{loss:?} vs {nodrop_loss:?}"
     );
 
+    // --add-target puts the target into every group that missed it: with the ranking reward a
+    // group with a hit has a positive reward sum (1 + the misses' penalties > 0), so every step's
+    // mean reward is positive, while the logged hit rate stays the policy's own.
+    let gt = dir.path().join("gt");
+    let mut args = grpo_args(&data, &ck, gt.to_str().unwrap());
+    args.push("--add-target");
+    ok(&args);
+    let rewards = metric(&gt, "reward");
+    assert_eq!(rewards.len(), 8);
+    assert!(rewards.iter().all(|r| r.1 > 0.0), "{rewards:?}");
+    // ... which the same run without it does not have.
+    let plain_rewards = metric(&full, "reward");
+    assert!(
+        plain_rewards.iter().any(|r| r.1 == 0.0),
+        "{plain_rewards:?}"
+    );
+    assert!(
+        metric(&gt, "hit_rate").iter().any(|h| h.1 < 1.0),
+        "the untrained policy hit every group"
+    );
+
     // Kill a second run once its step-4 save exists, then resume it.
     let part = dir.path().join("part");
     let mut child = Command::new(BIN)

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, ScoreMode, SearchConfig};
 use sidrec::model::Qwen2;
 use sidrec::tokenizer::SidTokenizer;
+use sidrec::{ItemId, Sid};
 
 use super::rewards::Candidate;
 use crate::error::{Result, TrainerError};
@@ -103,9 +104,18 @@ impl Roller {
 }
 
 fn completion(h: &Hypothesis, tokenizer: &SidTokenizer) -> Result<Completion> {
+    sid_completion(&h.sid, h.items.clone(), tokenizer)
+}
+
+/// The completion a rollout would produce for `sid` (its tokens, `\n`, EOS): how the target is
+/// put into a group that missed it (`--add-target`).
+pub fn sid_completion(
+    sid: &Sid,
+    items: Vec<ItemId>,
+    tokenizer: &SidTokenizer,
+) -> Result<Completion> {
     let vocab = tokenizer.sid_vocab();
-    let mut tokens = h
-        .sid
+    let mut tokens = sid
         .tokens()
         .map(|t| {
             vocab.token_id(t).ok_or_else(|| {
@@ -117,8 +127,8 @@ fn completion(h: &Hypothesis, tokenizer: &SidTokenizer) -> Result<Completion> {
     tokens.push(tokenizer.eos_id());
     Ok(Completion {
         candidate: Candidate {
-            sid: h.sid.to_string(),
-            items: h.items.clone(),
+            sid: sid.to_string(),
+            items,
         },
         tokens,
     })

@@ -19,13 +19,14 @@ use sidrec::data::{DatasetDir, Split};
 use sidrec::decode::Decoder;
 use sidrec::model::{checkpoint as hf, Mode, Qwen2};
 use sidrec::prompt;
+use sidrec::Sid;
 
 use super::data::{parse_tasks, RlDataBuilder, RlExample};
 use super::loss::{grpo_loss, prepare, token_logps, LossConfig, Prepared, Sequence};
 use super::rewards::{
     group_advantages, CfScorer, GroupTarget, ItemEmbeddings, RewardSpec, Rewarder,
 };
-use super::rollout::{Roller, RolloutMode};
+use super::rollout::{sid_completion, Roller, RolloutMode};
 use crate::cli::GrpoArgs;
 use crate::error::{Result, TrainerError};
 use crate::progress;
@@ -354,10 +355,22 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         for (bi, idx) in batches.iter().enumerate().skip(first) {
             let t0 = Instant::now();
             let prompts: Vec<&[u32]> = idx.iter().map(|&i| examples[i].prompt.as_slice()).collect();
-            let groups = roller.generate(&model, &tokenizer, &prompts)?;
+            let mut groups = roller.generate(&model, &tokenizer, &prompts)?;
             let mut stats = RolloutStats::default();
+            let mut hits = Vec::with_capacity(groups.len());
+            for (&i, group) in idx.iter().zip(groups.iter_mut()) {
+                let ex = &examples[i];
+                let hit = group.iter().any(|c| c.candidate.sid == ex.target_sid);
+                hits.push(hit);
+                if args.add_target && !hit {
+                    if let Some(last) = group.last_mut() {
+                        let sid: Sid = ex.target_sid.parse()?;
+                        *last = sid_completion(&sid, vec![ex.target], &tokenizer)?;
+                    }
+                }
+            }
             let mut seqs: Vec<Sequence> = Vec::new();
-            for (&i, group) in idx.iter().zip(&groups) {
+            for ((&i, group), hit) in idx.iter().zip(&groups).zip(hits) {
                 let ex = &examples[i];
                 let cands: Vec<_> = group.iter().map(|c| c.candidate.clone()).collect();
                 let target = GroupTarget {
@@ -369,7 +382,8 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                 stats.reward_sum += rewards.iter().sum::<f64>();
                 stats.completions += rewards.len();
                 stats.prompts += 1;
-                stats.prompts_hit += usize::from(cands.iter().any(|c| c.sid == ex.target_sid));
+                // The policy's own hit rate, before `--add-target` filled any group.
+                stats.prompts_hit += usize::from(hit);
                 for (c, a) in group.iter().zip(group_advantages(&rewards)) {
                     seqs.push(Sequence {
                         prompt: &ex.prompt,
