@@ -33,9 +33,7 @@ use crate::progress;
 use crate::sft::batch::epoch_batches;
 use crate::sft::optim::{learning_rate, sorted_vars, AdamW, AdamWConfig, GradAccumulator};
 use crate::sft::tasks::{Task, TaskBuilder};
-use crate::sft::train::{
-    append_jsonl, truncate_metrics, TrainState, Validator, OPTIM_FILE, STATE_FILE,
-};
+use crate::sft::train::{append_jsonl, TrainState, Validator, OPTIM_FILE, STATE_FILE};
 
 /// File of the (moving) reference model's weights inside a `last/` checkpoint.
 pub const REF_FILE: &str = "ref_model.safetensors";
@@ -293,25 +291,9 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         },
     )?;
     let metrics_path = args.out.join("metrics.jsonl");
-    let mut state = TrainState::default();
-    if resuming {
-        let p = last_dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|e| TrainerError::io(&p, e))?;
-        state = serde_json::from_str(&text)
-            .map_err(|e| TrainerError::parse(&p, e.line() as u64, e.to_string()))?;
-        opt.load(&last_dir.join(OPTIM_FILE))?;
-        eprintln!(
-            "resuming at epoch {} batch {} (step {})",
-            state.epoch, state.batch, state.step
-        );
-        if state.done {
-            eprintln!("training had already finished; nothing to do");
-            return Ok(());
-        }
-        truncate_metrics(&metrics_path, state.step)?;
-    } else if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path).map_err(|e| TrainerError::io(&metrics_path, e))?;
-    }
+    let Some(mut state) = TrainState::start(resuming, &last_dir, &metrics_path, &mut opt)? else {
+        return Ok(());
+    };
 
     let batches_per_epoch = lengths.len().div_ceil(args.prompts_per_step);
     let all_steps = batches_per_epoch * args.epochs * args.num_iterations;

@@ -48,6 +48,39 @@ pub struct TrainState {
 const FREEZE_LLM_TRAINABLE: [&str; 2] = ["model.embed_tokens.weight", "lm_head.weight"];
 
 impl TrainState {
+    /// Where a run starts. Resuming: the loop state saved in `last_dir`, the optimizer state
+    /// loaded into `opt`, and `metrics_path` cut back to the saved step; `None` when that run had
+    /// already finished. Otherwise a fresh state, and a stale `metrics_path` removed.
+    pub fn start(
+        resuming: bool,
+        last_dir: &Path,
+        metrics_path: &Path,
+        opt: &mut AdamW,
+    ) -> Result<Option<Self>> {
+        if !resuming {
+            if metrics_path.exists() {
+                std::fs::remove_file(metrics_path)
+                    .map_err(|e| TrainerError::io(metrics_path, e))?;
+            }
+            return Ok(Some(Self::default()));
+        }
+        let p = last_dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&p).map_err(|e| TrainerError::io(&p, e))?;
+        let state: Self = serde_json::from_str(&text)
+            .map_err(|e| TrainerError::parse(&p, e.line() as u64, e.to_string()))?;
+        opt.load(&last_dir.join(OPTIM_FILE))?;
+        eprintln!(
+            "resuming at epoch {} batch {} (step {})",
+            state.epoch, state.batch, state.step
+        );
+        if state.done {
+            eprintln!("training had already finished; nothing to do");
+            return Ok(None);
+        }
+        truncate_metrics(metrics_path, state.step)?;
+        Ok(Some(state))
+    }
+
     /// Book validation `v` (best NDCG@10 so far, validations since it) and return whether it
     /// improved on the best, with its `metrics.jsonl` record.
     pub fn record_validation(&mut self, v: &Validation, epoch: usize) -> (bool, serde_json::Value) {
@@ -361,27 +394,10 @@ pub fn run(args: &SftArgs) -> Result<()> {
                 .join(", ")
         );
     }
-    let mut state = TrainState::default();
-    if resuming {
-        let p = last_dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|e| TrainerError::io(&p, e))?;
-        state = serde_json::from_str(&text)
-            .map_err(|e| TrainerError::parse(&p, e.line() as u64, e.to_string()))?;
-        opt.load(&last_dir.join(OPTIM_FILE))?;
-        eprintln!(
-            "resuming at epoch {} batch {} (step {})",
-            state.epoch, state.batch, state.step
-        );
-        if state.done {
-            eprintln!("training had already finished; nothing to do");
-            return Ok(());
-        }
-        truncate_metrics(&args.out.join("metrics.jsonl"), state.step)?;
-    } else if args.out.join("metrics.jsonl").exists() {
-        std::fs::remove_file(args.out.join("metrics.jsonl"))
-            .map_err(|e| TrainerError::io(args.out.join("metrics.jsonl"), e))?;
-    }
     let metrics_path = args.out.join("metrics.jsonl");
+    let Some(mut state) = TrainState::start(resuming, &last_dir, &metrics_path, &mut opt)? else {
+        return Ok(());
+    };
     let batches_per_epoch = lengths.len().div_ceil(args.batch_size);
     let steps_per_epoch = batches_per_epoch.div_ceil(args.grad_accum);
     let total_steps = match args.max_steps {
