@@ -359,3 +359,103 @@ fn dropout_is_seeded_and_only_in_training() {
     model.set_dropout(0.0).unwrap();
     assert_eq!(max_diff(&run(Mode::Train, 5), &plain), 0.0);
 }
+
+#[test]
+fn grouped_completions_equal_each_sequence_run_alone_with_the_same_gradients() {
+    for kv_heads in [1, 4] {
+        let cfg = tiny_cfg(kv_heads, false);
+        let (varmap, model) = random_model(&cfg, 41);
+        let mut rng = ChaCha8Rng::seed_from_u64(42);
+        let prompts: Vec<Vec<u32>> = [5, 9, 3]
+            .iter()
+            .map(|&n| random_ids(&mut rng, n, cfg.vocab_size))
+            .collect();
+        // Rows continue prompts out of order, with completions of 1, 3 and 4 tokens.
+        let prompt_of = [0usize, 0, 1, 1, 1, 2, 0];
+        let comp_lens = [4usize, 3, 4, 1, 4, 3, 4];
+        let comps: Vec<Vec<u32>> = comp_lens
+            .iter()
+            .map(|&n| random_ids(&mut rng, n, cfg.vocab_size))
+            .collect();
+        let (pids, lengths) = left_pad(&prompts);
+        let s = 4;
+        let mut flat = Vec::new();
+        for c in &comps {
+            flat.extend_from_slice(c);
+            flat.extend(std::iter::repeat_n(0u32, s - c.len()));
+        }
+        let cids = Tensor::from_vec(flat, (comps.len(), s), &Device::Cpu).unwrap();
+        let vars: Vec<_> = {
+            let data = varmap.data().lock().unwrap();
+            let mut v: Vec<_> = data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+
+        for mode in [Mode::Train, Mode::Infer] {
+            let grouped = model
+                .forward_grouped_hidden(&pids, &lengths, &cids, &prompt_of, mode)
+                .unwrap();
+            assert_eq!(grouped.dims(), &[comps.len(), s, cfg.hidden_size]);
+            // Log-probability of every real completion token, both ways.
+            let mut loss_grouped: Option<Tensor> = None;
+            let mut loss_alone: Option<Tensor> = None;
+            let add = |acc: &mut Option<Tensor>, t: Tensor| {
+                *acc = Some(match acc.take() {
+                    None => t,
+                    Some(a) => (a + t).unwrap(),
+                });
+            };
+            for (r, c) in comps.iter().enumerate() {
+                let p = &prompts[prompt_of[r]];
+                let full: Vec<u32> = [p.as_slice(), c.as_slice()].concat();
+                let alone = model.forward_hidden(&row(&full), None, mode).unwrap();
+                // Positions p-1 .. p+len-2 score the completion tokens.
+                let alone = alone.i((0, p.len() - 1..p.len() - 1 + c.len())).unwrap();
+                let mine = grouped.i((r, ..c.len())).unwrap();
+                let d = max_diff(&mine, &alone);
+                assert!(d <= TOL, "row {r} kv_heads {kv_heads} {mode:?}: {d}");
+                let targets = Tensor::new(c.as_slice(), &Device::Cpu).unwrap();
+                let lp = |h: &Tensor| {
+                    let logp = candle_nn::ops::log_softmax(&model.logits(h).unwrap(), 1).unwrap();
+                    logp.gather(&targets.unsqueeze(1).unwrap(), 1)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                };
+                add(&mut loss_grouped, lp(&mine));
+                add(&mut loss_alone, lp(&alone));
+            }
+            if mode == Mode::Infer {
+                continue;
+            }
+            let g1 = loss_grouped.unwrap().backward().unwrap();
+            let g2 = loss_alone.unwrap().backward().unwrap();
+            for (name, var) in &vars {
+                let a = g1
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no grad"));
+                let b = g2.get(var.as_tensor()).unwrap();
+                let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                let scale = scale.to_scalar::<f32>().unwrap().max(1.0);
+                let d = max_diff(a, b) / scale;
+                assert!(
+                    d <= 1e-4,
+                    "{name} kv_heads {kv_heads}: relative grad diff {d}"
+                );
+            }
+        }
+    }
+
+    // Shapes that cannot match are refused, not broadcast.
+    let cfg = tiny_cfg(2, true);
+    let (_vm, model) = random_model(&cfg, 1);
+    let (pids, lengths) = left_pad(&[vec![3, 4], vec![5]]);
+    let cids = Tensor::from_vec(vec![1u32, 2, 3, 4], (2, 2), &Device::Cpu).unwrap();
+    assert!(model
+        .forward_grouped_hidden(&pids, &lengths, &cids, &[0, 2], Mode::Train)
+        .is_err());
+    assert!(model
+        .forward_grouped_hidden(&pids, &lengths[..1], &cids, &[0, 1], Mode::Train)
+        .is_err());
+}

@@ -21,7 +21,6 @@ use sidrec_trainer::grpo::rewards::{
 };
 use sidrec_trainer::grpo::rollout::{Roller, RolloutMode};
 use sidrec_trainer::sft::optim::{sorted_vars, AdamW, AdamWConfig, GradAccumulator};
-use sidrec_trainer::sft::tasks::Task;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sidrec-trainer");
 
@@ -259,7 +258,6 @@ fn seqs<'a>(prompt: &'a [u32], comps: &'a [Vec<u32>], adv: &[f64]) -> Vec<Sequen
             prompt,
             completion: c,
             advantage: a as f32,
-            task: Task::SeqRec,
         })
         .collect()
 }
@@ -288,13 +286,13 @@ fn kl_is_zero_when_the_policy_is_the_reference() {
         beta: 0.1,
         epsilon: None,
     };
-    let logp = token_logps(&f.model, &p.batch, Mode::Train).unwrap();
-    let same = token_logps(&f.model, &p.batch, Mode::Train).unwrap();
+    let logp = token_logps(&f.model, &p, Mode::Train).unwrap();
+    let same = token_logps(&f.model, &p, Mode::Train).unwrap();
     let (loss, kl) = grpo_loss(&logp, &same, None, &p, &cfg).unwrap();
     assert!(kl.to_vec1::<f32>().unwrap().iter().all(|&k| k == 0.0));
     // Ratio 1 and zero KL: the loss is −mean(A) = 0 for these advantages.
     assert!(loss.to_scalar::<f32>().unwrap().abs() < 1e-6);
-    let diff = token_logps(&other.model, &p.batch, Mode::Train).unwrap();
+    let diff = token_logps(&other.model, &p, Mode::Train).unwrap();
     let (_, kl) = grpo_loss(&logp, &diff, None, &p, &cfg).unwrap();
     assert!(kl.to_vec1::<f32>().unwrap().iter().all(|&k| k > 0.0));
 }
@@ -303,7 +301,7 @@ fn seq_logp(f: &Fixture, comp: &[u32]) -> f32 {
     let comps = [comp.to_vec()];
     let s = seqs(&f.prompt, &comps, &[0.0]);
     let p = prepare(&s, 1, f.tk.eos_id(), &Device::Cpu).unwrap();
-    token_logps(&f.model, &p.batch, Mode::Train)
+    token_logps(&f.model, &p, Mode::Train)
         .unwrap()
         .sum_all()
         .unwrap()
@@ -348,7 +346,7 @@ fn one_step_raises_the_rewarded_completion() {
     let mut acc = GradAccumulator::default();
     let s = seqs(&f.prompt, &comps, &adv);
     let p = prepare(&s, s.len(), f.tk.eos_id(), &Device::Cpu).unwrap();
-    let logp = token_logps(&f.model, &p.batch, Mode::Train).unwrap();
+    let logp = token_logps(&f.model, &p, Mode::Train).unwrap();
     let reference = logp.detach();
     let cfg = LossConfig {
         beta: 1e-3,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::cache::{BeamCache, LayerKv, PromptCache};
 use super::config::Qwen2Config;
-use super::layout::{BatchLayout, RopeTables, Rotary};
+use super::layout::{BatchLayout, RopeTables, Rotary, BLOCKED};
 use super::Mode;
 use crate::{Error, Result};
 
@@ -232,6 +232,40 @@ impl Attention {
         Ok((self.o_proj.forward(&out)?, LayerKv { k, v }))
     }
 
+    /// Completion tokens (`[n, s, hidden]`, row `r` continues prompt `prompt_of[r]`) against
+    /// [their prompt's K/V ; their own causal K/V], differentiable in `Train` mode.
+    ///
+    /// The prompt K/V are gathered per row with `index_select`, whose backward sums the rows'
+    /// gradients back onto the one prompt pass they came from.
+    fn forward_suffix(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        prompt: &LayerKv,
+        prompt_of: &Tensor,
+        mask: &Tensor,
+        mode: Mode,
+    ) -> CResult<Tensor> {
+        let (n, s, _) = x.dims3()?;
+        let (h, kvh, d, g) = (self.heads, self.kv_heads, self.head_dim, self.groups());
+        let split = |t: Tensor, m: usize| t.reshape((n, s, m, d))?.transpose(1, 2)?.contiguous();
+        let q = rope.apply(&split(self.q_proj.forward(x)?, h)?)?;
+        let k = rope.apply(&split(self.k_proj.forward(x)?, kvh)?)?;
+        let v = split(self.v_proj.forward(x)?, kvh)?;
+        let k = Tensor::cat(&[&prompt.k.index_select(prompt_of, 0)?, &k], 2)?;
+        let v = Tensor::cat(&[&prompt.v.index_select(prompt_of, 0)?, &v], 2)?;
+        let t = k.dim(2)?;
+        let scores = q.reshape((n, kvh, g * s, d))?.matmul(&k.t()?)?;
+        let scores = (scores * self.scale)?.reshape((n, h, s, t))?;
+        let w = masked_softmax(&scores, mask, mode)?;
+        let out = w.reshape((n, kvh, g * s, t))?.matmul(&v)?;
+        let out = out
+            .reshape((n, h, s, d))?
+            .transpose(1, 2)?
+            .reshape((n, s, h * d))?;
+        self.o_proj.forward(&out)
+    }
+
     /// One decode token per beam row against [its prompt's shared K/V ; its own beam K/V].
     ///
     /// The prompt part regroups the queries of a prompt's `nb` beams as
@@ -334,6 +368,23 @@ impl DecoderLayer {
         let (y, kv) = self.self_attn.forward_full(&y, rope, mask, mode)?;
         let x = (x + self.dropout.apply(&y, mode)?)?;
         Ok((self.mlp_block(&x, mode)?, kv))
+    }
+
+    fn forward_suffix(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        prompt: &LayerKv,
+        prompt_of: &Tensor,
+        mask: &Tensor,
+        mode: Mode,
+    ) -> CResult<Tensor> {
+        let y = self.input_layernorm.forward(x, mode)?;
+        let y = self
+            .self_attn
+            .forward_suffix(&y, rope, prompt, prompt_of, mask, mode)?;
+        let x = (x + self.dropout.apply(&y, mode)?)?;
+        self.mlp_block(&x, mode)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -568,6 +619,82 @@ impl Qwen2 {
     pub fn forward_train(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let hidden = self.forward_hidden(ids, mask, Mode::Train)?;
         self.logits(&hidden)
+    }
+
+    /// Final hidden states `[n, S, hidden]` that score each completion token, for completions
+    /// that share prompts: the prompts run once, not once per completion.
+    ///
+    /// `prompt_ids` `[B, P]` is left-padded (row `i` has `lengths[i]` real tokens at the end);
+    /// `completions` `[n, S]` (u32) are right-padded and row `r` continues prompt
+    /// `prompt_of[r]`. Position `j` of row `r` is the state after the prompt and completion
+    /// tokens `0..j`, whose logits score completion token `j` (position 0 is the prompt's last
+    /// state). Equal to [`Self::forward_hidden`] on each prompt + completion run alone, at
+    /// those positions; differentiable in `Train` mode. What the padding of a short completion
+    /// yields is unspecified.
+    pub fn forward_grouped_hidden(
+        &self,
+        prompt_ids: &Tensor,
+        lengths: &[usize],
+        completions: &Tensor,
+        prompt_of: &[usize],
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, p) = prompt_ids.dims2()?;
+        let (n, s) = completions.dims2()?;
+        if lengths.len() != b || prompt_of.len() != n {
+            return Err(Error::Invalid(format!(
+                "{} prompt lengths and {} prompt indices for {b} prompts and {n} completions",
+                lengths.len(),
+                prompt_of.len()
+            )));
+        }
+        if let Some(bad) = lengths.iter().find(|&&l| l == 0 || l > p) {
+            return Err(Error::Invalid(format!(
+                "prompt length {bad} outside 1..={p} (the padded length)"
+            )));
+        }
+        if let Some(bad) = prompt_of.iter().find(|&&i| i >= b) {
+            return Err(Error::Invalid(format!(
+                "completion of prompt {bad}, but there are {b} prompts"
+            )));
+        }
+        if s == 0 {
+            return Err(Error::Invalid("empty completions".into()));
+        }
+        let layout = BatchLayout::left_padded(lengths, p);
+        let (xp, kvs) = self.run_full(prompt_ids, &layout, mode)?;
+        let idx: Vec<u32> = prompt_of.iter().map(|&i| i as u32).collect();
+        let idx = Tensor::from_vec(idx, n, &self.device)?;
+        let first = self
+            .norm
+            .forward(&xp.narrow(1, p - 1, 1)?, mode)?
+            .index_select(&idx, 0)?;
+        if s == 1 {
+            return Ok(first);
+        }
+        // Completion tokens 0..S-1 continue their prompt at positions lengths[i], lengths[i]+1, ...
+        let t = s - 1;
+        let ids = completions.narrow(1, 0, t)?.contiguous()?;
+        let mut positions = Vec::with_capacity(n * t);
+        let mut mask = Vec::with_capacity(n * t * (p + t));
+        for &i in prompt_of {
+            positions.extend((0..t).map(|j| (lengths[i] + j) as u32));
+            let real = &layout.real[i * p..(i + 1) * p];
+            for j in 0..t {
+                mask.extend(real.iter().map(|&r| if r { 0.0 } else { BLOCKED }));
+                mask.extend((0..t).map(|c| if c <= j { 0.0 } else { BLOCKED }));
+            }
+        }
+        let mask = Tensor::from_vec(mask, (n, 1, t, p + t), &self.device)?;
+        let rope = self
+            .rotary
+            .tables(&positions, n, t, mode, self.dtype, &self.device)?;
+        let mut x = self.dropout.apply(&self.embed(&ids)?, mode)?;
+        for (layer, kv) in self.layers.iter().zip(&kvs) {
+            x = layer.forward_suffix(&x, &rope, kv, &idx, &mask, mode)?;
+        }
+        let rest = self.norm.forward(&x, mode)?;
+        Ok(Tensor::cat(&[&first, &rest], 1)?)
     }
 
     /// f32 logits `[..., vocab]` of final hidden states `[..., hidden]`.

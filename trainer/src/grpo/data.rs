@@ -18,7 +18,6 @@ use sidrec::tokenizer::SidTokenizer;
 use sidrec::{ItemId, SidIndex};
 
 use crate::error::{Result, TrainerError};
-use crate::sft::tasks::Task;
 
 /// Which RL dataset an example comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,15 +40,6 @@ impl RlTask {
             RlTask::SeqRec => "seqrec",
             RlTask::Text2Sid => "text2sid",
             RlTask::Title2Sid => "title2sid",
-        }
-    }
-
-    /// The SFT task whose prompt/response shape this one shares (for batch building).
-    pub fn sft_task(self) -> Task {
-        match self {
-            RlTask::SeqRec => Task::SeqRec,
-            RlTask::Text2Sid => Task::Alignment,
-            RlTask::Title2Sid => Task::TitleToSid,
         }
     }
 }

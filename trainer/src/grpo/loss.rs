@@ -10,9 +10,7 @@
 use candle_core::{Device, Tensor, D};
 use sidrec::model::{Mode, Qwen2};
 
-use crate::error::Result;
-use crate::sft::batch::{make_batch, Batch};
-use crate::sft::tasks::{Example, Task};
+use crate::error::{Result, TrainerError};
 
 /// One completion to train on.
 #[derive(Debug, Clone, Copy)]
@@ -23,14 +21,24 @@ pub struct Sequence<'a> {
     pub completion: &'a [u32],
     /// Group-normalised advantage.
     pub advantage: f32,
-    /// The SFT task of the same shape (batch bookkeeping only).
-    pub task: Task,
 }
 
-/// A padded batch of sequences with per-token advantages and normalisation weights.
+/// A micro-batch laid out for [`Qwen2::forward_grouped_hidden`]: each distinct prompt once,
+/// its completions beside it, plus per-token advantages and normalisation weights.
 pub struct Prepared {
-    /// The model inputs; `positions`/`targets` are the completion tokens, sequence by sequence.
-    pub batch: Batch,
+    /// Distinct prompts (consecutive sequences with equal prompts share one), left-padded
+    /// `[B, P]`.
+    pub prompt_ids: Tensor,
+    /// Real length of each prompt.
+    pub prompt_lengths: Vec<usize>,
+    /// Completions, right-padded `[n, S]`.
+    pub completions: Tensor,
+    /// The prompt row each completion continues.
+    pub prompt_of: Vec<usize>,
+    /// Index of each real completion token in the flattened `[n * S]` `[N]` (u32).
+    pub positions: Tensor,
+    /// The completion tokens `[N]` (u32).
+    pub targets: Tensor,
     /// Advantage of each completion token's sequence `[N]`.
     pub advantages: Tensor,
     /// `1 / (completion length × sequences in the step)` per token `[N]`.
@@ -39,50 +47,79 @@ pub struct Prepared {
 
 /// Build a micro-batch of `seqs`; `step_sequences` is the number of sequences in the whole
 /// optimizer step (the loss is their mean, however the step is split into micro-batches).
+/// A group's completions should be consecutive: that is what lets them share one prompt pass.
 pub fn prepare(
     seqs: &[Sequence<'_>],
     step_sequences: usize,
     pad: u32,
     device: &Device,
 ) -> Result<Prepared> {
-    let examples: Vec<Example> = seqs
-        .iter()
-        .map(|s| Example {
-            ids: [s.prompt, s.completion].concat(),
-            prompt_len: s.prompt.len(),
-            task: s.task,
-            prompt_targets: Vec::new(),
-        })
-        .collect();
-    let refs: Vec<&Example> = examples.iter().collect();
-    let batch = make_batch(&refs, pad, device)?;
-    let mut adv = Vec::with_capacity(batch.supervised);
-    let mut w = Vec::with_capacity(batch.supervised);
+    if seqs.is_empty()
+        || seqs
+            .iter()
+            .any(|s| s.prompt.is_empty() || s.completion.is_empty())
+    {
+        return Err(TrainerError::Invalid(
+            "a GRPO micro-batch needs sequences with non-empty prompts and completions".into(),
+        ));
+    }
+    let mut prompts: Vec<&[u32]> = Vec::new();
+    let mut prompt_of = Vec::with_capacity(seqs.len());
     for s in seqs {
+        if prompts.last() != Some(&s.prompt) {
+            prompts.push(s.prompt);
+        }
+        prompt_of.push(prompts.len() - 1);
+    }
+    let p = prompts.iter().map(|x| x.len()).max().unwrap_or(1);
+    let mut pids = Vec::with_capacity(prompts.len() * p);
+    for x in &prompts {
+        pids.extend(std::iter::repeat_n(pad, p - x.len()));
+        pids.extend_from_slice(x);
+    }
+    let width = seqs.iter().map(|x| x.completion.len()).max().unwrap_or(1);
+    let mut cids = Vec::with_capacity(seqs.len() * width);
+    let (mut positions, mut targets, mut adv, mut w) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (r, s) in seqs.iter().enumerate() {
         let n = s.completion.len();
+        cids.extend_from_slice(s.completion);
+        cids.extend(std::iter::repeat_n(pad, width - n));
+        positions.extend((0..n).map(|j| (r * width + j) as u32));
+        targets.extend_from_slice(s.completion);
         adv.extend(std::iter::repeat_n(s.advantage, n));
         w.extend(std::iter::repeat_n(
-            1.0 / (n.max(1) * step_sequences.max(1)) as f32,
+            1.0 / (n * step_sequences.max(1)) as f32,
             n,
         ));
     }
     let n = adv.len();
     Ok(Prepared {
-        batch,
+        prompt_ids: Tensor::from_vec(pids, (prompts.len(), p), device)?,
+        prompt_lengths: prompts.iter().map(|x| x.len()).collect(),
+        completions: Tensor::from_vec(cids, (seqs.len(), width), device)?,
+        prompt_of,
+        positions: Tensor::from_vec(positions, n, device)?,
+        targets: Tensor::from_vec(targets, n, device)?,
         advantages: Tensor::from_vec(adv, n, device)?,
         weights: Tensor::from_vec(w, n, device)?,
     })
 }
 
 /// Log-probability `[N]` of each completion token under `model` (full-vocabulary log-softmax).
-pub fn token_logps(model: &Qwen2, batch: &Batch, mode: Mode) -> Result<Tensor> {
-    let hidden = model.forward_hidden(&batch.ids, Some(&batch.mask), mode)?;
-    let (b, l, h) = hidden.dims3()?;
-    let picked = hidden
-        .reshape((b * l, h))?
-        .index_select(&batch.positions, 0)?;
+/// Each prompt runs once however many completions continue it.
+pub fn token_logps(model: &Qwen2, p: &Prepared, mode: Mode) -> Result<Tensor> {
+    let hidden = model.forward_grouped_hidden(
+        &p.prompt_ids,
+        &p.prompt_lengths,
+        &p.completions,
+        &p.prompt_of,
+        mode,
+    )?;
+    let (n, s, h) = hidden.dims3()?;
+    let picked = hidden.reshape((n * s, h))?.index_select(&p.positions, 0)?;
     let logp = candle_nn::ops::log_softmax(&model.logits(&picked)?, D::Minus1)?;
-    Ok(logp.gather(&batch.targets.unsqueeze(1)?, 1)?.squeeze(1)?)
+    Ok(logp.gather(&p.targets.unsqueeze(1)?, 1)?.squeeze(1)?)
 }
 
 /// GRPO settings of the objective.

@@ -371,20 +371,21 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                         prompt: &ex.prompt,
                         completion: &c.tokens,
                         advantage: a as f32,
-                        task: ex.task.sft_task(),
                     });
                 }
             }
             let rollout_s = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
+            // Whole groups per micro-batch, so that each prompt runs once per forward pass.
+            let g = args.num_generations.max(1);
             let chunks: Vec<Prepared> = seqs
-                .chunks(args.micro_batch)
+                .chunks((args.micro_batch / g).max(1) * g)
                 .map(|c| prepare(c, seqs.len(), pad, &device))
                 .collect::<Result<_>>()?;
             // Same forward implementation as the policy's, so the KL of an unchanged policy is 0.
             let ref_logps: Vec<Tensor> = chunks
                 .iter()
-                .map(|p| Ok(token_logps(&ref_model, &p.batch, Mode::Train)?.detach()))
+                .map(|p| Ok(token_logps(&ref_model, p, Mode::Train)?.detach()))
                 .collect::<Result<_>>()?;
             let mut old: Vec<Option<Tensor>> = vec![None; chunks.len()];
             let prev_step = state.step;
@@ -397,7 +398,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                             ^ ((state.step as u64) << 24 | k as u64)
                                 .wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     );
-                    let logp = token_logps(&model, &p.batch, Mode::Train)?;
+                    let logp = token_logps(&model, p, Mode::Train)?;
                     let (loss, kl) =
                         grpo_loss(&logp, &ref_logps[k], old[k].as_ref(), p, &loss_cfg)?;
                     acc.add(&vars, &loss.backward()?)?;
