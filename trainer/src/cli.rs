@@ -196,6 +196,37 @@ pub struct StatsArgs {
     pub json: Option<PathBuf>,
 }
 
+/// Which validation figure picks the `best` checkpoint (and drives early stopping).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BestBy {
+    /// Highest beam-search NDCG@10 on the validation rows.
+    #[default]
+    Ndcg10,
+    /// Lowest SID-history loss on the validation rows (the reference's `eval_loss`).
+    Loss,
+}
+
+impl BestBy {
+    /// The `metrics.jsonl` key of the figure.
+    pub fn key(self) -> &'static str {
+        match self {
+            BestBy::Ndcg10 => "valid_ndcg10",
+            BestBy::Loss => "valid_loss",
+        }
+    }
+}
+
 /// Model size presets for from-scratch models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
@@ -370,6 +401,10 @@ pub struct SftArgs {
     /// Beams for validation decoding (HR@10/NDCG@10 use the top 10).
     #[arg(long, default_value_t = 20)]
     pub valid_beams: usize,
+    /// What picks `best` and drives `--patience`: valid NDCG@10, or valid loss as the
+    /// reference (`load_best_model_at_end` on `eval_loss`).
+    #[arg(long, value_enum, default_value_t = BestBy::Ndcg10)]
+    pub best_by: BestBy,
     /// Validations without improvement before stopping.
     #[arg(long, default_value_t = 3)]
     pub patience: usize,

@@ -291,7 +291,14 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         },
     )?;
     let metrics_path = args.out.join("metrics.jsonl");
-    let Some(mut state) = TrainState::start(resuming, &last_dir, &metrics_path, &mut opt)? else {
+    let Some(mut state) = TrainState::start(
+        resuming,
+        crate::cli::BestBy::Ndcg10,
+        &last_dir,
+        &metrics_path,
+        &mut opt,
+    )?
+    else {
         return Ok(());
     };
 

@@ -23,7 +23,7 @@ use sidrec::prompt;
 use super::batch::{epoch_batches, make_batch, Batch};
 use super::optim::{learning_rate, sorted_vars, AdamW, AdamWConfig, GradAccumulator};
 use super::tasks::{Example, Task, TaskBuilder};
-use crate::cli::SftArgs;
+use crate::cli::{BestBy, SftArgs};
 use crate::error::{Result, TrainerError};
 use crate::progress;
 
@@ -36,8 +36,11 @@ pub struct TrainState {
     pub batch: usize,
     /// Optimizer steps taken.
     pub step: usize,
-    /// Best validation NDCG@10 so far.
+    /// Best value so far of the figure that picks `best` (see `best_by`).
     pub best: Option<f64>,
+    /// That figure (runs saved before it existed used NDCG@10).
+    #[serde(default)]
+    pub best_by: BestBy,
     /// Validations since the best one.
     pub bad_evals: usize,
     /// Set once training has finished (early stop or last epoch).
@@ -53,6 +56,7 @@ impl TrainState {
     /// already finished. Otherwise a fresh state, and a stale `metrics_path` removed.
     pub fn start(
         resuming: bool,
+        best_by: BestBy,
         last_dir: &Path,
         metrics_path: &Path,
         opt: &mut AdamW,
@@ -62,12 +66,23 @@ impl TrainState {
                 std::fs::remove_file(metrics_path)
                     .map_err(|e| TrainerError::io(metrics_path, e))?;
             }
-            return Ok(Some(Self::default()));
+            return Ok(Some(Self {
+                best_by,
+                ..Self::default()
+            }));
         }
         let p = last_dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&p).map_err(|e| TrainerError::io(&p, e))?;
         let state: Self = serde_json::from_str(&text)
             .map_err(|e| TrainerError::parse(&p, e.line() as u64, e.to_string()))?;
+        if state.best_by != best_by {
+            return Err(TrainerError::Invalid(format!(
+                "{}: the run picks its best checkpoint by {}; resume it with that, not {}",
+                p.display(),
+                state.best_by.key(),
+                best_by.key()
+            )));
+        }
         opt.load(&last_dir.join(OPTIM_FILE))?;
         eprintln!(
             "resuming at epoch {} batch {} (step {})",
@@ -81,12 +96,19 @@ impl TrainState {
         Ok(Some(state))
     }
 
-    /// Book validation `v` (best NDCG@10 so far, validations since it) and return whether it
-    /// improved on the best, with its `metrics.jsonl` record.
+    /// Book validation `v` (best value of the `best_by` figure so far, validations since it)
+    /// and return whether it improved on the best, with its `metrics.jsonl` record.
     pub fn record_validation(&mut self, v: &Validation, epoch: usize) -> (bool, serde_json::Value) {
-        let improved = self.best.is_none_or(|b| v.ndcg10 > b);
+        let value = match self.best_by {
+            BestBy::Ndcg10 => v.ndcg10,
+            BestBy::Loss => v.loss,
+        };
+        let improved = self.best.is_none_or(|b| match self.best_by {
+            BestBy::Ndcg10 => value > b,
+            BestBy::Loss => value < b,
+        });
         if improved {
-            self.best = Some(v.ndcg10);
+            self.best = Some(value);
             self.bad_evals = 0;
         } else {
             self.bad_evals += 1;
@@ -395,7 +417,9 @@ pub fn run(args: &SftArgs) -> Result<()> {
         );
     }
     let metrics_path = args.out.join("metrics.jsonl");
-    let Some(mut state) = TrainState::start(resuming, &last_dir, &metrics_path, &mut opt)? else {
+    let Some(mut state) =
+        TrainState::start(resuming, args.best_by, &last_dir, &metrics_path, &mut opt)?
+    else {
         return Ok(());
     };
     let batches_per_epoch = lengths.len().div_ceil(args.batch_size);
@@ -512,9 +536,10 @@ pub fn run(args: &SftArgs) -> Result<()> {
     }
     pb.finish_and_clear();
     println!(
-        "trained {} steps in {:.0} s; best valid NDCG@10 {:.4}; wrote {} and {}",
+        "trained {} steps in {:.0} s; best {} {:.4}; wrote {} and {}",
         state.step,
         started.elapsed().as_secs_f64(),
+        state.best_by.key(),
         state.best.unwrap_or(0.0),
         best_dir.display(),
         last_dir.display()
@@ -525,6 +550,48 @@ pub fn run(args: &SftArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_follows_the_chosen_figure_and_resume_refuses_another() {
+        let v = |ndcg10: f64, loss: f64| Validation {
+            rows: 8,
+            hr10: 0.0,
+            ndcg10,
+            loss,
+        };
+        // NDCG@10 rises then falls while the loss falls then rises.
+        let seq = [v(0.05, 2.3), v(0.06, 2.1), v(0.07, 2.2), v(0.06, 2.4)];
+        let mut by_ndcg = TrainState::default();
+        let mut by_loss = TrainState {
+            best_by: BestBy::Loss,
+            ..TrainState::default()
+        };
+        let flags = |st: &mut TrainState| -> Vec<bool> {
+            seq.iter().map(|x| st.record_validation(x, 0).0).collect()
+        };
+        assert_eq!(flags(&mut by_ndcg), [true, true, true, false]);
+        assert_eq!((by_ndcg.best, by_ndcg.bad_evals), (Some(0.07), 1));
+        assert_eq!(flags(&mut by_loss), [true, true, false, false]);
+        assert_eq!((by_loss.best, by_loss.bad_evals), (Some(2.1), 2));
+
+        // A run saved with one figure does not resume under the other.
+        let dir = tempfile::tempdir().unwrap();
+        let text = serde_json::to_vec(&by_loss).unwrap();
+        std::fs::write(dir.path().join(STATE_FILE), text).unwrap();
+        let vars = candle_nn::VarMap::new();
+        let mut opt = AdamW::new(sorted_vars(&vars).unwrap(), AdamWConfig::default()).unwrap();
+        let metrics = dir.path().join("metrics.jsonl");
+        let e = TrainState::start(true, BestBy::Ndcg10, dir.path(), &metrics, &mut opt)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("valid_loss") && e.contains(STATE_FILE), "{e}");
+        // A state file from before `best_by` existed reads as NDCG@10.
+        let old: TrainState = serde_json::from_str(
+            r#"{"epoch":1,"batch":2,"step":3,"best":0.1,"bad_evals":0,"done":false}"#,
+        )
+        .unwrap();
+        assert_eq!(old.best_by, BestBy::Ndcg10);
+    }
 
     #[test]
     fn task_lists_parse() {
