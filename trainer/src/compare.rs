@@ -235,6 +235,15 @@ pub fn compare_files(
     })
 }
 
+/// A p-value to three decimals, or `< 0.001` (the floor is 1 / (resamples + 1)).
+fn format_p(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".into()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
 impl Comparison {
     /// Markdown table, one line per metric.
     pub fn to_markdown(&self) -> String {
@@ -246,14 +255,14 @@ impl Comparison {
         );
         for m in &self.metrics {
             s.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {:+.4} | [{:+.4}, {:+.4}] | {:.3} | {} | {} |\n",
+                "| {} | {:.4} | {:.4} | {:+.4} | [{:+.4}, {:+.4}] | {} | {} | {} |\n",
                 m.metric,
                 m.a,
                 m.b,
                 m.diff,
                 m.ci_low,
                 m.ci_high,
-                m.p_value,
+                format_p(m.p_value),
                 m.rows_b_better,
                 m.rows_a_better
             ));
@@ -391,6 +400,12 @@ mod tests {
             e.contains("bad.json") && e.contains("predictions.json"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tiny_p_values_print_as_a_bound() {
+        assert_eq!(format_p(1.0 / 10_001.0), "< 0.001");
+        assert_eq!(format_p(0.0123), "0.012");
     }
 
     #[test]
