@@ -1,4 +1,5 @@
-//! Prompt templates: the reference's strings verbatim (`minionerec`) and short ones (`compact`).
+//! Prompt templates of SFT, evaluation and RL (`rl_*`): the reference's strings verbatim
+//! (`minionerec`) and short ones (`compact`).
 //!
 //! A prompt is a list of parts that are tokenised SEPARATELY and concatenated, because that is
 //! what the reference does for SFT and evaluation (HEADER and USER are encoded apart, so BPE
@@ -309,6 +310,76 @@ pub fn title_history_to_title<S: AsRef<str>>(
     }
 }
 
+/// A header-less prompt: the RL datasets tokenise the `### User Input:` block alone.
+fn user_only(input: String) -> Prompt {
+    Prompt {
+        parts: vec![minionerec_user(&input)],
+        response: String::new(),
+    }
+}
+
+/// RL SID history prompt (rl.py `SidDataset`): the SFT phrasing without the header.
+pub fn rl_seqrec<S: AsRef<str>>(style: PromptStyle, history_sids: &[S]) -> Prompt {
+    match style {
+        PromptStyle::Minionerec => user_only(format!(
+            "The user has interacted with items {} in chronological order. Can you predict the \
+             next possible item that the user may expect?",
+            history_sids
+                .iter()
+                .map(|s| s.as_ref())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        PromptStyle::Compact => Prompt {
+            response: String::new(),
+            ..sft_seqrec(style, history_sids, "")
+        },
+    }
+}
+
+/// RL title → SID prompt (`RLTitle2SidDataset`, title half).
+pub fn rl_title(style: PromptStyle, title: &str) -> Prompt {
+    match style {
+        PromptStyle::Minionerec => user_only(format!("Which item has the title: {title}?")),
+        PromptStyle::Compact => Prompt {
+            response: String::new(),
+            ..title_to_sid(style, title, "")
+        },
+    }
+}
+
+/// RL description → SID prompt (`RLTitle2SidDataset`, description half).
+pub fn rl_description(style: PromptStyle, description: &str) -> Prompt {
+    match style {
+        PromptStyle::Minionerec => user_only(format!(
+            "An item can be described as follows: \"{description}\". Which item is it describing?"
+        )),
+        PromptStyle::Compact => Prompt {
+            parts: vec![format!("description: {description}\nsid:\n")],
+            response: String::new(),
+        },
+    }
+}
+
+/// RL title history → SID prompt (`RLSeqTitle2SidDataset`).
+pub fn rl_title_history<S: AsRef<str>>(style: PromptStyle, category: &str, titles: &[S]) -> Prompt {
+    match style {
+        PromptStyle::Minionerec => user_only(format!(
+            "Given the title sequence of user historical interactive items: {}, can you \
+             recommend a suitable next item for the user?",
+            titles
+                .iter()
+                .map(|t| format!("\"{}\"", t.as_ref()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        PromptStyle::Compact => Prompt {
+            response: String::new(),
+            ..title_history_to_sid(style, category, titles, "")
+        },
+    }
+}
+
 /// The reference's category phrase for a dataset name (used inside several templates).
 pub fn category_phrase(dataset: &str) -> String {
     match dataset {
@@ -324,6 +395,28 @@ pub fn category_phrase(dataset: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompts_are_the_reference_strings() {
+        let p = rl_seqrec(
+            PromptStyle::Minionerec,
+            &["<a_1><b_2><c_3>", "<a_4><b_5><c_6>"],
+        );
+        assert_eq!(
+            p.text(),
+            "### User Input: \nThe user has interacted with items <a_1><b_2><c_3>, <a_4><b_5><c_6> in chronological order. Can you predict the next possible item that the user may expect?\n\n### Response:\n"
+        );
+        assert_eq!(p.parts.len(), 1);
+        assert_eq!(
+            rl_description(PromptStyle::Minionerec, "A tool").text(),
+            "### User Input: \nAn item can be described as follows: \"A tool\". Which item is it describing?\n\n### Response:\n"
+        );
+        assert_eq!(
+            rl_title_history(PromptStyle::Minionerec, "x", &["A", "B"]).text(),
+            "### User Input: \nGiven the title sequence of user historical interactive items: \"A\", \"B\", can you recommend a suitable next item for the user?\n\n### Response:\n"
+        );
+        assert!(rl_title(PromptStyle::Compact, "T").response.is_empty());
+    }
 
     #[test]
     fn eval_prompt_is_verbatim() {

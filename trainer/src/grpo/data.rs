@@ -80,79 +80,6 @@ pub struct RlExample {
     pub history: Vec<ItemId>,
 }
 
-fn user_only(input: String) -> Prompt {
-    Prompt {
-        parts: vec![prompt::minionerec_user(&input)],
-        response: String::new(),
-    }
-}
-
-/// SID history prompt (`SidDataset`): the SFT phrasing without the header.
-pub fn seqrec_prompt<S: AsRef<str>>(style: PromptStyle, history_sids: &[S]) -> Prompt {
-    match style {
-        PromptStyle::Minionerec => user_only(format!(
-            "The user has interacted with items {} in chronological order. Can you predict the \
-             next possible item that the user may expect?",
-            history_sids
-                .iter()
-                .map(|s| s.as_ref())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        PromptStyle::Compact => Prompt {
-            response: String::new(),
-            ..prompt::sft_seqrec(style, history_sids, "")
-        },
-    }
-}
-
-/// Title → SID prompt (`RLTitle2SidDataset`, title half).
-pub fn title_prompt(style: PromptStyle, title: &str) -> Prompt {
-    match style {
-        PromptStyle::Minionerec => user_only(format!("Which item has the title: {title}?")),
-        PromptStyle::Compact => Prompt {
-            response: String::new(),
-            ..prompt::title_to_sid(style, title, "")
-        },
-    }
-}
-
-/// Description → SID prompt (`RLTitle2SidDataset`, description half).
-pub fn description_prompt(style: PromptStyle, description: &str) -> Prompt {
-    match style {
-        PromptStyle::Minionerec => user_only(format!(
-            "An item can be described as follows: \"{description}\". Which item is it describing?"
-        )),
-        PromptStyle::Compact => Prompt {
-            parts: vec![format!("description: {description}\nsid:\n")],
-            response: String::new(),
-        },
-    }
-}
-
-/// Title history → SID prompt (`RLSeqTitle2SidDataset`).
-pub fn title_history_prompt<S: AsRef<str>>(
-    style: PromptStyle,
-    category: &str,
-    titles: &[S],
-) -> Prompt {
-    match style {
-        PromptStyle::Minionerec => user_only(format!(
-            "Given the title sequence of user historical interactive items: {}, can you \
-             recommend a suitable next item for the user?",
-            titles
-                .iter()
-                .map(|t| format!("\"{}\"", t.as_ref()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        PromptStyle::Compact => Prompt {
-            response: String::new(),
-            ..prompt::title_history_to_sid(style, category, titles, "")
-        },
-    }
-}
-
 /// The description the reference uses: the first element when the stored text is a Python list
 /// literal (`['...']`), else the text itself.
 pub fn description_text(raw: &str) -> String {
@@ -227,7 +154,7 @@ impl RlDataBuilder<'_> {
                             .iter()
                             .map(|&i| self.sid(i))
                             .collect::<Result<Vec<_>>>()?;
-                        let p = seqrec_prompt(self.style, &hist);
+                        let p = prompt::rl_seqrec(self.style, &hist);
                         out.push(self.example(task, &p, r.item_id, r.history_item_id.clone())?);
                         if self.truncated_histories == 0 || hist.len() < 2 {
                             continue;
@@ -238,7 +165,7 @@ impl RlDataBuilder<'_> {
                         keep.sort_unstable();
                         for m in keep {
                             let cut = hist.len() - m;
-                            let p = seqrec_prompt(self.style, &hist[cut..]);
+                            let p = prompt::rl_seqrec(self.style, &hist[cut..]);
                             let ids = r.history_item_id[cut..].to_vec();
                             out.push(self.example(task, &p, r.item_id, ids)?);
                         }
@@ -265,11 +192,11 @@ impl RlDataBuilder<'_> {
                         }
                     }
                     for t in &title_order {
-                        let p = title_prompt(self.style, t);
+                        let p = prompt::rl_title(self.style, t);
                         out.push(self.example(task, &p, by_title[t], Vec::new())?);
                     }
                     for d in &desc_order {
-                        let p = description_prompt(self.style, d);
+                        let p = prompt::rl_description(self.style, d);
                         out.push(self.example(task, &p, by_desc[d], Vec::new())?);
                     }
                 }
@@ -280,8 +207,11 @@ impl RlDataBuilder<'_> {
                     order.sort_unstable();
                     for i in order {
                         let r = &rows[i];
-                        let p =
-                            title_history_prompt(self.style, &self.category, &r.history_item_title);
+                        let p = prompt::rl_title_history(
+                            self.style,
+                            &self.category,
+                            &r.history_item_title,
+                        );
                         out.push(self.example(task, &p, r.item_id, r.history_item_id.clone())?);
                     }
                 }
@@ -294,28 +224,6 @@ impl RlDataBuilder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prompts_are_the_reference_strings() {
-        let p = seqrec_prompt(
-            PromptStyle::Minionerec,
-            &["<a_1><b_2><c_3>", "<a_4><b_5><c_6>"],
-        );
-        assert_eq!(
-            p.text(),
-            "### User Input: \nThe user has interacted with items <a_1><b_2><c_3>, <a_4><b_5><c_6> in chronological order. Can you predict the next possible item that the user may expect?\n\n### Response:\n"
-        );
-        assert_eq!(p.parts.len(), 1);
-        assert_eq!(
-            description_prompt(PromptStyle::Minionerec, "A tool").text(),
-            "### User Input: \nAn item can be described as follows: \"A tool\". Which item is it describing?\n\n### Response:\n"
-        );
-        assert_eq!(
-            title_history_prompt(PromptStyle::Minionerec, "x", &["A", "B"]).text(),
-            "### User Input: \nGiven the title sequence of user historical interactive items: \"A\", \"B\", can you recommend a suitable next item for the user?\n\n### Response:\n"
-        );
-        assert!(title_prompt(PromptStyle::Compact, "T").response.is_empty());
-    }
 
     #[test]
     fn descriptions_take_the_first_list_element() {
