@@ -5,7 +5,7 @@
 //! so a dataset whose SIDs were rebuilt is still evaluated against the model's SIDs.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -59,6 +59,51 @@ struct Prediction {
     prompt_ids: Vec<u32>,
 }
 
+/// Rows read for `eval`: the dataset, the split file, its rows with their CSV line numbers.
+pub type EvalRows = (
+    DatasetDir,
+    PathBuf,
+    Vec<(u64, sidrec::data::InteractionRow)>,
+);
+
+/// The rows `eval` scores: the split's rows (with their CSV line numbers), cut to `--limit`;
+/// an empty result is an error naming the file.
+pub fn read_rows(args: &EvalArgs) -> Result<EvalRows> {
+    let ds = DatasetDir::discover(&args.data)?;
+    let split_path = ds.split_path(args.split);
+    let mut rows = sidrec::data::split::read_split_numbered(&split_path)?;
+    if let Some(n) = args.limit {
+        rows.truncate(n);
+    }
+    if rows.is_empty() {
+        return Err(TrainerError::Invalid(format!(
+            "{}: no rows to evaluate",
+            split_path.display()
+        )));
+    }
+    Ok((ds, split_path, rows))
+}
+
+/// Write `report.json`, `report.md` and `predictions.json` into `out` (each atomically) and
+/// print the report.
+pub fn write_outputs<P: Serialize>(
+    out: &Path,
+    report: &EvalReport,
+    predictions: &[P],
+) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| TrainerError::io(out, e))?;
+    let report_json = serde_json::to_vec_pretty(report)
+        .map_err(|e| TrainerError::Invalid(format!("serialising the report: {e}")))?;
+    sidrec::io::write_bytes_atomic(&out.join("report.json"), &report_json)?;
+    sidrec::io::write_bytes_atomic(&out.join("report.md"), render(report).as_bytes())?;
+    let preds_json = serde_json::to_vec_pretty(predictions)
+        .map_err(|e| TrainerError::Invalid(format!("serialising predictions: {e}")))?;
+    sidrec::io::write_bytes_atomic(&out.join("predictions.json"), &preds_json)?;
+    print!("{}", render(report));
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -105,18 +150,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let device = sidrec::device::parse_device(&args.device)?;
     let ck = Checkpoint::load(checkpoint, &device, None)?;
     let style: PromptStyle = args.prompt_style.unwrap_or(ck.meta.prompt_style);
-    let ds = DatasetDir::discover(&args.data)?;
-    let split_path = ds.split_path(args.split);
-    let mut rows = sidrec::data::split::read_split_numbered(&split_path)?;
-    if let Some(n) = args.limit {
-        rows.truncate(n);
-    }
-    if rows.is_empty() {
-        return Err(TrainerError::Invalid(format!(
-            "{}: no rows to evaluate",
-            split_path.display()
-        )));
-    }
+    let (_, split_path, rows) = read_rows(args)?;
     let sid_of = |id, line: u64| {
         ck.index.get(id).map(|s| s.to_string()).ok_or_else(|| {
             TrainerError::parse(
@@ -198,11 +232,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| checkpoint.join(format!("eval-{}", args.split)));
-    std::fs::create_dir_all(&out).map_err(|e| TrainerError::io(&out, e))?;
-    let report_json = serde_json::to_vec_pretty(&report)
-        .map_err(|e| TrainerError::Invalid(format!("serialising the report: {e}")))?;
-    sidrec::io::write_bytes_atomic(&out.join("report.json"), &report_json)?;
-    sidrec::io::write_bytes_atomic(&out.join("report.md"), render(&report).as_bytes())?;
     let preds: Vec<Prediction> = inputs
         .into_iter()
         .zip(&targets)
@@ -219,11 +248,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             },
         )
         .collect();
-    let preds_json = serde_json::to_vec_pretty(&preds)
-        .map_err(|e| TrainerError::Invalid(format!("serialising predictions: {e}")))?;
-    sidrec::io::write_bytes_atomic(&out.join("predictions.json"), &preds_json)?;
-    print!("{}", render(&report));
-    println!("wrote {}", out.display());
+    write_outputs(&out, &report, &preds)?;
     if Split::Train == args.split {
         eprintln!("note: evaluating on the training split measures fit, not generalisation");
     }

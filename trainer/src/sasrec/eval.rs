@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
-use sidrec::data::{DatasetDir, Split};
+use sidrec::data::Split;
 use sidrec::ItemId;
 
 use super::SasRec;
 use crate::baselines::{LastItemTransition, Popularity, Ranker};
 use crate::cli::{BaselineKind, EvalArgs};
 use crate::error::{Result, TrainerError};
-use crate::eval::{peak_rss_mib, render, EvalReport};
+use crate::eval::{peak_rss_mib, read_rows, write_outputs, EvalReport};
 use crate::progress;
 
 /// One row of a baseline's `predictions.json`: history and target item ids, the ranked list.
@@ -34,18 +34,7 @@ pub fn run(args: &EvalArgs, kind: BaselineKind) -> Result<EvalReport> {
             "--num-beams (the ranked list length) must be at least 1".into(),
         ));
     }
-    let ds = DatasetDir::discover(&args.data)?;
-    let split_path = ds.split_path(args.split);
-    let mut rows = sidrec::data::split::read_split_numbered(&split_path)?;
-    if let Some(n) = args.limit {
-        rows.truncate(n);
-    }
-    if rows.is_empty() {
-        return Err(TrainerError::Invalid(format!(
-            "{}: no rows to evaluate",
-            split_path.display()
-        )));
-    }
+    let (ds, split_path, rows) = read_rows(args)?;
     let k = args.num_beams;
     let mut lists: Vec<Vec<(ItemId, f32)>> = Vec::with_capacity(rows.len());
     let name: String;
@@ -149,11 +138,6 @@ pub fn run(args: &EvalArgs, kind: BaselineKind) -> Result<EvalReport> {
             )))
         }
     };
-    std::fs::create_dir_all(&out).map_err(|e| TrainerError::io(&out, e))?;
-    let report_json = serde_json::to_vec_pretty(&report)
-        .map_err(|e| TrainerError::Invalid(format!("serialising the report: {e}")))?;
-    sidrec::io::write_bytes_atomic(&out.join("report.json"), &report_json)?;
-    sidrec::io::write_bytes_atomic(&out.join("report.md"), render(&report).as_bytes())?;
     let preds: Vec<BaselinePrediction> = rows
         .iter()
         .zip(lists)
@@ -165,10 +149,6 @@ pub fn run(args: &EvalArgs, kind: BaselineKind) -> Result<EvalReport> {
             scores: list.iter().map(|(_, s)| *s).collect(),
         })
         .collect();
-    let preds_json = serde_json::to_vec_pretty(&preds)
-        .map_err(|e| TrainerError::Invalid(format!("serialising predictions: {e}")))?;
-    sidrec::io::write_bytes_atomic(&out.join("predictions.json"), &preds_json)?;
-    print!("{}", render(&report));
-    println!("wrote {}", out.display());
+    write_outputs(&out, &report, &preds)?;
     Ok(report)
 }
