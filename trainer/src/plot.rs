@@ -20,6 +20,13 @@ pub const DEFAULT_PANELS: [&str; 6] = [
     "lr",
 ];
 
+/// Redraw a training run's `curves.svg` (default panels) beside its `metrics.jsonl`: what SFT and
+/// GRPO do at every validation, so the picture is current while a run goes on.
+pub fn redraw_run(metrics: &Path, out_dir: &Path) -> Result<usize> {
+    let panels: Vec<String> = DEFAULT_PANELS.iter().map(|p| p.to_string()).collect();
+    plot(metrics, &out_dir.join("curves.svg"), &panels)
+}
+
 /// One curve: `(step, value)` points of a key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {

@@ -460,6 +460,11 @@ fn grpo_runs_and_resume_after_a_kill_continues_identically() {
             .unwrap();
     assert_eq!(meta["stage"], "grpo");
     assert!(full.join("last/ref_model.safetensors").is_file());
+    // The reward, hit-rate, KL and validation curves are drawn at each validation.
+    let svg = std::fs::read_to_string(full.join("curves.svg")).unwrap();
+    for key in ["reward", "hit_rate", "kl", "valid_ndcg10"] {
+        assert!(svg.contains(key), "curves.svg lacks {key}");
+    }
 
     // Without dropout the same run takes other steps: the flag is not ignored.
     let nodrop = dir.path().join("nodrop");

@@ -456,6 +456,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                 if improved {
                     save(&best_dir, record.clone(), Vec::new())?;
                 }
+                crate::plot::redraw_run(&metrics_path, &args.out)?;
                 // Loop, optimizer and (when it moves) reference state go into the same atomic
                 // write as the weights, so a kill never leaves them out of step.
                 let text = serde_json::to_vec_pretty(&state)

@@ -511,11 +511,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
                 if improved {
                     save(&best_dir, record.clone(), Vec::new())?;
                 }
-                let panels: Vec<String> = crate::plot::DEFAULT_PANELS
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect();
-                crate::plot::plot(&metrics_path, &args.out.join("curves.svg"), &panels)?;
+                crate::plot::redraw_run(&metrics_path, &args.out)?;
                 // The last checkpoint carries the loop and optimizer state for --resume, inside
                 // the same atomic write, so a kill never leaves weights and state out of step.
                 let text = serde_json::to_vec_pretty(&state)
