@@ -204,10 +204,46 @@ impl Attention {
         self.heads / self.kv_heads
     }
 
-    /// Self-attention over whole rows; returns the output and the rotated keys/values.
+    /// Rotated queries `[B, heads, L, d]` and keys, and values `[B, kv, L, d]`, of `x`
+    /// `[B, L, hidden]`.
+    fn project_qkv(&self, x: &Tensor, rope: &RopeTables) -> CResult<(Tensor, Tensor, Tensor)> {
+        let (b, l, _) = x.dims3()?;
+        let d = self.head_dim;
+        let split = |t: Tensor, n: usize| t.reshape((b, l, n, d))?.transpose(1, 2)?.contiguous();
+        let q = rope.apply(&split(self.q_proj.forward(x)?, self.heads)?)?;
+        let k = rope.apply(&split(self.k_proj.forward(x)?, self.kv_heads)?)?;
+        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
+        Ok((q, k, v))
+    }
+
+    /// Queries `[B, heads, L, d]` against keys/values `[B, kv, T, d]` under the additive `mask`
+    /// (`[B, 1, L, T]`), through `o_proj`: `[B, L, hidden]`.
     ///
     /// GQA without repeating K/V: the `g` query heads of one KV head are stacked along the
     /// sequence dim (`[B, kv, g*L, d]`), which is a free reshape of `[B, heads, L, d]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        mode: Mode,
+    ) -> CResult<Tensor> {
+        let (b, _, l, _) = q.dims4()?;
+        let t = k.dim(2)?;
+        let (h, kvh, d, g) = (self.heads, self.kv_heads, self.head_dim, self.groups());
+        let scores = q.reshape((b, kvh, g * l, d))?.matmul(&k.t()?)?;
+        let scores = (scores * self.scale)?.reshape((b, h, l, t))?;
+        let w = masked_softmax(&scores, mask, mode)?;
+        let out = w.reshape((b, kvh, g * l, t))?.matmul(v)?;
+        let out = out
+            .reshape((b, h, l, d))?
+            .transpose(1, 2)?
+            .reshape((b, l, h * d))?;
+        self.o_proj.forward(&out)
+    }
+
+    /// Self-attention over whole rows; returns the output and the rotated keys/values.
     fn forward_full(
         &self,
         x: &Tensor,
@@ -215,21 +251,9 @@ impl Attention {
         mask: &Tensor,
         mode: Mode,
     ) -> CResult<(Tensor, LayerKv)> {
-        let (b, l, _) = x.dims3()?;
-        let (h, kvh, d, g) = (self.heads, self.kv_heads, self.head_dim, self.groups());
-        let split = |t: Tensor, n: usize| t.reshape((b, l, n, d))?.transpose(1, 2)?.contiguous();
-        let q = rope.apply(&split(self.q_proj.forward(x)?, h)?)?;
-        let k = rope.apply(&split(self.k_proj.forward(x)?, kvh)?)?;
-        let v = split(self.v_proj.forward(x)?, kvh)?;
-        let scores = q.reshape((b, kvh, g * l, d))?.matmul(&k.t()?)?;
-        let scores = (scores * self.scale)?.reshape((b, h, l, l))?;
-        let w = masked_softmax(&scores, mask, mode)?;
-        let out = w.reshape((b, kvh, g * l, l))?.matmul(&v)?;
-        let out = out
-            .reshape((b, h, l, d))?
-            .transpose(1, 2)?
-            .reshape((b, l, h * d))?;
-        Ok((self.o_proj.forward(&out)?, LayerKv { k, v }))
+        let (q, k, v) = self.project_qkv(x, rope)?;
+        let out = self.attend(&q, &k, &v, mask, mode)?;
+        Ok((out, LayerKv { k, v }))
     }
 
     /// Completion tokens (`[n, s, hidden]`, row `r` continues prompt `prompt_of[r]`) against
@@ -246,24 +270,10 @@ impl Attention {
         mask: &Tensor,
         mode: Mode,
     ) -> CResult<Tensor> {
-        let (n, s, _) = x.dims3()?;
-        let (h, kvh, d, g) = (self.heads, self.kv_heads, self.head_dim, self.groups());
-        let split = |t: Tensor, m: usize| t.reshape((n, s, m, d))?.transpose(1, 2)?.contiguous();
-        let q = rope.apply(&split(self.q_proj.forward(x)?, h)?)?;
-        let k = rope.apply(&split(self.k_proj.forward(x)?, kvh)?)?;
-        let v = split(self.v_proj.forward(x)?, kvh)?;
+        let (q, k, v) = self.project_qkv(x, rope)?;
         let k = Tensor::cat(&[&prompt.k.index_select(prompt_of, 0)?, &k], 2)?;
         let v = Tensor::cat(&[&prompt.v.index_select(prompt_of, 0)?, &v], 2)?;
-        let t = k.dim(2)?;
-        let scores = q.reshape((n, kvh, g * s, d))?.matmul(&k.t()?)?;
-        let scores = (scores * self.scale)?.reshape((n, h, s, t))?;
-        let w = masked_softmax(&scores, mask, mode)?;
-        let out = w.reshape((n, kvh, g * s, t))?.matmul(&v)?;
-        let out = out
-            .reshape((n, h, s, d))?
-            .transpose(1, 2)?
-            .reshape((n, s, h * d))?;
-        self.o_proj.forward(&out)
+        self.attend(&q, &k, &v, mask, mode)
     }
 
     /// One decode token per beam row against [its prompt's shared K/V ; its own beam K/V].
