@@ -33,7 +33,7 @@ use crate::progress;
 use crate::sft::batch::epoch_batches;
 use crate::sft::optim::{learning_rate, sorted_vars, AdamW, AdamWConfig, GradAccumulator};
 use crate::sft::tasks::{Task, TaskBuilder};
-use crate::sft::train::{append_jsonl, TrainState, Validator, OPTIM_FILE, STATE_FILE};
+use crate::sft::train::{append_jsonl, TrainState, Validator};
 
 /// File of the (moving) reference model's weights inside a `last/` checkpoint.
 pub const REF_FILE: &str = "ref_model.safetensors";
@@ -448,23 +448,15 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                 state.step >= total_steps || (epoch + 1 == args.epochs && bi + 1 == batches.len());
             if state.step / args.eval_every > prev_step / args.eval_every || at_end {
                 let v = validator.run(&model, pad, &device)?;
-                let (improved, record) = state.record_validation(&v, epoch);
+                let (improved, record) =
+                    state.log_validation(&v, epoch, &metrics_path, &args.out, &pb)?;
                 let stop = at_end || args.patience.is_some_and(|p| state.bad_evals >= p);
                 state.done = stop;
-                append_jsonl(&metrics_path, &record)?;
-                pb.println(format!("step {}: {}", state.step, v.summary(improved)));
                 if improved {
                     save(&best_dir, record.clone(), Vec::new())?;
                 }
-                crate::plot::redraw_run(&metrics_path, &args.out)?;
-                // Loop, optimizer and (when it moves) reference state go into the same atomic
-                // write as the weights, so a kill never leaves them out of step.
-                let text = serde_json::to_vec_pretty(&state)
-                    .map_err(|e| TrainerError::Invalid(e.to_string()))?;
-                let mut extra = vec![
-                    (STATE_FILE.to_string(), text),
-                    (OPTIM_FILE.to_string(), opt.to_bytes()?),
-                ];
+                // The reference model, when it moves, rides in the same atomic write.
+                let mut extra = state.resume_files(&opt)?;
                 if args.sync_ref_every > 0 {
                     extra.push((REF_FILE.to_string(), vars_bytes(&ref_vars)?));
                 }

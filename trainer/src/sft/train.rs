@@ -96,6 +96,35 @@ impl TrainState {
         Ok(Some(state))
     }
 
+    /// Book validation `v` as [`Self::record_validation`] does, then append its record to
+    /// `metrics_path`, print it above the bar and redraw `out_dir/curves.svg`.
+    pub fn log_validation(
+        &mut self,
+        v: &Validation,
+        epoch: usize,
+        metrics_path: &Path,
+        out_dir: &Path,
+        pb: &indicatif::ProgressBar,
+    ) -> Result<(bool, serde_json::Value)> {
+        let (improved, record) = self.record_validation(v, epoch);
+        append_jsonl(metrics_path, &record)?;
+        pb.println(format!("step {}: {}", self.step, v.summary(improved)));
+        crate::plot::redraw_run(metrics_path, out_dir)?;
+        Ok((improved, record))
+    }
+
+    /// The files a `last/` checkpoint carries for `--resume`, written in the same atomic
+    /// checkpoint as the weights so that a kill never leaves them out of step: this loop state
+    /// and the optimizer state.
+    pub fn resume_files(&self, opt: &AdamW) -> Result<Vec<(String, Vec<u8>)>> {
+        let text =
+            serde_json::to_vec_pretty(self).map_err(|e| TrainerError::Invalid(e.to_string()))?;
+        Ok(vec![
+            (STATE_FILE.to_string(), text),
+            (OPTIM_FILE.to_string(), opt.to_bytes()?),
+        ])
+    }
+
     /// Book validation `v` (best value of the `best_by` figure so far, validations since it)
     /// and return whether it improved on the best, with its `metrics.jsonl` record.
     pub fn record_validation(&mut self, v: &Validation, epoch: usize) -> (bool, serde_json::Value) {
@@ -503,27 +532,14 @@ pub fn run(args: &SftArgs) -> Result<()> {
             let at_end = state.step >= total_steps;
             if state.step % args.eval_every == 0 || at_end || last_of_epoch {
                 let v = validator.run(&model, pad, &device)?;
-                let (improved, record) = state.record_validation(&v, epoch);
+                let (improved, record) =
+                    state.log_validation(&v, epoch, &metrics_path, &args.out, &pb)?;
                 let stop = at_end || state.bad_evals >= args.patience;
                 state.done = stop;
-                append_jsonl(&metrics_path, &record)?;
-                pb.println(format!("step {}: {}", state.step, v.summary(improved)));
                 if improved {
                     save(&best_dir, record.clone(), Vec::new())?;
                 }
-                crate::plot::redraw_run(&metrics_path, &args.out)?;
-                // The last checkpoint carries the loop and optimizer state for --resume, inside
-                // the same atomic write, so a kill never leaves weights and state out of step.
-                let text = serde_json::to_vec_pretty(&state)
-                    .map_err(|e| TrainerError::Invalid(e.to_string()))?;
-                save(
-                    &last_dir,
-                    record,
-                    vec![
-                        (STATE_FILE.to_string(), text),
-                        (OPTIM_FILE.to_string(), opt.to_bytes()?),
-                    ],
-                )?;
+                save(&last_dir, record, state.resume_files(&opt)?)?;
                 if stop {
                     break 'epochs;
                 }
