@@ -117,10 +117,7 @@ pub struct RlDataBuilder<'a> {
 
 impl RlDataBuilder<'_> {
     fn sid(&self, id: ItemId) -> Result<String> {
-        self.index
-            .get(id)
-            .map(|s| s.to_string())
-            .ok_or_else(|| TrainerError::Invalid(format!("item {id} has no SID in the index")))
+        crate::sft::tasks::sid_of(self.index, id)
     }
 
     fn example(

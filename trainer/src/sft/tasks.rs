@@ -118,12 +118,17 @@ pub struct TaskBuilder<'a> {
     pub history_loss: bool,
 }
 
+/// The SID string of item `id`, or an error naming the item.
+pub fn sid_of(index: &SidIndex, id: ItemId) -> Result<String> {
+    index
+        .get(id)
+        .map(|s| s.to_string())
+        .ok_or_else(|| TrainerError::Invalid(format!("item {id} has no SID in the index")))
+}
+
 impl TaskBuilder<'_> {
     fn sid(&self, id: ItemId) -> Result<String> {
-        self.index
-            .get(id)
-            .map(|s| s.to_string())
-            .ok_or_else(|| TrainerError::Invalid(format!("item {id} has no SID in the index")))
+        sid_of(self.index, id)
     }
 
     fn title(&self, id: ItemId) -> Option<&str> {
