@@ -3,10 +3,13 @@
 //! the `grpo` command end to end with a kill and `--resume`.
 
 use std::collections::HashMap;
+mod common;
+
+use common::{ok, BIN};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -21,8 +24,6 @@ use sidrec_trainer::grpo::rewards::{
 };
 use sidrec_trainer::grpo::rollout::{Roller, RolloutMode};
 use sidrec_trainer::sft::optim::{sorted_vars, AdamW, AdamWConfig, GradAccumulator};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sidrec-trainer");
 
 fn cand(sid: &str, item: ItemId) -> Candidate {
     Candidate {
@@ -361,16 +362,6 @@ fn one_step_raises_the_rewarded_completion() {
     assert!(after[0] < before[0], "{before:?} -> {after:?}");
 }
 
-fn ok(args: &[&str]) -> Output {
-    let o = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
 fn metric(out: &Path, key: &str) -> Vec<(u64, f64)> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -502,23 +493,7 @@ fn grpo_runs_and_resume_after_a_kill_continues_identically() {
 
     // Kill a second run once its step-4 save exists, then resume it.
     let part = dir.path().join("part");
-    let mut child = Command::new(BIN)
-        .args(grpo_args(&data, &ck, part.to_str().unwrap()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = part.join("last/train-state.json");
-    let start = Instant::now();
-    while !state.is_file() {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no save appeared"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::kill_after_first_save(&grpo_args(&data, &ck, part.to_str().unwrap()), &part);
     assert!(
         metric(&part, "loss").len() < 8,
         "the run finished before it was killed"

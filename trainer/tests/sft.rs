@@ -1,21 +1,11 @@
 //! SFT end to end on a tiny synthetic dataset: the loss falls, and a run killed after a save
 //! and resumed continues with exactly the losses of an uninterrupted run.
 
+mod common;
+
+use common::ok;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sidrec-trainer");
-
-fn ok(args: &[&str]) -> Output {
-    let o = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
 
 fn setup(dir: &Path) -> (String, String) {
     let data = dir.join("data").to_str().unwrap().to_string();
@@ -89,23 +79,7 @@ fn loss_falls_and_resume_after_a_kill_continues_identically() {
 
     // Kill a second run once its step-8 save exists, then resume it.
     let part = dir.path().join("part");
-    let mut child = Command::new(BIN)
-        .args(sft_args(&data, &ck, part.to_str().unwrap()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = part.join("last/train-state.json");
-    let start = Instant::now();
-    while !state.is_file() {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no save appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::kill_after_first_save(&sft_args(&data, &ck, part.to_str().unwrap()), &part);
     assert!(
         losses(&part).len() < 16,
         "the run finished before it was killed"
