@@ -232,6 +232,9 @@ impl BestBy {
 pub enum Preset {
     /// About 1M parameters plus embeddings (hidden 128, 4 layers): tests and the quickstart.
     Tiny,
+    /// About 10M parameters plus embeddings (hidden 384, 6 layers): the size at which
+    /// published Semantic-ID recommenders stop gaining; for quality work.
+    Base,
     /// About 22M parameters plus embeddings (hidden 512, 8 layers).
     Small,
 }

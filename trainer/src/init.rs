@@ -53,6 +53,7 @@ pub fn tokenizer_corpus(
 pub fn preset_config(preset: Preset, vocab: usize, eos_id: u32) -> Qwen2Config {
     let mut cfg = match preset {
         Preset::Tiny => Qwen2Config::tiny(vocab),
+        Preset::Base => Qwen2Config::base(vocab),
         Preset::Small => Qwen2Config::small(vocab),
     };
     cfg.max_position_embeddings = 2048;

@@ -160,6 +160,12 @@ impl Qwen2Config {
         Self::new(vocab_size, 128, 512, 4, 4, 2, true)
     }
 
+    /// A from-scratch model of about 10M parameters plus `vocab_size * 384` embeddings
+    /// (hidden 384, 6 layers, 6 query and 2 key/value heads).
+    pub fn base(vocab_size: usize) -> Self {
+        Self::new(vocab_size, 384, 1024, 6, 6, 2, true)
+    }
+
     /// A from-scratch model of about 22M parameters plus `vocab_size * 512` embeddings.
     pub fn small(vocab_size: usize) -> Self {
         Self::new(vocab_size, 512, 1408, 8, 8, 2, true)
@@ -296,13 +302,16 @@ mod tests {
         let tiny = Qwen2Config::tiny(1000);
         let n = tiny.num_parameters();
         assert!((1_000_000..5_000_000).contains(&n), "tiny has {n}");
+        let base = Qwen2Config::base(1000);
+        let n = base.num_parameters();
+        assert!((8_000_000..15_000_000).contains(&n), "base has {n}");
         let small = Qwen2Config::small(1000);
         let n = small.num_parameters();
         assert!((20_000_000..40_000_000).contains(&n), "small has {n}");
         let q = Qwen2Config::qwen2_5_0_5b();
         let n = q.num_parameters();
         assert!((490_000_000..500_000_000).contains(&n), "0.5b has {n}");
-        for cfg in [tiny, small, q] {
+        for cfg in [tiny, base, small, q] {
             cfg.validate().unwrap();
         }
     }

@@ -28,13 +28,16 @@ impl Rotary {
         Self { inv_freq }
     }
 
-    /// RoPE tables for `rows` rows of `t` positions each (`positions` is row-major).
+    /// RoPE tables for `rows` rows of `t` positions each (`positions` is row-major); `kernel`:
+    /// the pass uses the fused (differentiable) CPU kernel.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn tables(
         &self,
         positions: &[u32],
         rows: usize,
         t: usize,
         mode: Mode,
+        kernel: bool,
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<RopeTables> {
@@ -51,6 +54,7 @@ impl Rotary {
         let cos = Tensor::from_vec(cos, (rows, t, half), device)?.to_dtype(dtype)?;
         let sin = Tensor::from_vec(sin, (rows, t, half), device)?.to_dtype(dtype)?;
         Ok(match mode {
+            _ if kernel => RopeTables::Kernel { cos, sin },
             Mode::Infer => RopeTables::Fused { cos, sin },
             Mode::Train => {
                 // rotate-half form: both halves of a head use the same angle.
@@ -67,6 +71,8 @@ impl Rotary {
 /// cos/sin for the rows and positions of one forward call.
 #[derive(Debug, Clone)]
 pub(crate) enum RopeTables {
+    /// `[rows, t, d/2]`, for the project's fused CPU kernel (differentiable).
+    Kernel { cos: Tensor, sin: Tensor },
     /// `[rows, t, d/2]`, for candle-nn's fused (non-differentiable) `rope`.
     Fused { cos: Tensor, sin: Tensor },
     /// `[rows, 1, t, d]`, for the differentiable rotate-half form.
@@ -77,6 +83,7 @@ impl RopeTables {
     /// Rotate `x` (`[rows, heads, t, d]`, contiguous).
     pub(crate) fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
+            RopeTables::Kernel { cos, sin } => super::kernels::rope::rope(x, cos, sin),
             RopeTables::Fused { cos, sin } => candle_nn::rotary_emb::rope(x, cos, sin),
             RopeTables::Plain { cos, sin } => {
                 let d = x.dim(D::Minus1)?;

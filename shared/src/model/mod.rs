@@ -2,8 +2,10 @@
 //!
 //! - [`Qwen2`] holds the weights under HuggingFace names and is built from a
 //!   [`candle_nn::VarBuilder`] (a `VarMap` for training, loaded tensors for inference).
-//! - [`Mode::Train`] uses only differentiable ops; [`Mode::Infer`] uses candle-nn's fused
-//!   kernels, which have no backward (gradients through them are silently dropped).
+//! - For f32 on the CPU, both modes run the project's fused [`kernels`] (RMSNorm, RoPE,
+//!   attention, SwiGLU, each with a backward). Elsewhere [`Mode::Train`] uses only
+//!   differentiable composite ops and [`Mode::Infer`] candle-nn's fused kernels, which have no
+//!   backward (gradients through them are silently dropped).
 //! - [`Qwen2::prefill`] runs left-padded prompts once into a [`PromptCache`];
 //!   [`Qwen2::decode_step`] then decodes `B * nb` beam rows that share their prompt's cache and
 //!   keep only their own generated tokens in a reorderable [`BeamCache`].
@@ -12,6 +14,7 @@
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod kernels;
 mod layout;
 pub mod qwen2;
 

@@ -5,16 +5,26 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::cache::{BeamCache, LayerKv, PromptCache};
 use super::config::Qwen2Config;
+use super::kernels;
 use super::layout::{BatchLayout, RopeTables, Rotary, BLOCKED};
 use super::Mode;
 use crate::{Error, Result};
 
 type CResult<T> = candle_core::Result<T>;
+
+/// How one forward pass runs its non-matmul ops: the mode, and whether the fused CPU kernels
+/// (`kernels`) replace the composite tensor-op forms (decided once per pass, for the whole
+/// pass, so that the RoPE tables and every layer agree).
+#[derive(Debug, Clone, Copy)]
+struct Ops {
+    mode: Mode,
+    fused: bool,
+}
 
 /// Training-time dropout with masks drawn from a seeded stream, so that a run (and a resumed
 /// run) is reproducible: the trainer sets the seed before every forward pass.
@@ -128,8 +138,11 @@ impl RmsNorm {
         Ok(Self { weight, eps })
     }
 
-    fn forward(&self, x: &Tensor, mode: Mode) -> CResult<Tensor> {
-        match mode {
+    fn forward(&self, x: &Tensor, ops: Ops) -> CResult<Tensor> {
+        if ops.fused {
+            return kernels::norm::rms_norm(x, &self.weight, self.eps as f32);
+        }
+        match ops.mode {
             Mode::Infer => {
                 candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32)
             }
@@ -166,9 +179,14 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        (gate * self.up_proj.forward(x)?)?.apply(&self.down_proj)
+    fn forward(&self, x: &Tensor, ops: Ops) -> CResult<Tensor> {
+        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        let y = if ops.fused {
+            kernels::swiglu::swiglu(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        y.apply(&self.down_proj)
     }
 }
 
@@ -227,8 +245,13 @@ impl Attention {
         k: &Tensor,
         v: &Tensor,
         mask: &Tensor,
-        mode: Mode,
+        ops: Ops,
     ) -> CResult<Tensor> {
+        if ops.fused {
+            let out = kernels::attention::attention(q, k, v, mask, self.scale)?;
+            return self.o_proj.forward(&out);
+        }
+        let mode = ops.mode;
         let (b, _, l, _) = q.dims4()?;
         let t = k.dim(2)?;
         let (h, kvh, d, g) = (self.heads, self.kv_heads, self.head_dim, self.groups());
@@ -249,10 +272,10 @@ impl Attention {
         x: &Tensor,
         rope: &RopeTables,
         mask: &Tensor,
-        mode: Mode,
+        ops: Ops,
     ) -> CResult<(Tensor, LayerKv)> {
         let (q, k, v) = self.project_qkv(x, rope)?;
-        let out = self.attend(&q, &k, &v, mask, mode)?;
+        let out = self.attend(&q, &k, &v, mask, ops)?;
         Ok((out, LayerKv { k, v }))
     }
 
@@ -268,12 +291,12 @@ impl Attention {
         prompt: &LayerKv,
         prompt_of: &Tensor,
         mask: &Tensor,
-        mode: Mode,
+        ops: Ops,
     ) -> CResult<Tensor> {
         let (q, k, v) = self.project_qkv(x, rope)?;
         let k = Tensor::cat(&[&prompt.k.index_select(prompt_of, 0)?, &k], 2)?;
         let v = Tensor::cat(&[&prompt.v.index_select(prompt_of, 0)?, &v], 2)?;
-        self.attend(&q, &k, &v, mask, mode)
+        self.attend(&q, &k, &v, mask, ops)
     }
 
     /// One decode token per beam row against [its prompt's shared K/V ; its own beam K/V].
@@ -287,7 +310,7 @@ impl Attention {
         x: &Tensor,
         rope: &RopeTables,
         prompt: &LayerKv,
-        mask: &Tensor,
+        mask: &DecodeMask,
         beams: &mut BeamCache,
         layer: usize,
         nb: usize,
@@ -302,6 +325,23 @@ impl Attention {
         let v = self.v_proj.forward(x)?.reshape((n, kvh, 1, d))?;
         let beam = beams.append(layer, k, v)?;
         let t = beam.k.dim(2)?;
+        let mask = match mask {
+            DecodeMask::Fused { prompt_keys } => {
+                let out = kernels::attention::decode_attention(
+                    &q,
+                    &prompt.k,
+                    &prompt.v,
+                    prompt_keys,
+                    &beam.k,
+                    &beam.v,
+                    h,
+                    nb,
+                    self.scale,
+                )?;
+                return Ok(self.o_proj.forward(&out.reshape((n, 1, h * d))?)?);
+            }
+            DecodeMask::Full(mask) => mask,
+        };
 
         let qp = q
             .reshape((b, nb, kvh, g, d))?
@@ -362,9 +402,9 @@ impl DecoderLayer {
         })
     }
 
-    fn mlp_block(&self, x: &Tensor, mode: Mode) -> CResult<Tensor> {
-        let y = self.post_attention_layernorm.forward(x, mode)?;
-        x + self.dropout.apply(&self.mlp.forward(&y)?, mode)?
+    fn mlp_block(&self, x: &Tensor, ops: Ops) -> CResult<Tensor> {
+        let y = self.post_attention_layernorm.forward(x, ops)?;
+        x + self.dropout.apply(&self.mlp.forward(&y, ops)?, ops.mode)?
     }
 
     fn forward_full(
@@ -372,12 +412,12 @@ impl DecoderLayer {
         x: &Tensor,
         rope: &RopeTables,
         mask: &Tensor,
-        mode: Mode,
+        ops: Ops,
     ) -> CResult<(Tensor, LayerKv)> {
-        let y = self.input_layernorm.forward(x, mode)?;
-        let (y, kv) = self.self_attn.forward_full(&y, rope, mask, mode)?;
-        let x = (x + self.dropout.apply(&y, mode)?)?;
-        Ok((self.mlp_block(&x, mode)?, kv))
+        let y = self.input_layernorm.forward(x, ops)?;
+        let (y, kv) = self.self_attn.forward_full(&y, rope, mask, ops)?;
+        let x = (x + self.dropout.apply(&y, ops.mode)?)?;
+        Ok((self.mlp_block(&x, ops)?, kv))
     }
 
     fn forward_suffix(
@@ -387,14 +427,14 @@ impl DecoderLayer {
         prompt: &LayerKv,
         prompt_of: &Tensor,
         mask: &Tensor,
-        mode: Mode,
+        ops: Ops,
     ) -> CResult<Tensor> {
-        let y = self.input_layernorm.forward(x, mode)?;
+        let y = self.input_layernorm.forward(x, ops)?;
         let y = self
             .self_attn
-            .forward_suffix(&y, rope, prompt, prompt_of, mask, mode)?;
-        let x = (x + self.dropout.apply(&y, mode)?)?;
-        self.mlp_block(&x, mode)
+            .forward_suffix(&y, rope, prompt, prompt_of, mask, ops)?;
+        let x = (x + self.dropout.apply(&y, ops.mode)?)?;
+        self.mlp_block(&x, ops)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -403,18 +443,28 @@ impl DecoderLayer {
         x: &Tensor,
         rope: &RopeTables,
         prompt: &LayerKv,
-        mask: &Tensor,
+        mask: &DecodeMask,
         beams: &mut BeamCache,
         layer: usize,
         nb: usize,
+        ops: Ops,
     ) -> Result<Tensor> {
-        let y = self.input_layernorm.forward(x, Mode::Infer)?;
+        let y = self.input_layernorm.forward(x, ops)?;
         let y = self
             .self_attn
             .forward_decode(&y, rope, prompt, mask, beams, layer, nb)?;
         let x = (x + y)?;
-        Ok(self.mlp_block(&x, Mode::Infer)?)
+        Ok(self.mlp_block(&x, ops)?)
     }
+}
+
+/// The attention mask of a decode step: what the fused kernel reads, or the composite form's
+/// full additive mask.
+enum DecodeMask {
+    /// The prompts' additive key mask `[B, P]` (every beam key is visible).
+    Fused { prompt_keys: Tensor },
+    /// `[rows, 1, 1, P + t]`: the prompt key mask of each row's prompt, then its beam keys.
+    Full(Tensor),
 }
 
 /// A Qwen2 causal LM with HF weight names, usable for training and for cached decoding.
@@ -429,6 +479,8 @@ pub struct Qwen2 {
     dtype: DType,
     device: Device,
     dropout: Arc<Dropout>,
+    /// Whether f32 CPU passes use the fused kernels (the default); shared by clones.
+    fused: Arc<AtomicBool>,
 }
 
 impl Qwen2 {
@@ -447,6 +499,20 @@ impl Qwen2 {
     pub fn seed_dropout(&self, seed: u64) {
         self.dropout.seed.store(seed, Ordering::Relaxed);
         self.dropout.drawn.store(0, Ordering::Relaxed);
+    }
+
+    /// Use the fused CPU kernels for f32 passes on the CPU (`true`, the default) or the
+    /// composite tensor-op forms everywhere (`false`: the reference the kernels are tested
+    /// against, and the "before" of benchmarks).
+    pub fn set_fused_kernels(&self, on: bool) {
+        self.fused.store(on, Ordering::Relaxed);
+    }
+
+    /// The ops of one forward pass in `mode`.
+    fn ops(&self, mode: Mode) -> Ops {
+        let fused =
+            self.fused.load(Ordering::Relaxed) && self.dtype == DType::F32 && self.device.is_cpu();
+        Ops { mode, fused }
     }
 
     /// Build the model from `vb` (a `VarMap`-backed builder creates fresh HF-style weights).
@@ -484,6 +550,7 @@ impl Qwen2 {
             dtype: vb.dtype(),
             device: vb.device().clone(),
             dropout,
+            fused: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -576,17 +643,23 @@ impl Qwen2 {
         &self,
         ids: &Tensor,
         layout: &BatchLayout,
-        mode: Mode,
+        ops: Ops,
     ) -> CResult<(Tensor, Vec<LayerKv>)> {
         let (b, l) = (layout.batch, layout.len);
-        let rope = self
-            .rotary
-            .tables(&layout.positions, b, l, mode, self.dtype, &self.device)?;
+        let rope = self.rotary.tables(
+            &layout.positions,
+            b,
+            l,
+            ops.mode,
+            ops.fused,
+            self.dtype,
+            &self.device,
+        )?;
         let mask = layout.self_attention_mask(&self.device)?;
-        let mut x = self.dropout.apply(&self.embed(ids)?, mode)?;
+        let mut x = self.dropout.apply(&self.embed(ids)?, ops.mode)?;
         let mut kvs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (y, kv) = layer.forward_full(&x, &rope, &mask, mode)?;
+            let (y, kv) = layer.forward_full(&x, &rope, &mask, ops)?;
             x = y;
             kvs.push(kv);
         }
@@ -621,8 +694,9 @@ impl Qwen2 {
                 BatchLayout::from_flags(flags, b, l)
             }
         };
-        let (x, _) = self.run_full(ids, &layout, mode)?;
-        Ok(self.norm.forward(&x, mode)?)
+        let ops = self.ops(mode);
+        let (x, _) = self.run_full(ids, &layout, ops)?;
+        Ok(self.norm.forward(&x, ops)?)
     }
 
     /// Differentiable logits `[B, L, vocab]` (f32) for every position of a padded batch.
@@ -672,12 +746,13 @@ impl Qwen2 {
             return Err(Error::Invalid("empty completions".into()));
         }
         let layout = BatchLayout::left_padded(lengths, p);
-        let (xp, kvs) = self.run_full(prompt_ids, &layout, mode)?;
+        let ops = self.ops(mode);
+        let (xp, kvs) = self.run_full(prompt_ids, &layout, ops)?;
         let idx: Vec<u32> = prompt_of.iter().map(|&i| i as u32).collect();
         let idx = Tensor::from_vec(idx, n, &self.device)?;
         let first = self
             .norm
-            .forward(&xp.narrow(1, p - 1, 1)?, mode)?
+            .forward(&xp.narrow(1, p - 1, 1)?, ops)?
             .index_select(&idx, 0)?;
         if s == 1 {
             return Ok(first);
@@ -696,14 +771,14 @@ impl Qwen2 {
             }
         }
         let mask = Tensor::from_vec(mask, (n, 1, t, p + t), &self.device)?;
-        let rope = self
-            .rotary
-            .tables(&positions, n, t, mode, self.dtype, &self.device)?;
+        let rope =
+            self.rotary
+                .tables(&positions, n, t, mode, ops.fused, self.dtype, &self.device)?;
         let mut x = self.dropout.apply(&self.embed(&ids)?, mode)?;
         for (layer, kv) in self.layers.iter().zip(&kvs) {
-            x = layer.forward_suffix(&x, &rope, kv, &idx, &mask, mode)?;
+            x = layer.forward_suffix(&x, &rope, kv, &idx, &mask, ops)?;
         }
-        let rest = self.norm.forward(&x, mode)?;
+        let rest = self.norm.forward(&x, ops)?;
         Ok(Tensor::cat(&[&first, &rest], 1)?)
     }
 
@@ -733,9 +808,10 @@ impl Qwen2 {
             )));
         }
         let layout = BatchLayout::left_padded(lengths, p);
-        let (x, layers) = self.run_full(ids, &layout, Mode::Infer)?;
+        let ops = self.ops(Mode::Infer);
+        let (x, layers) = self.run_full(ids, &layout, ops)?;
         let last = x.narrow(1, p - 1, 1)?.squeeze(1)?;
-        let hidden = self.norm.forward(&last, Mode::Infer)?;
+        let hidden = self.norm.forward(&last, ops)?;
         let cache = PromptCache {
             layers,
             key_mask: layout.key_mask(&self.device)?,
@@ -786,24 +862,42 @@ impl Qwen2 {
         let positions: Vec<u32> = (0..n)
             .map(|r| (prompt.lengths[r / nb] + t) as u32)
             .collect();
-        let rope = self
-            .rotary
-            .tables(&positions, n, 1, Mode::Infer, self.dtype, &self.device)?;
-        let owner: Vec<u32> = (0..n).map(|r| (r / nb) as u32).collect();
-        let owner = Tensor::from_vec(owner, n, &self.device)?;
-        let prompt_mask = prompt.key_mask.index_select(&owner, 0)?;
-        let own = Tensor::zeros((n, t + 1), DType::F32, &self.device)?;
-        let p = prompt.padded_len();
-        let mask = Tensor::cat(&[&prompt_mask, &own], 1)?.reshape((n, 1, 1, p + t + 1))?;
+        let ops = self.ops(Mode::Infer);
+        let rope = self.rotary.tables(
+            &positions,
+            n,
+            1,
+            Mode::Infer,
+            ops.fused,
+            self.dtype,
+            &self.device,
+        )?;
+        let mask = if ops.fused {
+            DecodeMask::Fused {
+                prompt_keys: prompt.key_mask.clone(),
+            }
+        } else {
+            let owner: Vec<u32> = (0..n).map(|r| (r / nb) as u32).collect();
+            let owner = Tensor::from_vec(owner, n, &self.device)?;
+            let prompt_mask = prompt.key_mask.index_select(&owner, 0)?;
+            let own = Tensor::zeros((n, t + 1), DType::F32, &self.device)?;
+            let p = prompt.padded_len();
+            DecodeMask::Full(Tensor::cat(&[&prompt_mask, &own], 1)?.reshape((
+                n,
+                1,
+                1,
+                p + t + 1,
+            ))?)
+        };
 
         let mut x = self.embed(&tokens.reshape((n, 1))?)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward_decode(&x, &rope, &prompt.layers[i], &mask, beams, i, nb)?;
+            x = layer.forward_decode(&x, &rope, &prompt.layers[i], &mask, beams, i, nb, ops)?;
         }
         beams.advance();
         Ok(self
             .norm
-            .forward(&x.reshape((n, self.cfg.hidden_size))?, Mode::Infer)?)
+            .forward(&x.reshape((n, self.cfg.hidden_size))?, ops)?)
     }
 
     /// [`Self::decode_step_hidden`] followed by full-vocabulary f32 logits `[rows, vocab]`.

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use sidrec::checkpoint::{self, Checkpoint, NewCheckpoint};
@@ -162,12 +162,7 @@ pub fn batch_nll(model: &Qwen2, batch: &Batch, mode: Mode) -> Result<Tensor> {
         .reshape((b * l, h))?
         .index_select(&batch.positions, 0)?;
     let logits = model.logits(&picked)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let nll = logp
-        .gather(&batch.targets.unsqueeze(1)?, 1)?
-        .neg()?
-        .sum_all()?;
-    Ok(nll)
+    Ok(sidrec::model::kernels::cross_entropy(&logits, &batch.targets)?.sum_all()?)
 }
 
 /// Validation: beam-search HR@10 / NDCG@10 and the mean loss on a sample of the valid split.

@@ -1,0 +1,101 @@
+//! Fused CPU kernels (f32) with hand-written backward passes.
+//!
+//! A small decoder spends most of a training step outside matrix products: written with plain
+//! tensor ops, RMSNorm, RoPE, the attention softmax, SwiGLU and the loss are each a dozen
+//! elementwise ops that allocate a temporary apiece, and the backward graph doubles that. Each
+//! kernel here is one pass over memory forward and one backward, parallel over rows (or batch ×
+//! heads) on rayon's global pool, the pool candle's matrix products use too.
+//!
+//! The kernels run for contiguous f32 tensors on the CPU ([`applies`]); any other dtype or device
+//! takes the differentiable composite path in `qwen2.rs`, which is also the reference their tests
+//! compare values and gradients against.
+
+pub(crate) mod attention;
+pub(crate) mod cross_entropy;
+pub(crate) mod norm;
+pub(crate) mod rope;
+pub(crate) mod swiglu;
+
+pub use cross_entropy::cross_entropy;
+
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
+
+/// True when the fused kernels can run on `t`: an f32 tensor on the CPU.
+pub fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// The f32 elements of a contiguous CPU storage, from its layout's offset.
+pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{what}: the fused kernel needs a contiguous tensor"),
+    }
+}
+
+/// Run `f` over the f32 elements of `t` (made contiguous first), borrowed from its storage.
+pub(crate) fn with_f32<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> Result<R>,
+) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(slice(cpu, layout, what)?),
+        _ => bail!("{what}: the fused kernels run on the CPU only"),
+    }
+}
+
+/// A CPU tensor of `shape` holding `data`.
+pub(crate) fn tensor(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+    Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
+}
+
+/// Dot product with eight independent accumulators, so that the compiler can keep them in
+/// vector registers (a single running sum serialises on the add latency).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for k in chunks * 8..n {
+        s += a[k] * b[k];
+    }
+    s
+}
+
+/// `y += alpha * x`.
+#[inline]
+pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += alpha * x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_matches_a_plain_sum_for_every_tail_length() {
+        for n in 0..20 {
+            let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 * 0.25).collect();
+            let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - want).abs() < 1e-4, "n = {n}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod kernel_tests;
