@@ -9,6 +9,13 @@ penalty 0, num_return_sequences = num_beams), and compares the ranked SIDs and s
 `predictions.json` that `sidrec-trainer eval --mode exact` wrote for the same checkpoint.
 
     python3 scripts/hf_parity.py --checkpoint CKPT --predictions EVAL/predictions.json [--limit N]
+        [--threads 2] [--json OUT]
+
+It is also the timing harness of the decode speed comparison: it times HF `generate` per row
+(one prompt at a time, as the reference evaluates) and prints its rows/s beside the
+`rows_per_second` of the `report.json` next to the predictions (sidrec's decode of the same
+rows), and the ratio. Run sidrec's eval and this script one after the other on a quiet machine
+with the same thread count.
 
 Exit status 0 when every compared row has the same SIDs in the same order (up to swaps of
 neighbours whose scores tie within --tol) and scores within --tol.
@@ -16,7 +23,9 @@ neighbours whose scores tie within --tol) and scores within --tol.
 
 import argparse
 import json
+import os
 import sys
+import time
 
 import torch
 from transformers import (
@@ -74,8 +83,11 @@ def main():
     ap.add_argument("--predictions", required=True)
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--tol", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="write the comparison and timing here")
     args = ap.parse_args()
 
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tok = PreTrainedTokenizerFast.from_pretrained(args.checkpoint)
     model = AutoModelForCausalLM.from_pretrained(args.checkpoint, torch_dtype=torch.float32)
@@ -91,11 +103,12 @@ def main():
     with open(args.predictions) as f:
         rows = json.load(f)[: args.limit]
 
-    exact, max_diff = 0, 0.0
+    exact, max_diff, hf_seconds = 0, 0.0, 0.0
     for n, row in enumerate(rows):
         nb = len(row["predict"])
         ids = torch.tensor([row["prompt_ids"]])
         proc = ConstrainedProcessor(allowed, ids.shape[1])
+        t0 = time.perf_counter()
         with torch.no_grad():
             out = model.generate(
                 ids,
@@ -111,6 +124,7 @@ def main():
                 return_dict_in_generate=True,
                 output_scores=True,
             )
+        hf_seconds += time.perf_counter() - t0
         gen = out.sequences[:, ids.shape[1] :]
         theirs = [tok.decode(g, skip_special_tokens=True).strip() for g in gen]
         theirs_scores = out.sequences_scores.tolist()
@@ -129,6 +143,31 @@ def main():
         f"{exact}/{len(rows)} rows identical to HF beam search "
         f"(top-{len(rows[0]['predict']) if rows else 0}, max |score diff| {max_diff:.2e})"
     )
+    hf_rate = len(rows) / hf_seconds if hf_seconds > 0 else 0.0
+    report_path = os.path.join(os.path.dirname(args.predictions), "report.json")
+    ours_rate = None
+    if os.path.exists(report_path):
+        with open(report_path) as f:
+            ours_rate = json.load(f).get("rows_per_second")
+    line = f"HF generate: {hf_rate:.2f} rows/s ({args.threads} threads)"
+    if ours_rate:
+        line += f"; sidrec eval: {ours_rate:.2f} rows/s ({ours_rate / hf_rate:.1f}x HF)"
+    print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "rows": len(rows),
+                    "identical": exact,
+                    "max_score_diff": max_diff,
+                    "hf_rows_per_second": hf_rate,
+                    "sidrec_rows_per_second": ours_rate,
+                    "threads": args.threads,
+                    "torch": torch.__version__,
+                },
+                f,
+                indent=1,
+            )
     return 0 if exact == len(rows) else 1
 
 

@@ -1,9 +1,17 @@
 //! SFT throughput: tokens/s of the forward pass, forward + backward, and a whole optimizer step,
 //! for the `tiny` and `small` presets on Industrial SID-history prompts.
 //!
-//! `cargo bench -p sidrec-trainer --bench sft_throughput -- [--presets tiny,small]
-//! [--batch 32] [--steps 10] [--history-loss] [--style compact|minionerec]`
+//! `cargo bench -p sidrec-trainer --bench sft_throughput -- [--presets tiny,base,small]
+//! [--batch 32] [--steps 10] [--history-loss] [--style compact|minionerec]
+//! [--kernels fused|composite] [--export DIR] [--lr 1e-3]`
 //! Needs `../shared/data/industrial` (or `SIDREC_BENCH_DATA=DIR`). Threads: `RAYON_NUM_THREADS`.
+//!
+//! `--kernels composite` runs the model's plain tensor-op forms instead of the fused CPU
+//! kernels (the A/B of the two in one binary). `--export DIR` writes, per preset, the initial
+//! weights as a HuggingFace checkpoint (`DIR/<preset>/checkpoint`), every batch's token ids,
+//! mask, supervised positions and targets (`batches.jsonl`) and this run's per-step losses
+//! (`sidrec-losses.json`), so that `scripts/torch_reference/` can train PyTorch on exactly
+//! the same batches from the same weights.
 
 use std::time::Instant;
 
@@ -15,7 +23,7 @@ use sidrec::prompt::PromptStyle;
 use sidrec::tokenizer::SidTokenizer;
 use sidrec_trainer::cli::Preset;
 use sidrec_trainer::init::{preset_config, tokenizer_corpus};
-use sidrec_trainer::sft::batch::make_batch;
+use sidrec_trainer::sft::batch::{make_batch, Batch};
 use sidrec_trainer::sft::optim::{sorted_vars, AdamW, AdamWConfig, GradAccumulator};
 use sidrec_trainer::sft::tasks::{Example, Task, TaskBuilder};
 use sidrec_trainer::sft::train::batch_nll;
@@ -26,6 +34,9 @@ struct Opts {
     steps: usize,
     history_loss: bool,
     style: PromptStyle,
+    fused: bool,
+    export: Option<std::path::PathBuf>,
+    lr: f64,
 }
 
 fn parse() -> Opts {
@@ -35,6 +46,9 @@ fn parse() -> Opts {
         steps: 10,
         history_loss: false,
         style: PromptStyle::Compact,
+        fused: true,
+        export: None,
+        lr: 1e-3,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -46,6 +60,7 @@ fn parse() -> Opts {
                     .split(',')
                     .map(|p| match p {
                         "tiny" => Preset::Tiny,
+                        "base" => Preset::Base,
                         "small" => Preset::Small,
                         other => panic!("unknown preset {other}"),
                     })
@@ -62,6 +77,22 @@ fn parse() -> Opts {
             }
             "--style" => {
                 o.style = val().parse().expect("--style compact|minionerec");
+                i += 1;
+            }
+            "--kernels" => {
+                o.fused = match val().as_str() {
+                    "fused" => true,
+                    "composite" => false,
+                    other => panic!("--kernels fused|composite, not {other}"),
+                };
+                i += 1;
+            }
+            "--export" => {
+                o.export = Some(val().into());
+                i += 1;
+            }
+            "--lr" => {
+                o.lr = val().parse().expect("--lr X");
                 i += 1;
             }
             "--history-loss" => o.history_loss = true,
@@ -124,12 +155,13 @@ fn main() {
     let examples: Vec<Example> = builder.build(&rows, &[Task::SeqRec]).unwrap();
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
     println!(
-        "SFT throughput on {} ({} seqrec examples, style {}, batch {}, history loss {}, threads {threads})",
+        "SFT throughput on {} ({} seqrec examples, style {}, batch {}, history loss {}, threads {threads}, kernels {})",
         data.display(),
         examples.len(),
         o.style,
         o.batch,
-        o.history_loss
+        o.history_loss,
+        if o.fused { "fused" } else { "composite" }
     );
     println!("| preset | params | tokens/batch | fwd ms | fwd+bwd ms | step ms | fwd tok/s | step tok/s | bwd/fwd | step CPU ms | tok per CPU-s | peak RSS MiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
@@ -139,6 +171,7 @@ fn main() {
         let varmap = VarMap::new();
         let model =
             Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
+        model.set_fused_kernels(o.fused);
         let vars = sorted_vars(&varmap).unwrap();
         let mut opt = AdamW::new(vars.clone(), AdamWConfig::default()).unwrap();
         let batches: Vec<_> = examples
@@ -149,6 +182,14 @@ fn main() {
                 make_batch(&refs, tokenizer.eos_id(), &device).unwrap()
             })
             .collect();
+        let export = o
+            .export
+            .as_ref()
+            .map(|dir| dir.join(format!("{preset:?}").to_lowercase()));
+        if let Some(dir) = &export {
+            export_batches(dir, &model, &batches);
+        }
+        let mut losses = Vec::new();
         let (mut fwd, mut fb, mut step, mut tokens, mut cpu) = (0f64, 0f64, 0f64, 0usize, 0f64);
         for (i, b) in batches.iter().enumerate() {
             let warm = i < 2;
@@ -162,7 +203,8 @@ fn main() {
             let t2 = Instant::now();
             let mut acc = GradAccumulator::default();
             acc.add(&vars, &grads).unwrap();
-            opt.step(&mut acc, 1e-3, Some(1.0)).unwrap();
+            opt.step(&mut acc, o.lr, Some(1.0)).unwrap();
+            losses.push(loss.to_scalar::<f32>().unwrap());
             let t3 = Instant::now();
             if !warm {
                 fwd += (t1 - t0).as_secs_f64();
@@ -187,5 +229,29 @@ fn main() {
             tokens as f64 / cpu.max(1e-9),
             vm_hwm_mib()
         );
+        if let Some(dir) = &export {
+            let text = serde_json::to_string(&losses).unwrap();
+            std::fs::write(dir.join("sidrec-losses.json"), text).unwrap();
+        }
     }
+}
+
+/// The initial weights as a HF checkpoint and every batch as one JSON line.
+fn export_batches(dir: &std::path::Path, model: &Qwen2, batches: &[Batch]) {
+    std::fs::create_dir_all(dir).unwrap();
+    sidrec::model::checkpoint::save(model, &dir.join("checkpoint")).unwrap();
+    let mut lines = String::new();
+    for b in batches {
+        let line = serde_json::json!({
+            "ids": b.ids.to_vec2::<u32>().unwrap(),
+            "mask": b.mask.to_vec2::<u32>().unwrap(),
+            "positions": b.positions.to_vec1::<u32>().unwrap(),
+            "targets": b.targets.to_vec1::<u32>().unwrap(),
+            "tokens": b.tokens,
+            "supervised": b.supervised,
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(dir.join("batches.jsonl"), lines).unwrap();
 }

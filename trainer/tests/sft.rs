@@ -96,6 +96,40 @@ fn loss_falls_and_resume_after_a_kill_continues_identically() {
     }
 }
 
+/// Beam search over a trained checkpoint ranks every row identically with the fused CPU
+/// kernels and with the composite tensor ops (`SIDREC_KERNELS=composite`).
+#[test]
+fn fused_and_composite_kernels_rank_a_trained_checkpoint_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let run = dir.path().join("run");
+    ok(&sft_args(&data, &ck, run.to_str().unwrap()));
+    let best = run.join("best");
+    let eval = |kernels: &str| {
+        let out = dir.path().join(format!("eval-{kernels}"));
+        let o = std::process::Command::new(common::BIN)
+            .args(["eval", "--checkpoint", best.to_str().unwrap(), "--data", &data])
+            .args(["--split", "test", "--num-beams", "20", "--limit", "40"])
+            .args(["--out", out.to_str().unwrap()])
+            .env("SIDREC_KERNELS", kernels)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(out.join("predictions.json")).unwrap();
+        serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
+    };
+    let (fused, composite) = (eval("fused"), eval("composite"));
+    assert_eq!(fused.len(), 40);
+    for (i, (a, b)) in fused.iter().zip(&composite).enumerate() {
+        assert_eq!(a["predict"], b["predict"], "row {i}: rankings differ");
+        let (sa, sb) = (a["scores"].as_array().unwrap(), b["scores"].as_array().unwrap());
+        for (x, y) in sa.iter().zip(sb) {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() < 1e-4, "row {i}: score {x} vs {y}");
+        }
+    }
+}
+
 #[test]
 fn freeze_llm_changes_only_the_sid_rows() {
     use candle_core::{DType, Device};

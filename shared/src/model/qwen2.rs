@@ -550,7 +550,7 @@ impl Qwen2 {
             dtype: vb.dtype(),
             device: vb.device().clone(),
             dropout,
-            fused: Arc::new(AtomicBool::new(true)),
+            fused: Arc::new(AtomicBool::new(kernels_from_env())),
         })
     }
 
@@ -911,6 +911,12 @@ impl Qwen2 {
         let hidden = self.decode_step_hidden(tokens, prompt, beams, beams_per_prompt)?;
         self.logits(&hidden)
     }
+}
+
+/// Whether new models use the fused CPU kernels: yes unless `SIDREC_KERNELS=composite`
+/// (an escape hatch and the A/B switch of the command-line tools).
+fn kernels_from_env() -> bool {
+    std::env::var("SIDREC_KERNELS").map_or(true, |v| v.trim() != "composite")
 }
 
 /// `x @ w^T` over the last dim, in the weights' dtype, returned as f32.
