@@ -108,7 +108,13 @@ fn fused_and_composite_kernels_rank_a_trained_checkpoint_identically() {
     let eval = |kernels: &str| {
         let out = dir.path().join(format!("eval-{kernels}"));
         let o = std::process::Command::new(common::BIN)
-            .args(["eval", "--checkpoint", best.to_str().unwrap(), "--data", &data])
+            .args([
+                "eval",
+                "--checkpoint",
+                best.to_str().unwrap(),
+                "--data",
+                &data,
+            ])
             .args(["--split", "test", "--num-beams", "20", "--limit", "40"])
             .args(["--out", out.to_str().unwrap()])
             .env("SIDREC_KERNELS", kernels)
@@ -122,7 +128,10 @@ fn fused_and_composite_kernels_rank_a_trained_checkpoint_identically() {
     assert_eq!(fused.len(), 40);
     for (i, (a, b)) in fused.iter().zip(&composite).enumerate() {
         assert_eq!(a["predict"], b["predict"], "row {i}: rankings differ");
-        let (sa, sb) = (a["scores"].as_array().unwrap(), b["scores"].as_array().unwrap());
+        let (sa, sb) = (
+            a["scores"].as_array().unwrap(),
+            b["scores"].as_array().unwrap(),
+        );
         for (x, y) in sa.iter().zip(sb) {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
             assert!((x - y).abs() < 1e-4, "row {i}: score {x} vs {y}");
