@@ -137,26 +137,29 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<bool> {
     Ok(report.passed())
 }
 
+fn markdown(reports: &[PathBuf]) -> anyhow::Result<bool> {
+    for p in reports {
+        println!("{}", Report::read(p)?.markdown());
+    }
+    Ok(true)
+}
+
+fn knee(report: &std::path::Path) -> anyhow::Result<bool> {
+    let k = Report::read(report)?
+        .sweep
+        .and_then(|s| s.knee_rate)
+        .with_context(|| format!("{}: no knee found", report.display()))?;
+    println!("{k}");
+    Ok(true)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run_cmd(a).await,
-        Command::Markdown { reports } => (|| {
-            for p in reports {
-                println!("{}", Report::read(&p)?.markdown());
-            }
-            Ok(true)
-        })(),
-        Command::Knee { report } => (|| {
-            let r = Report::read(&report)?;
-            let k = r
-                .sweep
-                .and_then(|s| s.knee_rate)
-                .with_context(|| format!("{}: no knee found", report.display()))?;
-            println!("{k}");
-            Ok(true)
-        })(),
+        Command::Markdown { reports } => markdown(&reports),
+        Command::Knee { report } => knee(&report),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

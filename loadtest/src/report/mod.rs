@@ -197,14 +197,19 @@ impl Report {
                     p.versions.len()
                 );
             }
+            s += "\n";
             let total: u64 = self.phases.iter().map(|p| p.counts.total()).sum();
             let rejected: u64 = self.phases.iter().map(|p| p.counts.rejected_429).sum();
-            if rejected > 0 && total > 0 {
+            if total > 0 {
                 s += &format!(
-                    "\n- 429 share: {:.1} % of {total} operations\n",
+                    "- 429 share: {:.1} % of {total} operations\n",
                     100.0 * rejected as f64 / total as f64
                 );
             }
+        }
+        let hits: u64 = self.phases.iter().map(|p| p.cache_hits).sum();
+        if hits > 0 {
+            s += &format!("- answers from the server's response cache: {hits}\n");
         }
         let swaps: Vec<&ActionRecord> = self.actions.iter().filter(|a| a.kind == "swap").collect();
         if !swaps.is_empty() {
