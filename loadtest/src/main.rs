@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a scenario file and write `<name>.json` and `<name>.html` into --out-dir.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print Markdown tables of reports (for BENCHMARKS.md).
     Markdown {
         /// JSON reports.
@@ -157,7 +157,7 @@ fn knee(report: &std::path::Path) -> anyhow::Result<bool> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(a) => run_cmd(a).await,
+        Command::Run(a) => run_cmd(*a).await,
         Command::Markdown { reports } => markdown(&reports),
         Command::Knee { report } => knee(&report),
     };

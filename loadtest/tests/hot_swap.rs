@@ -36,7 +36,9 @@ fn write_checkpoint(dir: &Path) -> String {
         items.insert(id, ItemMeta::new(format!("Widget model {id} steel"), ""));
         index.insert(id, common::sid(id));
     }
-    let sids: Vec<String> = (0..common::ITEMS).map(|i| common::sid(i).to_string()).collect();
+    let sids: Vec<String> = (0..common::ITEMS)
+        .map(|i| common::sid(i).to_string())
+        .collect();
     let corpus: Vec<String> = sids
         .iter()
         .zip(sids.iter().rev())
@@ -51,7 +53,11 @@ fn write_checkpoint(dir: &Path) -> String {
     cfg.bos_token_id = Some(tokenizer.eos_id());
     cfg.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
     let varmap = VarMap::new();
-    let model = Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    let model = Qwen2::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
     checkpoint::write(
         dir,
         &NewCheckpoint {
@@ -103,7 +109,9 @@ async fn checkpoints_swapped_in_under_load_through_both_paths_lose_nothing() {
             std::env::var("SIDREC_REQUIRE_SHARED").as_deref() != Ok("1"),
             "the sidrec-server binary is not built beside the tests"
         );
-        eprintln!("SKIPPED: sidrec-server is not built beside the tests (cargo build -p sidrec-server)");
+        eprintln!(
+            "SKIPPED: sidrec-server is not built beside the tests (cargo build -p sidrec-server)"
+        );
         return;
     };
     let data = tempfile::tempdir().unwrap();
@@ -111,8 +119,20 @@ async fn checkpoints_swapped_in_under_load_through_both_paths_lose_nothing() {
     let models = tempfile::tempdir().unwrap();
     let first = write_checkpoint(&models.path().join("base"));
     let mut child = std::process::Command::new(bin)
-        .args(["--model-dir", models.path().to_str().unwrap(), "--port", "0"])
-        .args(["--watch-interval", "1s", "--admin-token", "s3cret", "--log-level", "info"])
+        .args([
+            "--model-dir",
+            models.path().to_str().unwrap(),
+            "--port",
+            "0",
+        ])
+        .args([
+            "--watch-interval",
+            "1s",
+            "--admin-token",
+            "s3cret",
+            "--log-level",
+            "info",
+        ])
         .env("RAYON_NUM_THREADS", "1")
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
@@ -121,7 +141,10 @@ async fn checkpoints_swapped_in_under_load_through_both_paths_lose_nothing() {
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
-        let line = lines.next().expect("the server exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("the server exited before listening")
+            .unwrap();
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
@@ -156,6 +179,9 @@ async fn checkpoints_swapped_in_under_load_through_both_paths_lose_nothing() {
     let versions = r.versions();
     assert!(versions.contains_key(&first), "{versions:?}");
     for s in swaps.iter().take(2) {
-        assert!(versions.contains_key(s.version.as_ref().unwrap()), "{versions:?} {s:?}");
+        assert!(
+            versions.contains_key(s.version.as_ref().unwrap()),
+            "{versions:?} {s:?}"
+        );
     }
 }
