@@ -43,4 +43,14 @@ if ! ./scripts/redis-server.sh; then
   echo "warning: no redis-server; Redis tests will skip" >&2
 fi
 
-cargo test --workspace --locked "$@"
+# Tests whose prerequisite is missing return early and cargo counts them as passed; each one
+# appends "<test>\t<reason>" here (sidrec::testing::skip), and the count is printed below.
+SIDREC_SKIP_LOG="$(mktemp "${TMPDIR:-/tmp}/sidrec-skips.XXXXXX")"
+export SIDREC_SKIP_LOG
+trap 'rm -f "$SIDREC_SKIP_LOG"' EXIT
+
+status=0
+cargo test --workspace --locked "$@" || status=$?
+
+./scripts/skip-summary.sh "$SIDREC_SKIP_LOG"
+exit "$status"
