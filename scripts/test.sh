@@ -52,5 +52,9 @@ trap 'rm -f "$SIDREC_SKIP_LOG"' EXIT
 status=0
 cargo test --workspace --locked "$@" || status=$?
 
+# The deployment files (docker/, deploy/k8s/) against the binaries cargo test just built.
+echo
+./scripts/check-deploy.sh || status=1
+
 ./scripts/skip-summary.sh "$SIDREC_SKIP_LOG"
 exit "$status"

@@ -286,8 +286,13 @@ async fn metric(base: &str, sample: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// POST `body` to `base` + `path`, contract-checked; returns status and body.
@@ -374,7 +379,10 @@ async fn two_replicas_share_redis_roll_a_checkpoint_and_survive_a_kill() {
                 .filter(|x| x.replica == r && x.version == v)
                 .count()
         };
-        assert!(of(&v1) > 0 && of(&v2) > 0, "replica {r} served both versions");
+        assert!(
+            of(&v1) > 0 && of(&v2) > 0,
+            "replica {r} served both versions"
+        );
         // Requests sent after a replica reported v2 are answered by v2.
         let stale = rolled
             .answers
@@ -447,8 +455,15 @@ async fn two_replicas_share_redis_roll_a_checkpoint_and_survive_a_kill() {
     let survived = stop_load(&stop, load).await;
     report.push(describe("replica B killed", &survived, t0.elapsed()));
     assert!(survived.failed.is_empty(), "failed: {:?}", survived.failed);
-    assert!(survived.invalid.is_empty(), "invalid: {:?}", survived.invalid);
-    assert!(survived.failovers > 0, "no request went to the killed replica");
+    assert!(
+        survived.invalid.is_empty(),
+        "invalid: {:?}",
+        survived.invalid
+    );
+    assert!(
+        survived.failovers > 0,
+        "no request went to the killed replica"
+    );
     let after_kill = |r: usize| {
         survived
             .answers
