@@ -51,7 +51,10 @@ pub fn skip(reason: &str) {
             .open(&log)
             .and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = written {
-            eprintln!("cannot append to {SKIP_LOG_ENV}={}: {e}", log.to_string_lossy());
+            eprintln!(
+                "cannot append to {SKIP_LOG_ENV}={}: {e}",
+                log.to_string_lossy()
+            );
         }
     }
 }
