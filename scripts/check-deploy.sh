@@ -36,5 +36,23 @@ if ! "$VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$VERSION";
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$VERSION" \
     >&2 || skip "pip install kubernetes-validate==$VERSION failed (no PyPI?)"
 fi
-exec "$VENV/bin/python" scripts/check_deploy.py "$BIN_DIR" \
+"$VENV/bin/python" scripts/check_deploy.py "$BIN_DIR" \
   --kubernetes-validate "$VENV/bin/kubernetes-validate"
+
+# The checker must catch what it is for: a copy with an unknown variable, an unknown trainer
+# flag and a misspelt manifest field has to fail, naming all three.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sidrec-check-deploy.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cp -r docker deploy "$tmp/"
+sed -i 's/SIDREC_MAX_QUEUE:/SIDREC_MAX_QUEUES:/' "$tmp/docker/compose.yaml"
+sed -i 's/--valid-rows 200/--valid-row 200/' "$tmp/docker/train.sh"
+sed -i '0,/periodSeconds:/s//periodSecond:/' "$tmp/deploy/k8s/server.yaml"
+if out=$("$VENV/bin/python" scripts/check_deploy.py "$BIN_DIR" --root "$tmp" \
+    --kubernetes-validate "$VENV/bin/kubernetes-validate" 2>&1); then
+  echo "error: check_deploy.py passed a broken copy of the deployment files" >&2
+  exit 1
+fi
+for want in SIDREC_MAX_QUEUES --valid-row periodSecond; do
+  grep -q -- "$want" <<<"$out" || { echo "error: check_deploy.py did not report $want:" >&2; echo "$out" >&2; exit 1; }
+done
+echo "check_deploy: a broken copy is rejected (unknown variable, flag and manifest field reported)"

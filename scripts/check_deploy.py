@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Offline consistency checks of the deployment files (docker/, deploy/k8s/).
 
-  check_deploy.py BIN_DIR [--kubernetes-validate PATH]
+  check_deploy.py BIN_DIR [--kubernetes-validate PATH] [--root DIR]
 
 - every SIDREC_* environment variable the images, the compose file, the manifests and
   docker/train.sh set or read exists in `sidrec-server --help` or a `sidrec-trainer` --help
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # --root replaces it (a copy to check)
 ENV_RE = re.compile(r"\bSIDREC_[A-Z0-9_]+\b")
 FAILURES = []
 PASSED = [0]
@@ -116,7 +116,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bin_dir", type=Path)
     ap.add_argument("--kubernetes-validate")
+    ap.add_argument("--root", type=Path, help="checkout whose docker/ and deploy/ to check")
     args = ap.parse_args()
+    global ROOT
+    if args.root:
+        ROOT = args.root.resolve()
 
     server_bin, trainer_bin = args.bin_dir / "sidrec-server", args.bin_dir / "sidrec-trainer"
     for b in (server_bin, trainer_bin):
