@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: what `.ci/run` runs and what the README's second command runs.
 # Installs what the tests need (the all-MiniLM-L6-v2 text encoder, via scripts/fetch-encoder.sh),
-# then runs every test.
+# then runs every test, checks the deployment files (scripts/check-deploy.sh), and ends with how
+# many tests could not run for a missing prerequisite, and why. Arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
