@@ -3,6 +3,8 @@
 
   check_deploy.py BIN_DIR [--kubernetes-validate PATH] [--root DIR]
 
+- the server starts with the settings the compose file and the ConfigMap give it (clap rejects
+  a bad value such as `2 parsecs` at start);
 - every SIDREC_* environment variable the images, the compose file, the manifests and
   docker/train.sh set or read exists in `sidrec-server --help` or a `sidrec-trainer` --help
   (the server's own settings in the server's), and every flag they pass to a binary exists in
@@ -74,6 +76,35 @@ def flags_of(text):
 
 def envs_of(text):
     return set(re.findall(r"\[env: (SIDREC_[A-Z0-9_]+)", text))
+
+
+def check_server_starts(server_bin, env, where):
+    """The server accepts the values `env` gives (clap rejects a bad one at start, exit 2): it
+    must still be running after a moment, on a free loopback port, an empty model directory and
+    an unreachable Redis (it starts while Redis is down)."""
+    import os
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as models:
+        run_env = {k: v for k, v in os.environ.items() if not k.startswith("SIDREC_")}
+        run_env.update({k: str(v) for k, v in env.items() if k.startswith("SIDREC_")})
+        run_env.update({"SIDREC_HOST": "127.0.0.1", "SIDREC_PORT": "0",
+                        "SIDREC_MODEL_DIR": models})
+        if "SIDREC_REDIS_URL" in run_env:
+            run_env["SIDREC_REDIS_URL"] = "redis://127.0.0.1:1/"
+        p = subprocess.Popen([str(server_bin)], env=run_env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(2)
+            code = p.poll()
+            err = p.stderr.read() if code is not None else ""
+            check(code is None, f"{where}: sidrec-server exits ({code}) with these settings: "
+                  + err.strip()[-300:])
+        finally:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
 
 
 def check_command(words, where, server_help, trainer):
@@ -162,6 +193,7 @@ def main():
     for name in server_env:
         if name.startswith("SIDREC_"):
             check(name in server_envs, f"compose server: {name} is not in sidrec-server --help")
+    check_server_starts(server_bin, server_env, "compose server")
     check((server_svc.get("deploy") or {}).get("replicas", 1) >= 2,
           "compose: fewer than two server replicas")
     for name, svc in services.items():
@@ -250,6 +282,7 @@ def main():
         pause = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
         check(pod.get("terminationGracePeriodSeconds", 30) >= pause + timeout + 5,
               "terminationGracePeriodSeconds does not cover preStop + request timeout")
+        check_server_starts(server_bin, cfg, "ConfigMap sidrec-server")
         url = cfg.get("SIDREC_REDIS_URL", "")
         host = re.match(r"redis://(?:[^@]*@)?([^:/]+)", url)
         check(host is not None and host.group(1) in svcs, f"SIDREC_REDIS_URL {url}: no Service")
