@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: what `.ci/run` runs and what the README's second command runs.
 # Installs what the tests need (the all-MiniLM-L6-v2 text encoder, via scripts/fetch-encoder.sh),
-# then runs every test.
+# then runs every test, checks the deployment files (scripts/check-deploy.sh), and ends with how
+# many tests could not run for a missing prerequisite, and why. Arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,4 +44,18 @@ if ! ./scripts/redis-server.sh; then
   echo "warning: no redis-server; Redis tests will skip" >&2
 fi
 
-cargo test --workspace --locked "$@"
+# Tests whose prerequisite is missing return early and cargo counts them as passed; each one
+# appends "<test>\t<reason>" here (sidrec::testing::skip), and the count is printed below.
+SIDREC_SKIP_LOG="$(mktemp "${TMPDIR:-/tmp}/sidrec-skips.XXXXXX")"
+export SIDREC_SKIP_LOG
+trap 'rm -f "$SIDREC_SKIP_LOG"' EXIT
+
+status=0
+cargo test --workspace --locked "$@" || status=$?
+
+# The deployment files (docker/, deploy/k8s/) against the binaries cargo test just built.
+echo
+./scripts/check-deploy.sh || status=1
+
+./scripts/skip-summary.sh "$SIDREC_SKIP_LOG"
+exit "$status"

@@ -1,115 +1,20 @@
 //! The Redis store against a real `redis-server` that each test starts on a free port (installed
 //! by `scripts/redis-server.sh`), alone and wired into the server binary. Tests that need it
-//! skip when `redis-server` is not on PATH, unless `SIDREC_REQUIRE_SHARED=1`, in which case they
-//! fail.
+//! skip when `redis-server` is not on PATH (see [`common::redis`]).
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use common::redis::{free_port, RedisServer};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sidrec::testing::REQUIRE_SHARED_ENV;
 use sidrec_server::store::{
     cache_key, subscribe_reloads_with, HistoryStore, RedisConfig, RedisStore, ReloadEvent,
     ResponseCache, StoreError, SubscribeOptions,
 };
 use tokio::sync::mpsc;
-
-/// A throw-away `redis-server` (no persistence) on 127.0.0.1, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// Start one, or `None` (with a note) when `redis-server` is not installed.
-    fn start() -> Option<Self> {
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            let required = std::env::var(REQUIRE_SHARED_ENV).is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "{REQUIRE_SHARED_ENV}=1 but redis-server is not installed \
-                 (run scripts/redis-server.sh)"
-            );
-            eprintln!("skipping: redis-server is not installed (run scripts/redis-server.sh)");
-            return None;
-        }
-        let port = free_port();
-        let mut server = Self { port, child: None };
-        server.spawn();
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--loglevel", "warning"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on port {} within 10 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL it: no goodbye to clients, as in a crash.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start it again on the same port (empty: nothing is persisted).
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("cannot bind a free port");
-    l.local_addr().expect("no local address").port()
-}
-
-/// Whether a Redis answers PING on `port`.
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
 
 fn config(server: &RedisServer, prefix: &str) -> RedisConfig {
     RedisConfig {

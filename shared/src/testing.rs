@@ -4,7 +4,11 @@
 //! `../shared/data/industrial` folder beside the checkout. Tests that need it call
 //! [`industrial_dir`]: when the folder is missing they are skipped with a message, unless
 //! `SIDREC_REQUIRE_SHARED=1` (set by `.ci/run`), in which case they fail.
+//!
+//! Every skip goes through [`skip`], so that `scripts/test.sh` can report how many of the tests
+//! cargo counts as passed did not really run, and why.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Environment variable that overrides the location of the `shared` folder.
@@ -22,7 +26,58 @@ pub fn shared_dir() -> Option<PathBuf> {
     dir.is_dir().then(|| dir.canonicalize().unwrap_or(dir))
 }
 
-/// `shared/data/industrial`, or `None` (after printing why) when the test should be skipped.
+/// Environment variable naming a file to which [`skip`] appends one line per skipped test
+/// (`scripts/test.sh` sets it and prints the count and reasons after cargo's summary).
+pub const SKIP_LOG_ENV: &str = "SIDREC_SKIP_LOG";
+
+/// Record that the running test cannot run for `reason` (a missing prerequisite) and should
+/// return early: prints `SKIP <test>: <reason>` to stderr and appends `<test>\t<reason>` to
+/// `$SIDREC_SKIP_LOG` when set.
+///
+/// # Panics
+/// When `SIDREC_REQUIRE_SHARED=1`: there every prerequisite must be present.
+pub fn skip(reason: &str) {
+    let required = std::env::var(REQUIRE_SHARED_ENV).is_ok_and(|v| v == "1");
+    assert!(!required, "{REQUIRE_SHARED_ENV}=1 but {reason}");
+    let test = current_test();
+    eprintln!("SKIP {test}: {reason}");
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
+        // One short write per line with O_APPEND: lines from parallel tests and test binaries
+        // do not interleave.
+        let line = format!("{test}\t{}\n", reason.replace(['\t', '\n'], " "));
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            eprintln!(
+                "cannot append to {SKIP_LOG_ENV}={}: {e}",
+                log.to_string_lossy()
+            );
+        }
+    }
+}
+
+/// `<test binary>::<test>`: libtest names each test's thread after the test; the binary's
+/// file name loses cargo's `-<hash>` suffix.
+fn current_test() -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_owned(),
+            _ => s,
+        })
+        .unwrap_or_else(|| "?".into());
+    let thread = std::thread::current();
+    match thread.name() {
+        Some(name) if name != "main" => format!("{binary}::{name}"),
+        _ => binary,
+    }
+}
+
+/// `shared/data/industrial`, or `None` (after [`skip`]) when the test should be skipped.
 ///
 /// # Panics
 /// When the folder is missing and `SIDREC_REQUIRE_SHARED=1`.
@@ -31,13 +86,9 @@ pub fn industrial_dir() -> Option<PathBuf> {
     match dir {
         Some(d) if d.is_dir() => Some(d),
         _ => {
-            let required = std::env::var(REQUIRE_SHARED_ENV).is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "{REQUIRE_SHARED_ENV}=1 but ../shared/data/industrial is missing \
-                 (set {SHARED_DIR_ENV} to the shared folder)"
-            );
-            eprintln!("skipped: ../shared/data/industrial not found (set {SHARED_DIR_ENV})");
+            skip(&format!(
+                "../shared/data/industrial not found (set {SHARED_DIR_ENV} to the shared folder)"
+            ));
             None
         }
     }
@@ -48,7 +99,7 @@ pub const ENCODER_DIR_ENV: &str = "SIDREC_ENCODER_DIR";
 
 /// The all-MiniLM-L6-v2 encoder directory for tests: `$SIDREC_ENCODER_DIR`, else
 /// `<repo>/.cache/encoders/all-MiniLM-L6-v2` (where `scripts/fetch-encoder.sh` puts it), if it
-/// holds every file of [`crate::embed::ENCODER_FILES`]; otherwise `None` after printing why.
+/// holds every file of [`crate::embed::ENCODER_FILES`]; otherwise `None` after [`skip`].
 ///
 /// # Panics
 /// When no encoder is found and `SIDREC_REQUIRE_SHARED=1`.
@@ -65,16 +116,9 @@ pub fn encoder_dir() -> Option<PathBuf> {
     if complete {
         return Some(dir);
     }
-    let required = std::env::var(REQUIRE_SHARED_ENV).is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{REQUIRE_SHARED_ENV}=1 but no text encoder in {} (run scripts/fetch-encoder.sh or set \
-         {ENCODER_DIR_ENV})",
+    skip(&format!(
+        "no text encoder in {} (run scripts/fetch-encoder.sh or set {ENCODER_DIR_ENV})",
         dir.display()
-    );
-    eprintln!(
-        "skipped: no text encoder in {} (run scripts/fetch-encoder.sh or set {ENCODER_DIR_ENV})",
-        dir.display()
-    );
+    ));
     None
 }

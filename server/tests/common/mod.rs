@@ -2,6 +2,8 @@
 //! responses against `openapi/openapi.yaml`.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::path::Path;
 use std::sync::OnceLock;
 
