@@ -96,47 +96,63 @@ fn loss_falls_and_resume_after_a_kill_continues_identically() {
     }
 }
 
-/// Beam search over a trained checkpoint ranks every row identically with the fused CPU
-/// kernels and with the composite tensor ops (`SIDREC_KERNELS=composite`).
+/// Training with the fused CPU kernels follows the composite tensor ops
+/// (`SIDREC_KERNELS=composite`): the same loss at every step, and checkpoints that rank the
+/// test rows the same way under beam search.
 #[test]
-fn fused_and_composite_kernels_rank_a_trained_checkpoint_identically() {
+fn fused_and_composite_kernels_train_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
     let (data, ck) = setup(dir.path());
-    let run = dir.path().join("run");
-    ok(&sft_args(&data, &ck, run.to_str().unwrap()));
-    let best = run.join("best");
-    let eval = |kernels: &str| {
+    let train_and_eval = |kernels: &str| {
+        let run = dir.path().join(format!("run-{kernels}"));
         let out = dir.path().join(format!("eval-{kernels}"));
-        let o = std::process::Command::new(common::BIN)
-            .args([
+        let best = run.join("best");
+        for args in [
+            sft_args(&data, &ck, run.to_str().unwrap()),
+            vec![
                 "eval",
                 "--checkpoint",
                 best.to_str().unwrap(),
                 "--data",
                 &data,
-            ])
-            .args(["--split", "test", "--num-beams", "20", "--limit", "40"])
-            .args(["--out", out.to_str().unwrap()])
-            .env("SIDREC_KERNELS", kernels)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let text = std::fs::read_to_string(out.join("predictions.json")).unwrap();
-        serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
-    };
-    let (fused, composite) = (eval("fused"), eval("composite"));
-    assert_eq!(fused.len(), 40);
-    for (i, (a, b)) in fused.iter().zip(&composite).enumerate() {
-        assert_eq!(a["predict"], b["predict"], "row {i}: rankings differ");
-        let (sa, sb) = (
-            a["scores"].as_array().unwrap(),
-            b["scores"].as_array().unwrap(),
-        );
-        for (x, y) in sa.iter().zip(sb) {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!((x - y).abs() < 1e-4, "row {i}: score {x} vs {y}");
+                "--split",
+                "test",
+                "--num-beams",
+                "20",
+                "--limit",
+                "40",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ] {
+            let o = std::process::Command::new(common::BIN)
+                .args(&args)
+                .env("SIDREC_KERNELS", kernels)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
+        let text = std::fs::read_to_string(out.join("predictions.json")).unwrap();
+        let preds: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        (losses(&run), preds)
+    };
+    let (lf, pf) = train_and_eval("fused");
+    let (lc, pc) = train_and_eval("composite");
+    assert_eq!(lf.len(), 16);
+    for ((s, a), (_, b)) in lf.iter().zip(&lc) {
+        assert!(
+            (a - b).abs() < 1e-3 * b.abs().max(1.0),
+            "step {s}: loss {a} vs {b}"
+        );
     }
+    assert_eq!(pf.len(), 40);
+    let same = pf
+        .iter()
+        .zip(&pc)
+        .filter(|(a, b)| a["predict"] == b["predict"])
+        .count();
+    // The weights differ by float rounding only; a near-tie may swap two neighbours.
+    assert!(same >= 38, "only {same}/40 rows ranked identically");
 }
 
 #[test]

@@ -310,7 +310,7 @@ impl Attention {
         x: &Tensor,
         rope: &RopeTables,
         prompt: &LayerKv,
-        mask: &DecodeMask,
+        mask: &Tensor,
         beams: &mut BeamCache,
         layer: usize,
         nb: usize,
@@ -325,23 +325,6 @@ impl Attention {
         let v = self.v_proj.forward(x)?.reshape((n, kvh, 1, d))?;
         let beam = beams.append(layer, k, v)?;
         let t = beam.k.dim(2)?;
-        let mask = match mask {
-            DecodeMask::Fused { prompt_keys } => {
-                let out = kernels::attention::decode_attention(
-                    &q,
-                    &prompt.k,
-                    &prompt.v,
-                    prompt_keys,
-                    &beam.k,
-                    &beam.v,
-                    h,
-                    nb,
-                    self.scale,
-                )?;
-                return Ok(self.o_proj.forward(&out.reshape((n, 1, h * d))?)?);
-            }
-            DecodeMask::Full(mask) => mask,
-        };
 
         let qp = q
             .reshape((b, nb, kvh, g, d))?
@@ -443,7 +426,7 @@ impl DecoderLayer {
         x: &Tensor,
         rope: &RopeTables,
         prompt: &LayerKv,
-        mask: &DecodeMask,
+        mask: &Tensor,
         beams: &mut BeamCache,
         layer: usize,
         nb: usize,
@@ -456,15 +439,6 @@ impl DecoderLayer {
         let x = (x + y)?;
         Ok(self.mlp_block(&x, ops)?)
     }
-}
-
-/// The attention mask of a decode step: what the fused kernel reads, or the composite form's
-/// full additive mask.
-enum DecodeMask {
-    /// The prompts' additive key mask `[B, P]` (every beam key is visible).
-    Fused { prompt_keys: Tensor },
-    /// `[rows, 1, 1, P + t]`: the prompt key mask of each row's prompt, then its beam keys.
-    Full(Tensor),
 }
 
 /// A Qwen2 causal LM with HF weight names, usable for training and for cached decoding.
@@ -509,9 +483,16 @@ impl Qwen2 {
     }
 
     /// The ops of one forward pass in `mode`.
+    ///
+    /// Inference keeps candle-nn's inference kernels and the matrix-product attention:
+    /// measured side by side, beam-search decoding with a fused per-row attention kernel was
+    /// slower (BENCHMARKS.md, "Fused CPU kernels"): a decode step's attention is a batch of small
+    /// matrix products, which gemm runs better than per-row dot products.
     fn ops(&self, mode: Mode) -> Ops {
-        let fused =
-            self.fused.load(Ordering::Relaxed) && self.dtype == DType::F32 && self.device.is_cpu();
+        let fused = mode == Mode::Train
+            && self.fused.load(Ordering::Relaxed)
+            && self.dtype == DType::F32
+            && self.device.is_cpu();
         Ops { mode, fused }
     }
 
@@ -872,23 +853,12 @@ impl Qwen2 {
             self.dtype,
             &self.device,
         )?;
-        let mask = if ops.fused {
-            DecodeMask::Fused {
-                prompt_keys: prompt.key_mask.clone(),
-            }
-        } else {
-            let owner: Vec<u32> = (0..n).map(|r| (r / nb) as u32).collect();
-            let owner = Tensor::from_vec(owner, n, &self.device)?;
-            let prompt_mask = prompt.key_mask.index_select(&owner, 0)?;
-            let own = Tensor::zeros((n, t + 1), DType::F32, &self.device)?;
-            let p = prompt.padded_len();
-            DecodeMask::Full(Tensor::cat(&[&prompt_mask, &own], 1)?.reshape((
-                n,
-                1,
-                1,
-                p + t + 1,
-            ))?)
-        };
+        let owner: Vec<u32> = (0..n).map(|r| (r / nb) as u32).collect();
+        let owner = Tensor::from_vec(owner, n, &self.device)?;
+        let prompt_mask = prompt.key_mask.index_select(&owner, 0)?;
+        let own = Tensor::zeros((n, t + 1), DType::F32, &self.device)?;
+        let p = prompt.padded_len();
+        let mask = Tensor::cat(&[&prompt_mask, &own], 1)?.reshape((n, 1, 1, p + t + 1))?;
 
         let mut x = self.embed(&tokens.reshape((n, 1))?)?;
         for (i, layer) in self.layers.iter().enumerate() {

@@ -1,5 +1,4 @@
-//! Causal self-attention with padding masks, softmax fused, and its backward; plus the
-//! beam-search decode step's attention over the shared prompt cache and the beam cache.
+//! Causal self-attention with padding masks, softmax fused, and its backward.
 //!
 //! Nothing `[B, H, L, T]`-sized is stored: the forward pass keeps one log-sum-exp per query row,
 //! and the backward pass recomputes each row's probabilities from it (as FlashAttention does).
@@ -12,7 +11,7 @@ use std::sync::OnceLock;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{axpy, dot, slice, tensor, with_f32};
+use super::{axpy, dot, simd, slice, tensor, with_f32};
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -112,32 +111,34 @@ impl CustomOp3 for Attention {
                 .zip(lse.par_chunks_mut(l))
                 .enumerate()
                 .for_each(|(bh, (o, lse))| {
-                    let (bi, h) = (bh / heads, bh % heads);
-                    let kvh = h / g;
-                    let q = &q[bh * l * d..(bh + 1) * l * d];
-                    let kv = (bi * dm.kv_heads + kvh) * t * d;
-                    let (k, v) = (&k[kv..kv + t * d], &v[kv..kv + t * d]);
-                    let mut s = vec![0f32; t];
-                    for i in 0..l {
-                        let mrow = &mask[(bi * l + i) * t..(bi * l + i + 1) * t];
-                        let m = scores(&q[i * d..(i + 1) * d], k, mrow, scale, d, &mut s);
-                        let oi = &mut o[i * d..(i + 1) * d];
-                        if m == f32::NEG_INFINITY {
-                            lse[i] = f32::INFINITY;
-                            continue;
-                        }
-                        let mut sum = 0f32;
-                        for (j, &sj) in s.iter().enumerate() {
-                            if sj != f32::NEG_INFINITY {
-                                let p = (sj - m).exp();
-                                sum += p;
-                                axpy(p, &v[j * d..(j + 1) * d], oi);
+                    simd(|| {
+                        let (bi, h) = (bh / heads, bh % heads);
+                        let kvh = h / g;
+                        let q = &q[bh * l * d..(bh + 1) * l * d];
+                        let kv = (bi * dm.kv_heads + kvh) * t * d;
+                        let (k, v) = (&k[kv..kv + t * d], &v[kv..kv + t * d]);
+                        let mut s = vec![0f32; t];
+                        for i in 0..l {
+                            let mrow = &mask[(bi * l + i) * t..(bi * l + i + 1) * t];
+                            let m = scores(&q[i * d..(i + 1) * d], k, mrow, scale, d, &mut s);
+                            let oi = &mut o[i * d..(i + 1) * d];
+                            if m == f32::NEG_INFINITY {
+                                lse[i] = f32::INFINITY;
+                                continue;
                             }
+                            let mut sum = 0f32;
+                            for (j, &sj) in s.iter().enumerate() {
+                                if sj != f32::NEG_INFINITY {
+                                    let p = (sj - m).exp();
+                                    sum += p;
+                                    axpy(p, &v[j * d..(j + 1) * d], oi);
+                                }
+                            }
+                            let inv = 1.0 / sum;
+                            oi.iter_mut().for_each(|x| *x *= inv);
+                            lse[i] = m + sum.ln();
                         }
-                        let inv = 1.0 / sum;
-                        oi.iter_mut().for_each(|x| *x *= inv);
-                        lse[i] = m + sum.ln();
-                    }
+                    })
                 });
             Ok((o, lse))
         })?;
@@ -225,42 +226,44 @@ fn backward(
         .zip(dv.par_chunks_mut(t * d))
         .enumerate()
         .for_each(|(bk, ((dq, dk), dv))| {
-            let (bi, kvh) = (bk / kv_heads, bk % kv_heads);
-            let (k, v) = (
-                &k[bk * t * d..(bk + 1) * t * d],
-                &v[bk * t * d..(bk + 1) * t * d],
-            );
-            let mut s = vec![0f32; t];
-            for gi in 0..g {
-                let h = kvh * g + gi;
-                let bh = bi * heads + h;
-                let q = &q[bh * l * d..(bh + 1) * l * d];
-                let dq = &mut dq[gi * l * d..(gi + 1) * l * d];
-                for i in 0..l {
-                    let lse_i = lse[bh * l + i];
-                    if !lse_i.is_finite() {
-                        continue;
-                    }
-                    let row = ((bi * l + i) * heads + h) * d;
-                    let (oi, goi) = (&o[row..row + d], &go[row..row + d]);
-                    let qi = &q[i * d..(i + 1) * d];
-                    let mrow = &mask[(bi * l + i) * t..(bi * l + i + 1) * t];
-                    scores(qi, k, mrow, scale, d, &mut s);
-                    let di = dot(goi, oi);
-                    let dqi = &mut dq[i * d..(i + 1) * d];
-                    for (j, &sj) in s.iter().enumerate() {
-                        if sj == f32::NEG_INFINITY {
+            simd(|| {
+                let (bi, kvh) = (bk / kv_heads, bk % kv_heads);
+                let (k, v) = (
+                    &k[bk * t * d..(bk + 1) * t * d],
+                    &v[bk * t * d..(bk + 1) * t * d],
+                );
+                let mut s = vec![0f32; t];
+                for gi in 0..g {
+                    let h = kvh * g + gi;
+                    let bh = bi * heads + h;
+                    let q = &q[bh * l * d..(bh + 1) * l * d];
+                    let dq = &mut dq[gi * l * d..(gi + 1) * l * d];
+                    for i in 0..l {
+                        let lse_i = lse[bh * l + i];
+                        if !lse_i.is_finite() {
                             continue;
                         }
-                        let p = (sj - lse_i).exp();
-                        let (kj, vj) = (&k[j * d..(j + 1) * d], &v[j * d..(j + 1) * d]);
-                        let ds = p * (dot(goi, vj) - di) * scale;
-                        axpy(ds, kj, dqi);
-                        axpy(ds, qi, &mut dk[j * d..(j + 1) * d]);
-                        axpy(p, goi, &mut dv[j * d..(j + 1) * d]);
+                        let row = ((bi * l + i) * heads + h) * d;
+                        let (oi, goi) = (&o[row..row + d], &go[row..row + d]);
+                        let qi = &q[i * d..(i + 1) * d];
+                        let mrow = &mask[(bi * l + i) * t..(bi * l + i + 1) * t];
+                        scores(qi, k, mrow, scale, d, &mut s);
+                        let di = dot(goi, oi);
+                        let dqi = &mut dq[i * d..(i + 1) * d];
+                        for (j, &sj) in s.iter().enumerate() {
+                            if sj == f32::NEG_INFINITY {
+                                continue;
+                            }
+                            let p = (sj - lse_i).exp();
+                            let (kj, vj) = (&k[j * d..(j + 1) * d], &v[j * d..(j + 1) * d]);
+                            let ds = p * (dot(goi, vj) - di) * scale;
+                            axpy(ds, kj, dqi);
+                            axpy(ds, qi, &mut dk[j * d..(j + 1) * d]);
+                            axpy(p, goi, &mut dv[j * d..(j + 1) * d]);
+                        }
                     }
                 }
-            }
+            })
         });
     (dq, dk, dv)
 }
@@ -280,87 +283,4 @@ pub(crate) fn attention(
     };
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
-}
-
-/// One decode token per beam row against its prompt's cached keys/values and its own beam
-/// keys/values, without copying the prompt's cache per beam.
-///
-/// `q` is `[n, H*d]` (row `r` belongs to prompt `r / nb`), `pk`/`pv` `[B, KV, P, d]` with the
-/// additive key mask `pmask` `[B, P]`, `bk`/`bv` `[n, KV, t, d]` (every beam key is visible).
-/// Returns `[n, H*d]`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn decode_attention(
-    q: &Tensor,
-    pk: &Tensor,
-    pv: &Tensor,
-    pmask: &Tensor,
-    bk: &Tensor,
-    bv: &Tensor,
-    heads: usize,
-    nb: usize,
-    scale: f64,
-) -> Result<Tensor> {
-    let (&[b, kv_heads, p, d], &[n, _, t, _]) = (pk.dims(), bk.dims()) else {
-        bail!(
-            "decode attention: caches {:?} / {:?} are not 4-D",
-            pk.dims(),
-            bk.dims()
-        );
-    };
-    if n != b * nb || q.elem_count() != n * heads * d || kv_heads == 0 || heads % kv_heads != 0 {
-        bail!(
-            "decode attention: q {:?} for {b} prompts x {nb} beams, {heads} heads of {d}",
-            q.dims()
-        );
-    }
-    let g = heads / kv_heads;
-    let scale = scale as f32;
-    let out = with_f32(q, "decode q", |q| {
-        with_f32(pk, "prompt k", |pk| {
-            with_f32(pv, "prompt v", |pv| {
-                with_f32(pmask, "prompt mask", |pmask| {
-                    with_f32(bk, "beam k", |bk| {
-                        with_f32(bv, "beam v", |bv| {
-                            let mut out = vec![0f32; n * heads * d];
-                            out.par_chunks_mut(heads * d)
-                                .enumerate()
-                                .for_each(|(r, out)| {
-                                    let bi = r / nb;
-                                    let mut sp = vec![0f32; p];
-                                    let mut sb = vec![0f32; t];
-                                    let own = vec![0f32; t];
-                                    for h in 0..heads {
-                                        let kvh = h / g;
-                                        let qi = &q[(r * heads + h) * d..(r * heads + h + 1) * d];
-                                        let po = (bi * kv_heads + kvh) * p * d;
-                                        let bo = (r * kv_heads + kvh) * t * d;
-                                        let (pk, pv) = (&pk[po..po + p * d], &pv[po..po + p * d]);
-                                        let (bk, bv) = (&bk[bo..bo + t * d], &bv[bo..bo + t * d]);
-                                        let mask = &pmask[bi * p..(bi + 1) * p];
-                                        let m1 = scores(qi, pk, mask, scale, d, &mut sp);
-                                        let m2 = scores(qi, bk, &own, scale, d, &mut sb);
-                                        let m = m1.max(m2);
-                                        let oi = &mut out[h * d..(h + 1) * d];
-                                        let mut sum = 0f32;
-                                        for (s, vals) in [(&sp, pv), (&sb, bv)] {
-                                            for (j, &sj) in s.iter().enumerate() {
-                                                if sj != f32::NEG_INFINITY {
-                                                    let e = (sj - m).exp();
-                                                    sum += e;
-                                                    axpy(e, &vals[j * d..(j + 1) * d], oi);
-                                                }
-                                            }
-                                        }
-                                        let inv = 1.0 / sum;
-                                        oi.iter_mut().for_each(|x| *x *= inv);
-                                    }
-                                });
-                            Ok(out)
-                        })
-                    })
-                })
-            })
-        })
-    })?;
-    tensor(out, &[n, heads * d])
 }

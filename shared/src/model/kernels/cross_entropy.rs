@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{applies, slice, tensor, with_f32};
+use super::{applies, simd, slice, tensor, with_f32};
 
 /// Per-row negative log-likelihood of `targets` (u32 `[N]`) under `logits` (`[N, V]`).
 pub(crate) struct CrossEntropy {
@@ -48,9 +48,11 @@ impl CustomOp2 for CrossEntropy {
         lse.par_iter_mut()
             .zip(logits.par_chunks(vocab))
             .for_each(|(lse, row)| {
-                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
-                *lse = m + sum.ln();
+                simd(|| {
+                    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+                    *lse = m + sum.ln();
+                })
             });
         let nll: Vec<f32> = (0..n)
             .map(|i| lse[i] - logits[i * vocab + targets[i]])
@@ -80,10 +82,12 @@ impl CustomOp2 for CrossEntropy {
                 .zip(x.par_chunks(vocab))
                 .enumerate()
                 .for_each(|(i, (dl, x))| {
-                    for (d, &xi) in dl.iter_mut().zip(x) {
-                        *d = g[i] * (xi - lse[i]).exp();
-                    }
-                    dl[targets[i] as usize] -= g[i];
+                    simd(|| {
+                        for (d, &xi) in dl.iter_mut().zip(x) {
+                            *d = g[i] * (xi - lse[i]).exp();
+                        }
+                        dl[targets[i] as usize] -= g[i];
+                    })
                 });
             Ok(dl)
         })?;

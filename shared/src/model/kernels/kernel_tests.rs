@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use super::attention::{attention, decode_attention};
+use super::attention::attention;
 use super::cross_entropy;
 use super::norm::rms_norm;
 use super::rope::rope;
@@ -255,41 +255,6 @@ fn attention_with_more_keys_than_queries_matches() {
         |t| attention(&t[0], &t[1], &t[2], &mask, 0.5).unwrap(),
         |t| ref_attention(&t[0], &t[1], &t[2], &mask, 0.5),
     );
-}
-
-#[test]
-fn decode_attention_reads_the_shared_prompt_once_per_beam() {
-    // 2 prompts x 3 beams; prompt keys left-padded by 1 for the second prompt; 2 beam tokens.
-    let (b, nb, h, kvh, p, t, d) = (2, 3, 4, 2, 4, 2, 8);
-    let n = b * nb;
-    let q = randn(&[n, h, 1, d], 14);
-    let (pk, pv) = (randn(&[b, kvh, p, d], 15), randn(&[b, kvh, p, d], 16));
-    let (bk, bv) = (randn(&[n, kvh, t, d], 17), randn(&[n, kvh, t, d], 18));
-    let pmask = Tensor::from_vec(
-        vec![0.0, 0.0, 0.0, 0.0, f32::NEG_INFINITY, 0.0, 0.0, 0.0],
-        (b, p),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let got = decode_attention(&q, &pk, &pv, &pmask, &bk, &bv, h, nb, 0.3).unwrap();
-    // Reference: copy each prompt's cache to its beams and run full attention.
-    let owner = Tensor::from_vec(
-        (0..n as u32).map(|r| r / nb as u32).collect::<Vec<_>>(),
-        n,
-        &Device::Cpu,
-    )
-    .unwrap();
-    let k = Tensor::cat(&[&pk.index_select(&owner, 0).unwrap(), &bk], 2).unwrap();
-    let v = Tensor::cat(&[&pv.index_select(&owner, 0).unwrap(), &bv], 2).unwrap();
-    let own = Tensor::zeros((n, t), DType::F32, &Device::Cpu).unwrap();
-    let mask = Tensor::cat(&[&pmask.index_select(&owner, 0).unwrap(), &own], 1)
-        .unwrap()
-        .reshape((n, 1, 1, p + t))
-        .unwrap();
-    let want = ref_attention(&q, &k, &v, &mask, 0.3)
-        .reshape((n, h * d))
-        .unwrap();
-    assert!(max_diff(&got, &want) < 1e-5);
 }
 
 #[test]

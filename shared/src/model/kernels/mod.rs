@@ -53,6 +53,29 @@ pub(crate) fn tensor(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
 }
 
+/// Run `f` compiled for AVX2 and FMA when the CPU has them, else as built.
+///
+/// The release build targets baseline x86-64 (SSE2) so that its binaries run anywhere; the
+/// kernels' loops (and the [`dot`]/[`axpy`] they inline) are generic enough for the compiler to
+/// vectorise twice as wide when `f` is inlined into this AVX2 context. The check is a cached
+/// atomic load.
+#[inline]
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the CPU was just checked to support both features.
+            return unsafe { wide(f) };
+        }
+    }
+    f()
+}
+
 /// Dot product with eight independent accumulators, so that the compiler can keep them in
 /// vector registers (a single running sum serialises on the add latency).
 #[inline]

@@ -3,7 +3,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{slice, tensor, with_f32};
+use super::{simd, slice, tensor, with_f32};
 
 /// The RMSNorm op; `eps` as in the model config.
 pub(crate) struct RmsNorm {
@@ -37,10 +37,12 @@ impl CustomOp2 for RmsNorm {
         }
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(y, x)| {
-            let r = inv_rms(x, self.eps);
-            for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
-                *y = x * r * w;
-            }
+            simd(|| {
+                let r = inv_rms(x, self.eps);
+                for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+                    *y = x * r * w;
+                }
+            })
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -75,22 +77,24 @@ fn backward(x: &[f32], w: &[f32], g: &[f32], h: usize, eps: f32) -> (Vec<f32>, V
         .zip(x.par_chunks(h * rows_per_block))
         .zip(g.par_chunks(h * rows_per_block))
         .map(|((dx, x), g)| {
-            let mut dw = vec![0f32; h];
-            let mut gw = vec![0f32; h];
-            for ((dx, x), g) in dx.chunks_mut(h).zip(x.chunks(h)).zip(g.chunks(h)) {
-                let r = inv_rms(x, eps);
-                let mut c = 0f32;
-                for j in 0..h {
-                    gw[j] = g[j] * w[j];
-                    c += gw[j] * x[j];
-                    dw[j] += g[j] * x[j] * r;
+            simd(|| {
+                let mut dw = vec![0f32; h];
+                let mut gw = vec![0f32; h];
+                for ((dx, x), g) in dx.chunks_mut(h).zip(x.chunks(h)).zip(g.chunks(h)) {
+                    let r = inv_rms(x, eps);
+                    let mut c = 0f32;
+                    for j in 0..h {
+                        gw[j] = g[j] * w[j];
+                        c += gw[j] * x[j];
+                        dw[j] += g[j] * x[j] * r;
+                    }
+                    let c = c * r * r / h as f32;
+                    for j in 0..h {
+                        dx[j] = r * (gw[j] - x[j] * c);
+                    }
                 }
-                let c = c * r * r / h as f32;
-                for j in 0..h {
-                    dx[j] = r * (gw[j] - x[j] * c);
-                }
-            }
-            dw
+                dw
+            })
         })
         .reduce(
             || vec![0f32; h],

@@ -7,7 +7,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{slice, tensor, with_f32};
+use super::{simd, slice, tensor, with_f32};
 
 /// The RoPE op (gradients flow to `x` only; the tables are constants).
 pub(crate) struct Rope;
@@ -28,26 +28,28 @@ fn rotate(
         .zip(x.par_chunks(block))
         .enumerate()
         .for_each(|(r, (out, x))| {
-            let (cos, sin) = (
-                &cos[r * t * half..(r + 1) * t * half],
-                &sin[r * t * half..(r + 1) * t * half],
-            );
-            for (out, x) in out.chunks_mut(t * d).zip(x.chunks(t * d)) {
-                for j in 0..t {
-                    let (c, s) = (
-                        &cos[j * half..(j + 1) * half],
-                        &sin[j * half..(j + 1) * half],
-                    );
-                    let (x, out) = (&x[j * d..(j + 1) * d], &mut out[j * d..(j + 1) * d]);
-                    let (x1, x2) = x.split_at(half);
-                    let (o1, o2) = out.split_at_mut(half);
-                    for i in 0..half {
-                        let s = sign * s[i];
-                        o1[i] = x1[i] * c[i] - x2[i] * s;
-                        o2[i] = x2[i] * c[i] + x1[i] * s;
+            simd(|| {
+                let (cos, sin) = (
+                    &cos[r * t * half..(r + 1) * t * half],
+                    &sin[r * t * half..(r + 1) * t * half],
+                );
+                for (out, x) in out.chunks_mut(t * d).zip(x.chunks(t * d)) {
+                    for j in 0..t {
+                        let (c, s) = (
+                            &cos[j * half..(j + 1) * half],
+                            &sin[j * half..(j + 1) * half],
+                        );
+                        let (x, out) = (&x[j * d..(j + 1) * d], &mut out[j * d..(j + 1) * d]);
+                        let (x1, x2) = x.split_at(half);
+                        let (o1, o2) = out.split_at_mut(half);
+                        for i in 0..half {
+                            let s = sign * s[i];
+                            o1[i] = x1[i] * c[i] - x2[i] * s;
+                            o2[i] = x2[i] * c[i] + x1[i] * s;
+                        }
                     }
                 }
-            }
+            })
         });
     out
 }

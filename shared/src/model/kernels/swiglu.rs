@@ -3,7 +3,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{slice, tensor, with_f32};
+use super::{simd, slice, tensor, with_f32};
 
 /// Elements per parallel task: large enough that scheduling costs nothing next to the work.
 const CHUNK: usize = 1 << 14;
@@ -37,9 +37,11 @@ impl CustomOp2 for SwiGlu {
         y.par_chunks_mut(CHUNK)
             .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
             .for_each(|(y, (g, u))| {
-                for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
-                    *y = g * sigmoid(g) * u;
-                }
+                simd(|| {
+                    for ((y, &g), &u) in y.iter_mut().zip(g).zip(u) {
+                        *y = g * sigmoid(g) * u;
+                    }
+                })
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -62,12 +64,14 @@ impl CustomOp2 for SwiGlu {
                         .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
                         .zip(dy.par_chunks(CHUNK))
                         .for_each(|(((dg, du), (g, u)), dy)| {
-                            for i in 0..g.len() {
-                                let s = sigmoid(g[i]);
-                                let silu = g[i] * s;
-                                du[i] = dy[i] * silu;
-                                dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                            }
+                            simd(|| {
+                                for i in 0..g.len() {
+                                    let s = sigmoid(g[i]);
+                                    let silu = g[i] * s;
+                                    du[i] = dy[i] * silu;
+                                    dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                                }
+                            })
                         });
                     Ok((dg, du))
                 })
