@@ -105,12 +105,8 @@ min_swaps = 3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_swapped_in_under_load_through_both_paths_lose_nothing() {
     let Some(bin) = server_binary() else {
-        assert!(
-            std::env::var("SIDREC_REQUIRE_SHARED").as_deref() != Ok("1"),
-            "the sidrec-server binary is not built beside the tests"
-        );
-        eprintln!(
-            "SKIPPED: sidrec-server is not built beside the tests (cargo build -p sidrec-server)"
+        sidrec::testing::skip(
+            "sidrec-server is not built beside the tests (cargo build -p sidrec-server)",
         );
         return;
     };

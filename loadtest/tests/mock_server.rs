@@ -370,9 +370,9 @@ async fn the_html_report_renders_in_headless_chromium() {
             .is_ok_and(|o| o.status.success())
     };
     if !has("chromium") && !has("chromium-browser") {
-        eprintln!(
-            "SKIPPED: chromium is not installed (apt-get install -y chromium); \
-             the HTML report was not rendered"
+        sidrec::testing::skip_optional(
+            "chromium is not installed (apt-get install -y chromium); \
+             the HTML report was not rendered",
         );
         return;
     }

@@ -39,6 +39,12 @@ pub const SKIP_LOG_ENV: &str = "SIDREC_SKIP_LOG";
 pub fn skip(reason: &str) {
     let required = std::env::var(REQUIRE_SHARED_ENV).is_ok_and(|v| v == "1");
     assert!(!required, "{REQUIRE_SHARED_ENV}=1 but {reason}");
+    skip_optional(reason);
+}
+
+/// [`skip`] for a prerequisite that CI does not provide either (e.g. a browser): recorded and
+/// counted the same way, but never a failure.
+pub fn skip_optional(reason: &str) {
     let test = current_test();
     eprintln!("SKIP {test}: {reason}");
     if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
