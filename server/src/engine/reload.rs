@@ -349,6 +349,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_a_killed_writer_leaves_is_never_a_candidate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let models = tmp.path();
+        let meta = |dir: &Path, created: u64| {
+            std::fs::create_dir_all(dir).unwrap();
+            let v = serde_json::json!({"version": dir.file_name().unwrap().to_string_lossy(),
+                "created_unix": created});
+            std::fs::write(dir.join(sidrec::checkpoint::META_FILE), v.to_string()).unwrap();
+        };
+        meta(&models.join("v1"), 100);
+        // `checkpoint::write` builds in `.NAME.tmp-PID-TIME` and renames when complete: a
+        // writer killed before the rename leaves that (even with its sidrec.json written).
+        meta(&models.join(".v2.tmp-4242-200"), 200);
+        // A directory being filled by hand, without sidrec.json yet.
+        std::fs::create_dir_all(models.join("v3")).unwrap();
+        std::fs::write(models.join("v3").join("model.safetensors"), b"partial").unwrap();
+        let c = resolve(models).unwrap().unwrap();
+        assert_eq!(c.dir, models.join("v1"));
+    }
+
+    #[test]
     fn confinement_and_public_paths() {
         let tmp = tempfile::tempdir().unwrap();
         let models = tmp.path().join("models");
