@@ -110,7 +110,10 @@ fn damage(original: &[u8], mode: u8, data: &[u8]) -> Vec<u8> {
             let mut out = original.to_vec();
             if !out.is_empty() {
                 for pair in data.chunks(3) {
-                    let pos = pair.iter().take(2).fold(0usize, |a, &b| a << 8 | b as usize);
+                    let pos = pair
+                        .iter()
+                        .take(2)
+                        .fold(0usize, |a, &b| a << 8 | b as usize);
                     let len = out.len();
                     out[pos % len] ^= pair.get(2).copied().unwrap_or(0xff);
                 }
