@@ -44,6 +44,19 @@ if ! ./scripts/redis-server.sh; then
   echo "warning: no redis-server; Redis tests will skip" >&2
 fi
 
+# schemathesis (PyPI) for the contract test (server/tests/contract.rs), installed once into a
+# virtual environment under .cache; the test skips without it unless SIDREC_REQUIRE_SHARED=1.
+if [ -z "${SIDREC_SCHEMATHESIS:-}" ]; then
+  if ST=$(./scripts/schemathesis.sh); then
+    export SIDREC_SCHEMATHESIS="$ST"
+  elif [ "${SIDREC_REQUIRE_SHARED:-0}" = 1 ]; then
+    echo "error: could not install schemathesis (scripts/schemathesis.sh)" >&2
+    exit 1
+  else
+    echo "warning: no schemathesis; the contract test will skip" >&2
+  fi
+fi
+
 # Tests whose prerequisite is missing return early and cargo counts them as passed; each one
 # appends "<test>\t<reason>" here (sidrec::testing::skip), and the count is printed below.
 SIDREC_SKIP_LOG="$(mktemp "${TMPDIR:-/tmp}/sidrec-skips.XXXXXX")"

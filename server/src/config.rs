@@ -47,9 +47,34 @@ pub struct Config {
     #[arg(long, env = "SIDREC_MAX_BATCH_WAIT", default_value = "2ms", value_parser = parse_duration_or_zero)]
     pub max_batch_wait: Duration,
 
+    /// Most beams (summed over prompts) decoded together; a large request then shares the
+    /// compute thread with others batch by batch.
+    #[arg(long, env = "SIDREC_MAX_BATCH_BEAMS", default_value_t = 400)]
+    pub max_batch_beams: usize,
+
     /// Most recommendation requests waiting for the model; past it requests get 429.
     #[arg(long, env = "SIDREC_MAX_QUEUE", default_value_t = 256)]
     pub max_queue: usize,
+
+    /// Most beams of one request (`num_beams`, or `limit` of a `mode=model` lookup); at most
+    /// the contract's 200.
+    #[arg(long, env = "SIDREC_MAX_BEAMS_PER_REQUEST", default_value_t = 200,
+          value_parser = clap::value_parser!(u16).range(1..=200))]
+    pub max_beams_per_request: u16,
+
+    /// Most beams of one `/v1/recommend/batch` call, summed over its requests.
+    #[arg(long, env = "SIDREC_MAX_BEAMS_PER_CALL", default_value_t = 12_800)]
+    pub max_beams_per_call: usize,
+
+    /// Directories besides `--model-dir` from which `POST /admin/reload` may load a checkpoint
+    /// (comma-separated).
+    #[arg(
+        long,
+        env = "SIDREC_RELOAD_ALLOW",
+        value_delimiter = ',',
+        value_name = "DIR"
+    )]
+    pub reload_allow: Vec<PathBuf>,
 
     /// How often `--model-dir` is checked for a newer checkpoint (`0s`: never; reload with
     /// `POST /admin/reload` only).
@@ -111,6 +136,19 @@ pub struct Config {
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "SIDREC_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+
+    /// Longest a client may take to send a request's headers (also the idle time allowed
+    /// between requests on a kept-alive connection); past it the connection is closed.
+    #[arg(long, env = "SIDREC_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Longest a client may take to send a request's body; past it the answer is 408.
+    #[arg(long, env = "SIDREC_BODY_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// Most open connections; past it new connections are answered 503 and closed.
+    #[arg(long, env = "SIDREC_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 
     /// Log filter in `tracing` `EnvFilter` syntax (`info`, `sidrec_server=debug,tower_http=debug`).
     #[arg(long, env = "SIDREC_LOG", default_value = "info")]

@@ -8,8 +8,8 @@ use sidrec::ItemId;
 
 /// Seconds a client is told to wait (`Retry-After`) when the server is not ready yet.
 pub const NOT_READY_RETRY_AFTER_S: u64 = 1;
-/// Seconds a client is told to wait (`Retry-After`) when the request queue is full.
-pub const OVERLOADED_RETRY_AFTER_S: u64 = 1;
+
+use crate::engine::EngineError;
 
 /// Everything a request can fail with. Each variant has one stable `code` and one status.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,9 @@ pub enum ApiError {
     /// The request did not finish within its deadline.
     #[error("the request did not finish within its deadline")]
     DeadlineExceeded,
+    /// The client did not send its body within `--body-read-timeout`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// A JSON body without `content-type: application/json`.
     #[error("expected a body with content-type application/json")]
     UnsupportedMediaType,
@@ -94,15 +97,47 @@ pub enum ApiError {
     /// A checkpoint that failed to load or verify (the old one keeps serving).
     #[error("checkpoint rejected, the previous one keeps serving: {0}")]
     CheckpointInvalid(String),
-    /// The request queue is full.
-    #[error("the request queue is full ({0} waiting); retry later")]
-    Overloaded(usize),
-    /// The history store cannot be reached.
-    #[error("the history store is unavailable: {0}")]
+    /// `/admin/reload` of a path that does not exist or that reloads may not read.
+    #[error("no checkpoint at this path among the directories reloads may read")]
+    CheckpointNotFound,
+    /// Admission control refused the request (queue full, or it cannot finish in time).
+    #[error("{message}")]
+    Overloaded {
+        /// Why.
+        message: String,
+        /// Seconds to wait before retrying.
+        retry_after_s: u64,
+    },
+    /// The history store cannot be reached. The cause (addresses included) is only logged.
+    #[error("the history store is unavailable; retry later")]
     HistoryStoreUnavailable(String),
-    /// A bug or an unexpected failure.
-    #[error("internal error: {0}")]
+    /// A bug or an unexpected failure. The cause is only logged, under the request id.
+    #[error("internal error (the server log has the cause under this request's x-request-id)")]
     Internal(String),
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotLoaded => ApiError::ModelNotLoaded,
+            EngineError::QueueFull { retry_after, .. }
+            | EngineError::WouldMissDeadline { retry_after } => ApiError::Overloaded {
+                message: e.to_string(),
+                // Whole seconds, rounded up, at least one.
+                retry_after_s: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            },
+            EngineError::DeadlineExceeded => ApiError::DeadlineExceeded,
+            EngineError::BeamLimit { field, message } => {
+                ApiError::InvalidArgument { field, message }
+            }
+            EngineError::Encode(_) | EngineError::Decode(_) | EngineError::Stopped => {
+                ApiError::Internal(e.to_string())
+            }
+            EngineError::ReloadPathRefused => ApiError::CheckpointNotFound,
+            EngineError::ReloadInProgress => ApiError::ReloadInProgress,
+            EngineError::CheckpointInvalid(m) => ApiError::CheckpointInvalid(m),
+        }
+    }
 }
 
 impl From<crate::store::StoreError> for ApiError {
@@ -178,12 +213,14 @@ impl ApiError {
             ApiError::NotReady(_) => "not_ready",
             ApiError::ModelNotLoaded => "model_not_loaded",
             ApiError::DeadlineExceeded => "deadline_exceeded",
+            ApiError::BodyTimeout => "request_timeout",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::UnknownItems { .. } => "unknown_items",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::ReloadInProgress => "reload_in_progress",
             ApiError::CheckpointInvalid(_) => "checkpoint_invalid",
-            ApiError::Overloaded(_) => "overloaded",
+            ApiError::CheckpointNotFound => "checkpoint_not_found",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::HistoryStoreUnavailable(_) => "history_store_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -198,11 +235,13 @@ impl ApiError {
             ApiError::InvalidSid { .. }
             | ApiError::InvalidArgument { .. }
             | ApiError::UnknownItems { .. }
-            | ApiError::CheckpointInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::CheckpointInvalid(_)
+            | ApiError::CheckpointNotFound => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::ReloadInProgress => StatusCode::CONFLICT,
-            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::ItemNotFound(_) | ApiError::SidNotFound(_) | ApiError::NotFound(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -239,7 +278,7 @@ impl ApiError {
             ApiError::NotReady(_)
             | ApiError::ModelNotLoaded
             | ApiError::HistoryStoreUnavailable(_) => Some(NOT_READY_RETRY_AFTER_S),
-            ApiError::Overloaded(_) => Some(OVERLOADED_RETRY_AFTER_S),
+            ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         }
     }
@@ -265,7 +304,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if let ApiError::Internal(cause) | ApiError::HistoryStoreUnavailable(cause) = &self {
+            tracing::warn!(code = self.code(), "{self}: {cause}");
+        } else if status.is_server_error() {
             tracing::warn!(code = self.code(), "{self}");
         } else {
             tracing::debug!(code = self.code(), "{self}");
@@ -300,5 +341,50 @@ mod tests {
         let r = ApiError::NotReady("loading".into()).into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn engine_errors_map_once() {
+        use std::time::Duration;
+        let e = ApiError::from(EngineError::WouldMissDeadline {
+            retry_after: Duration::from_millis(2300),
+        });
+        assert_eq!(
+            (e.status(), e.retry_after()),
+            (StatusCode::TOO_MANY_REQUESTS, Some(3))
+        );
+        let e = ApiError::from(EngineError::QueueFull {
+            queued: 5,
+            retry_after: Duration::ZERO,
+        });
+        assert_eq!((e.code(), e.retry_after()), ("overloaded", Some(1)));
+        let e = ApiError::from(EngineError::BeamLimit {
+            field: "num_beams",
+            message: "too many".into(),
+        });
+        assert_eq!(
+            (e.code(), e.field().as_deref()),
+            ("invalid_argument", Some("num_beams"))
+        );
+        assert_eq!(
+            ApiError::from(EngineError::ReloadPathRefused).code(),
+            "checkpoint_not_found"
+        );
+    }
+
+    #[test]
+    fn causes_stay_in_the_log() {
+        for e in [
+            ApiError::HistoryStoreUnavailable(
+                "Redis at 127.0.0.1:6390: LRANGE: Connection refused".into(),
+            ),
+            ApiError::Internal("/srv/models/v3/model.safetensors: broken".into()),
+        ] {
+            let body = serde_json::to_string(&e.body()).unwrap();
+            assert!(
+                !body.contains("127.0.0.1") && !body.contains("/srv"),
+                "{body}"
+            );
+        }
     }
 }

@@ -3,11 +3,13 @@
 //! Built like a small TGI router: [`config`] (CLI), [`state`] (shared state: swappable
 //! catalogue and engine), [`engine`] (checkpoint loading, the dynamic batcher, hot swap),
 //! [`store`] (user histories, response cache, reload channel), [`error`] (one error type, one JSON shape), [`routes`]
-//! (handlers), [`metrics`] (Prometheus), and [`app`] / [`serve`] here, which assemble the
-//! middleware stack and run it until shutdown. The contract of every route is
+//! (handlers), [`metrics`] (Prometheus), [`conn`] (the accept loop: header timeout, connection
+//! cap), and [`app`] / [`serve`] here, which assemble the middleware stack and run it until
+//! shutdown. The contract of every route is
 //! `openapi/openapi.yaml`.
 
 pub mod config;
+pub mod conn;
 pub mod engine;
 pub mod error;
 pub mod metrics;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -51,6 +53,8 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Longest a client may take to send a body (408 past it).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -59,6 +63,7 @@ impl Default for HttpLimits {
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
             cors_origins: Vec::new(),
+            body_read_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -69,8 +74,38 @@ impl From<&Config> for HttpLimits {
             request_timeout: c.request_timeout,
             max_body_bytes: c.max_body_bytes,
             cors_origins: c.cors_origin.clone(),
+            body_read_timeout: c.body_read_timeout,
         }
     }
+}
+
+/// Read the whole body before the handler runs, within `limit` (408 past it): a client that
+/// trickles its body cannot hold a handler (and its deadline budget) open. Bodies are small
+/// (`--max-body-bytes`) and every handler buffers them anyway.
+async fn read_body(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, usize::MAX)).await {
+        Err(_) => return ApiError::BodyTimeout.into_response(),
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                ApiError::PayloadTooLarge.into_response()
+            } else {
+                ApiError::InvalidRequest {
+                    field: None,
+                    message: "the request body could not be read".into(),
+                }
+                .into_response()
+            };
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// The CORS layer for `origins` (`*`: any origin), or `None` when CORS is off.
@@ -129,7 +164,8 @@ async fn json_errors(req: Request, next: Next) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(method.to_string()),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
-        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => ApiError::DeadlineExceeded,
+        StatusCode::GATEWAY_TIMEOUT => ApiError::DeadlineExceeded,
+        StatusCode::REQUEST_TIMEOUT => ApiError::BodyTimeout,
         s if s.is_client_error() => ApiError::InvalidRequest {
             field: None,
             message: if text.is_empty() { s.to_string() } else { text },
@@ -174,10 +210,15 @@ pub fn routes() -> Router<AppState> {
 /// Put `routes` (routes and fallback already added) under the server's middleware stack.
 pub fn with_middleware(routes: Router<AppState>, state: AppState, limits: HttpLimits) -> Router {
     // `Router::layer` wraps every route (and the fallback) after routing; the last layer added
-    // is the outermost. Innermost first: body limits, deadline, error shape, metrics (which see
+    // is the outermost. Innermost first: body read (timeout), body limits, deadline, error
+    // shape, metrics (which see
     // the final status and the route template), compression, request ids and tracing, CORS
     // (outermost, so that preflight requests are answered before anything else).
     routes
+        .layer(middleware::from_fn_with_state(
+            limits.body_read_timeout,
+            read_body,
+        ))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -213,15 +254,14 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState, limits: HttpLi
         .with_state(state)
 }
 
-/// Serve `app` on `listener` until `shutdown` completes, then finish in-flight requests.
+/// Serve `app` on `listener` with the default [`conn::ConnLimits`] until `shutdown`
+/// completes, then finish in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    conn::serve(listener, app, conn::ConnLimits::default(), shutdown).await
 }
 
 /// Resolves on ctrl-c or SIGTERM.
@@ -288,15 +328,26 @@ pub fn state_for(config: &Config) -> anyhow::Result<AppState> {
                 mode: config.score_mode,
                 batcher: engine::batcher::BatcherConfig {
                     max_batch_size: config.max_batch_size,
+                    max_batch_beams: config.max_batch_beams,
                     max_batch_wait: config.max_batch_wait,
                     max_queue: config.max_queue,
                 },
+                beams: engine::BeamLimits {
+                    per_request: usize::from(config.max_beams_per_request),
+                    per_call: config.max_beams_per_call,
+                },
+                reload_allow: config.reload_allow.clone(),
             })
         }
     };
     anyhow::ensure!(
-        config.max_batch_size >= 1 && config.max_queue >= 1,
-        "--max-batch-size and --max-queue must be at least 1"
+        config.max_batch_size >= 1
+            && config.max_queue >= 1
+            && config.max_batch_beams >= 1
+            && config.max_beams_per_call >= 1
+            && config.max_connections >= 1,
+        "--max-batch-size, --max-batch-beams, --max-queue, --max-beams-per-call and \
+         --max-connections must be at least 1"
     );
     let (history, cache): (Arc<dyn store::HistoryStore>, Arc<dyn store::ResponseCache>) =
         match &config.redis_url {
@@ -385,7 +436,13 @@ pub async fn serve_state(config: Config, state: AppState) -> anyhow::Result<()> 
             }
         }
     };
-    serve(listener, app(state, HttpLimits::from(&config)), shutdown).await?;
+    let conn_limits = conn::ConnLimits {
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+        metrics: Some(state.metrics().clone()),
+    };
+    let router = app(state, HttpLimits::from(&config));
+    conn::serve(listener, router, conn_limits, shutdown).await?;
     let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failed {
         Some(e) => Err(e.context(format!("loading {source}"))),

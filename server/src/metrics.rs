@@ -14,6 +14,25 @@ use crate::state::AppState;
 
 /// Route label of requests that match no route (keeps the label set bounded).
 pub const UNMATCHED: &str = "unmatched";
+/// Method label of methods outside HTTP's standard set (keeps the label set bounded).
+pub const OTHER_METHOD: &str = "other";
+
+/// The method label of `method`: its name for the standard methods, [`OTHER_METHOD`] else.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => OTHER_METHOD,
+    }
+}
 
 /// The server's metrics, in a registry of its own (so several servers can share a process).
 #[derive(Debug, Clone)]
@@ -37,6 +56,12 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Beams decoded (prompts × `num_beams`); its rate is beams/s.
     pub beams_decoded: IntCounter,
+    /// Decode jobs refused at admission or shed from the queue, by reason.
+    pub refused: IntCounterVec,
+    /// Connections refused because `--max-connections` were open.
+    pub connections_refused: IntCounter,
+    /// Open connections.
+    pub connections_open: IntGauge,
     /// Responses served from the response cache.
     pub cache_hits: IntCounter,
     /// Response cache reads and writes that failed (the request was served without the cache).
@@ -109,6 +134,21 @@ impl Metrics {
             "Beams decoded (prompts times num_beams)",
         )
         .expect("valid");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "jobs_refused_total",
+                "Decode jobs refused at admission or shed from the queue, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let connections_refused = IntCounter::new(
+            "connections_refused_total",
+            "Connections refused because --max-connections were open",
+        )
+        .expect("valid");
+        let connections_open =
+            IntGauge::new("connections_open", "Open HTTP connections").expect("valid");
         let cache_hits = IntCounter::new(
             "cache_hits_total",
             "Responses served from the response cache",
@@ -139,6 +179,9 @@ impl Metrics {
             Box::new(batch_size.clone()),
             Box::new(queue_depth.clone()),
             Box::new(beams_decoded.clone()),
+            Box::new(refused.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(connections_open.clone()),
             Box::new(cache_hits.clone()),
             Box::new(cache_errors.clone()),
             Box::new(reloads.clone()),
@@ -149,6 +192,9 @@ impl Metrics {
         // Both results exist from the start, so a rate() over them never sees a missing series.
         for result in ["ok", "failed"] {
             reloads.with_label_values(&[result]);
+        }
+        for reason in ["queue_full", "would_miss_deadline", "expired", "cancelled"] {
+            refused.with_label_values(&[reason]);
         }
         Self {
             registry,
@@ -161,6 +207,9 @@ impl Metrics {
             batch_size,
             queue_depth,
             beams_decoded,
+            refused,
+            connections_refused,
+            connections_open,
             cache_hits,
             cache_errors,
             reloads,
@@ -192,7 +241,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map_or(UNMATCHED, MatchedPath::as_str)
         .to_owned();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let metrics = state.metrics();
     // A guard, so that a request dropped mid-way (client gone) still leaves the gauge.
     struct InFlight(IntGauge);
@@ -207,11 +256,28 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let resp = next.run(req).await;
     metrics
         .duration
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[route.as_str(), method])
         .observe(start.elapsed().as_secs_f64());
     metrics
         .requests
-        .with_label_values(&[route.as_str(), method.as_str(), resp.status().as_str()])
+        .with_label_values(&[route.as_str(), method, resp.status().as_str()])
         .inc();
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::POST), "POST");
+        for m in ["ZZPROBE", "FOO", "get"] {
+            assert_eq!(
+                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "other"
+            );
+        }
+    }
 }

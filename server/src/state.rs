@@ -12,8 +12,9 @@ use serde::Serialize;
 use sidrec::catalogue::Catalogue;
 use sidrec::data::DatasetDir;
 
-use crate::engine::batcher::{Batcher, BatcherConfig};
+use crate::engine::batcher::BatcherConfig;
 use crate::engine::Engine;
+use crate::engine::{BeamLimits, Infer};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::search::TitleIndex;
@@ -85,6 +86,10 @@ pub struct ModelOptions {
     pub mode: ScoreMode,
     /// Batching limits.
     pub batcher: BatcherConfig,
+    /// Beam limits of a request and of a call.
+    pub beams: BeamLimits,
+    /// Directories besides `dir` that `/admin/reload` may load checkpoints from.
+    pub reload_allow: Vec<PathBuf>,
 }
 
 /// Everything [`AppState`] is built from.
@@ -143,7 +148,7 @@ struct Inner {
     engine: RwLock<Option<Arc<Engine>>>,
     reload_lock: tokio::sync::Mutex<()>,
     reload_status: Mutex<ReloadStatus>,
-    batcher: Option<Batcher>,
+    infer: Option<Infer>,
     metrics: Metrics,
 }
 
@@ -161,11 +166,12 @@ impl AppState {
         .expect("no batcher thread to start without a model")
     }
 
-    /// State for `options`; starts the batcher's compute thread when a model is configured.
+    /// State for `options`; starts the inference facade's compute thread when a model is
+    /// configured.
     pub fn with_options(options: ServerOptions) -> std::io::Result<Self> {
         let metrics = Metrics::new();
-        let batcher = match &options.model {
-            Some(m) => Some(Batcher::start(m.batcher, metrics.clone())?),
+        let infer = match &options.model {
+            Some(m) => Some(Infer::start(m.batcher, m.beams, metrics.clone())?),
             None => None,
         };
         Ok(AppState(Arc::new(Inner {
@@ -174,7 +180,7 @@ impl AppState {
             engine: RwLock::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
             reload_status: Mutex::new(ReloadStatus::default()),
-            batcher,
+            infer,
             metrics,
         })))
     }
@@ -275,9 +281,9 @@ impl AppState {
         }
     }
 
-    /// The batcher (present when a model is configured).
-    pub fn batcher(&self) -> Option<&Batcher> {
-        self.0.batcher.as_ref()
+    /// The inference facade (present when a model is configured).
+    pub fn infer(&self) -> Option<&Infer> {
+        self.0.infer.as_ref()
     }
 
     /// The history store.

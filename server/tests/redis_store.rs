@@ -441,6 +441,12 @@ async fn server_with_redis_histories_cache_outage_and_reload_channel() {
         "{body}"
     );
     assert!(h.contains_key("retry-after"));
+    // The cause (Redis's address, the command) stays in the server's log.
+    let text = body.to_string();
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("Redis") && !text.contains("LRANGE"),
+        "{text}"
+    );
     let (st, _, body) = post_to(
         &base,
         "/v1/events",

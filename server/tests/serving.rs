@@ -60,7 +60,11 @@ async fn recommend_events_model_and_admin() {
         max_body_bytes: 8192,
         ..HttpLimits::default()
     };
-    let s = model_server(model_options(&models), limits).await;
+    let mut options = model_options(&models);
+    if let Some(m) = options.model.as_mut() {
+        m.reload_allow = vec![root.path().join("elsewhere")];
+    }
+    let s = model_server(options, limits).await;
 
     let (st, body) = get_checked(&s, "/readyz", "/readyz").await;
     assert_eq!((st, body["model"].as_str()), (200, Some(v1.as_str())));
@@ -378,19 +382,34 @@ async fn recommend_events_model_and_admin() {
     )
     .await;
     assert_eq!((st, code(&b)), (400, "invalid_request"));
-    let missing = json!({"path": root.path().join("nowhere")}).to_string();
-    let (st, b) = post_raw(
-        &s,
-        "/admin/reload",
-        Some("application/json"),
-        missing.into_bytes(),
-        Some("s3cret"),
-    )
-    .await;
-    assert_eq!((st, code(&b)), (422, "checkpoint_invalid"));
+    // Paths that do not exist, hold no checkpoint or lie outside the allowed directories all
+    // get one error, and none of them counts as a failed reload.
+    let outside = root.path().join("outside");
+    write_checkpoint(&outside, "outside");
+    for path in [
+        root.path().join("nowhere"),
+        outside.clone(),
+        models.join("../outside"),
+        models.join("v1").join("missing"),
+        std::path::PathBuf::from("/etc"),
+    ] {
+        let body = json!({ "path": path }).to_string();
+        let (st, b) = post_raw(
+            &s,
+            "/admin/reload",
+            Some("application/json"),
+            body.into_bytes(),
+            Some("s3cret"),
+        )
+        .await;
+        assert_eq!((st, code(&b)), (422, "checkpoint_not_found"), "{path:?}");
+        let text = b.to_string();
+        assert!(!text.contains(&root.path().display().to_string()), "{text}");
+    }
     let m = model_json(&s).await;
     assert_eq!(m["version"], v1.as_str());
-    assert!(m["last_reload_error"].as_str().unwrap().contains("nowhere"));
+    assert!(m["last_reload_error"].is_null());
+    assert_eq!(m["checkpoint"], "models/v1");
     // An explicit path to another checkpoint swaps to it.
     let other = root.path().join("elsewhere");
     let v2 = write_checkpoint(&other, "other");
@@ -418,7 +437,7 @@ async fn recommend_events_model_and_admin() {
         .unwrap();
     let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
     assert!(has(r#"sidrec_reloads_total{result="ok"} 3"#), "{text}");
-    assert!(has(r#"sidrec_reloads_total{result="failed"} 1"#));
+    assert!(has(r#"sidrec_reloads_total{result="failed"} 0"#));
     assert!(has(&format!(r#"sidrec_model_info{{version="{v2}"}} 1"#)));
     assert!(!text.contains(&format!(r#"version="{v1}""#)));
     assert!(has(
@@ -548,8 +567,12 @@ async fn hot_swap_under_load_and_a_corrupt_checkpoint() {
     assert_eq!(m["version"], v2.as_str());
     let err = m["last_reload_error"].as_str().unwrap();
     assert!(
-        err.contains("sha256 mismatch") && err.contains("v3"),
+        err.contains("sha256 mismatch") && err.contains("models/v3"),
         "{err}"
+    );
+    assert!(
+        !err.contains(&root.path().display().to_string()),
+        "an absolute path in a public error: {err}"
     );
     let (st, body) = post_checked(&s, REC, &json!({"history": [1]})).await;
     assert_eq!(
@@ -589,6 +612,7 @@ async fn full_queue_gives_429_and_deadlines_give_504() {
             max_batch_size: 1,
             max_batch_wait: Duration::ZERO,
             max_queue: 1,
+            ..BatcherConfig::default()
         };
     }
     let s = model_server(options, HttpLimits::default()).await;
@@ -616,7 +640,8 @@ async fn full_queue_gives_429_and_deadlines_give_504() {
             429 => {
                 overloaded += 1;
                 assert_eq!(code(&body), "overloaded");
-                assert_eq!(headers["retry-after"], "1");
+                let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!(retry >= 1);
             }
             other => panic!("unexpected {other}: {body}"),
         }
@@ -630,8 +655,13 @@ async fn full_queue_gives_429_and_deadlines_give_504() {
         ..HttpLimits::default()
     };
     let s = model_server(options, limits).await;
+    // A 1 ms deadline: refused at admission (it cannot finish in time) or timed out, never
+    // decoded.
     let (st, body) = post_checked(&s, REC, &body).await;
-    assert_eq!((st, code(&body)), (504, "deadline_exceeded"));
+    assert!(
+        [(504, "deadline_exceeded"), (429, "overloaded")].contains(&(st, code(&body))),
+        "{st} {body}"
+    );
 }
 
 #[tokio::test]

@@ -79,10 +79,23 @@ impl SidTokenizer {
         })
     }
 
-    /// Load `tokenizer.json`, checking it covers `index`.
+    /// Load `tokenizer.json`, checking it covers `index`. A damaged file is an error, never a
+    /// panic.
     pub fn from_file(path: impl AsRef<Path>, eos_token: &str, index: &SidIndex) -> Result<Self> {
         let path = path.as_ref();
-        let inner = Tokenizer::from_file(path)
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        // The JSON syntax first: the tokenizers library panics on some malformed files (a
+        // truncated `decoder` member, found by fuzzing), and anything else it might panic on is
+        // caught below.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let inner = std::panic::catch_unwind(|| Tokenizer::from_bytes(&bytes))
+            .map_err(|_| {
+                Error::Invalid(format!(
+                    "{}: the tokenizers library cannot read this file",
+                    path.display()
+                ))
+            })?
             .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         Self::new(without_padding(inner), eos_token, index)
     }
@@ -296,6 +309,31 @@ mod tests {
             SidTokenizer::from_file(dir.path().join("tokenizer.json"), EOS_TOKEN, &idx).unwrap();
         assert_eq!(back.encode_prompt(&p).unwrap(), whole);
         assert_eq!(back.sid_vocab().len(), tk.sid_vocab().len());
+    }
+
+    /// Regression (fuzzing, `checkpoint_files`): a truncated `tokenizer.json` made the
+    /// tokenizers library panic while reading the `decoder` member.
+    #[test]
+    fn a_truncated_tokenizer_file_is_an_error() {
+        let idx = index();
+        let texts = (0..20).map(|i| format!("item {i} <a_1><b_2><c_3>\n"));
+        let tk = SidTokenizer::train_bpe(texts, 300, &idx).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        tk.save(dir.path()).unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let whole = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&whole);
+        let decoder = text.find("\"decoder\"").expect("a decoder member") + 20;
+        let cuts = (0..whole.len())
+            .step_by(whole.len() / 150 + 1)
+            .chain([decoder]);
+        for cut in cuts {
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            assert!(
+                SidTokenizer::from_file(&path, EOS_TOKEN, &idx).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

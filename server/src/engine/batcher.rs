@@ -1,28 +1,24 @@
-//! Dynamic batching, in the style of text-generation-inference's router: handlers put decode
-//! jobs on a bounded queue; one dedicated compute thread (not a tokio worker) takes the first
-//! waiting job, keeps collecting until `max_batch_size` jobs or `max_batch_wait` have passed, and
-//! decodes them.
+//! Dynamic batching, in the style of text-generation-inference's router: the inference facade
+//! ([`super::infer`]) offers decode jobs to a queue; one dedicated compute thread (not a tokio
+//! worker) takes the next batch, waiting up to `max_batch_wait` for it to fill, and decodes it
+//! with one `beam_search` call.
 //!
-//! A batch may mix checkpoints (a swap happened while jobs waited) and `num_beams` values: jobs
-//! are grouped by (engine, `num_beams`) and each group is one `beam_search` call, because one
-//! call has one beam width and one model. `k` and exclusions are per job (the decoder takes
-//! per-prompt exclusions; `k` only cuts the returned list), so they never split a group.
-//!
-//! Admission control counts queued jobs: a submission that would take the queue past
-//! `max_queue` is refused at once (429 with `Retry-After`). Jobs whose handler has gone (its
-//! deadline passed, the client disconnected) are dropped before decoding.
+//! Admission, order, batch forming and shedding are the plain-data rules of
+//! [`super::schedule`]; this module only runs them under a lock and moves jobs and answers
+//! between threads. A batch holds jobs of one engine and one beam width (one call has one model
+//! and one beam width); `k` and exclusions are per job and never split a batch.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sidrec::decode::Hypothesis;
 use sidrec::ItemId;
 use tokio::sync::oneshot;
 
-use super::Engine;
-use crate::error::ApiError;
+use super::schedule::{Limits, Offer, Queue, Refusal};
+use super::{Engine, EngineError};
 use crate::metrics::Metrics;
 
 /// Batching limits.
@@ -30,6 +26,8 @@ use crate::metrics::Metrics;
 pub struct BatcherConfig {
     /// Most prompts decoded together.
     pub max_batch_size: usize,
+    /// Most beams (summed over prompts) decoded together.
+    pub max_batch_beams: usize,
     /// Longest a batch waits for more jobs after its first.
     pub max_batch_wait: Duration,
     /// Most jobs waiting; past it submissions get 429.
@@ -40,6 +38,7 @@ impl Default for BatcherConfig {
     fn default() -> Self {
         Self {
             max_batch_size: 8,
+            max_batch_beams: 400,
             max_batch_wait: Duration::from_millis(2),
             max_queue: 256,
         }
@@ -57,6 +56,9 @@ pub struct JobOutput {
     pub inference: Duration,
 }
 
+/// The receiving half of a submitted job.
+pub type JobReceiver = oneshot::Receiver<Result<JobOutput, EngineError>>;
+
 /// One prompt to decode.
 pub struct Job {
     /// The engine that validated and encoded it (and will decode it).
@@ -70,11 +72,18 @@ pub struct Job {
     /// Past this instant nobody waits for the answer.
     pub deadline: Instant,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<JobOutput, String>>,
+    reply: oneshot::Sender<Result<JobOutput, EngineError>>,
 }
 
-/// The receiving half of a submitted job.
-pub type JobReceiver = oneshot::Receiver<Result<JobOutput, String>>;
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("version", &self.engine.version())
+            .field("prompt_tokens", &self.prompt.len())
+            .field("num_beams", &self.num_beams)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Job {
     /// A job and the receiver its answer arrives on.
@@ -97,14 +106,54 @@ impl Job {
         };
         (job, rx)
     }
+
+    fn offer(self) -> Offer<Job> {
+        Offer {
+            cost: self.num_beams as u64,
+            // The engine's address tells engines apart while jobs hold them.
+            group: (Arc::as_ptr(&self.engine) as usize, self.num_beams),
+            deadline: self.deadline,
+            item: self,
+        }
+    }
+}
+
+impl From<Refusal> for EngineError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::QueueFull {
+                queued,
+                retry_after,
+            } => EngineError::QueueFull {
+                queued,
+                retry_after,
+            },
+            Refusal::WouldMissDeadline { retry_after } => {
+                EngineError::WouldMissDeadline { retry_after }
+            }
+            Refusal::Expired | Refusal::Cancelled => EngineError::DeadlineExceeded,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue<Job>>,
+    wake: Condvar,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue<Job>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Handle on the queue and its compute thread. The thread ends when the handle is dropped
 /// and the queue is empty.
 #[derive(Debug)]
 pub struct Batcher {
-    tx: mpsc::Sender<Job>,
-    depth: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     cfg: BatcherConfig,
     metrics: Metrics,
 }
@@ -114,14 +163,21 @@ impl Batcher {
     pub fn start(cfg: BatcherConfig, metrics: Metrics) -> std::io::Result<Self> {
         let cfg = BatcherConfig {
             max_batch_size: cfg.max_batch_size.max(1),
+            max_batch_beams: cfg.max_batch_beams.max(1),
             max_queue: cfg.max_queue.max(1),
             ..cfg
         };
-        let (tx, rx) = mpsc::channel::<Job>();
-        let depth = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::new(Limits {
+                max_prompts: cfg.max_batch_size,
+                max_cost: cfg.max_batch_beams as u64,
+                max_queue: cfg.max_queue,
+            })),
+            wake: Condvar::new(),
+            closed: AtomicBool::new(false),
+        });
         let worker = Worker {
-            rx,
-            depth: depth.clone(),
+            shared: shared.clone(),
             cfg,
             metrics: metrics.clone(),
         };
@@ -129,8 +185,7 @@ impl Batcher {
             .name("sidrec-batcher".into())
             .spawn(move || worker.run())?;
         Ok(Self {
-            tx,
-            depth,
+            shared,
             cfg,
             metrics,
         })
@@ -143,98 +198,112 @@ impl Batcher {
 
     /// Jobs waiting now.
     pub fn queue_depth(&self) -> usize {
-        self.depth.load(Ordering::SeqCst)
+        self.shared.lock().len()
     }
 
-    /// Queue `jobs` together, or refuse them all with `overloaded` when the queue has no room
-    /// (an empty queue always takes them, so a batch larger than the queue is not starved).
-    pub fn submit(&self, jobs: Vec<Job>) -> Result<(), ApiError> {
-        let n = jobs.len();
-        let mut cur = self.depth.load(Ordering::SeqCst);
-        loop {
-            if cur > 0 && cur + n > self.cfg.max_queue {
-                return Err(ApiError::Overloaded(cur));
-            }
-            match self
-                .depth
-                .compare_exchange(cur, cur + n, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
+    /// Measured decoding rate, in beams per second (none before the first decode).
+    pub fn beams_per_second(&self) -> Option<f64> {
+        self.shared.lock().rate().rate()
+    }
+
+    /// Seed the rate estimate from a decode measured outside the batcher (a checkpoint's
+    /// verification), while no batch has been measured.
+    pub fn seed_rate(&self, beams: usize, elapsed: Duration) {
+        self.shared.lock().seed_rate(beams as u64, elapsed);
+    }
+
+    /// Offer the jobs of one call; each is queued or refused on its own (see
+    /// [`super::schedule`]). The verdicts come in the order of `jobs`.
+    pub fn submit(&self, jobs: Vec<Job>) -> Vec<Result<(), EngineError>> {
+        let now = Instant::now();
+        let offers = jobs.into_iter().map(Job::offer).collect();
+        let (verdicts, depth) = {
+            let mut q = self.shared.lock();
+            let v = q.admit(offers, now);
+            (v, q.len())
+        };
+        self.metrics.queue_depth.set(depth as i64);
+        self.shared.wake.notify_one();
+        verdicts
+            .into_iter()
+            .map(|v| {
+                v.map_err(|(_job, why)| {
+                    self.metrics.refused.with_label_values(&[why.label()]).inc();
+                    EngineError::from(why)
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+    }
+}
+
+impl Refusal {
+    /// Metric label of the reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::QueueFull { .. } => "queue_full",
+            Refusal::WouldMissDeadline { .. } => "would_miss_deadline",
+            Refusal::Expired => "expired",
+            Refusal::Cancelled => "cancelled",
         }
-        self.metrics.queue_depth.set((cur + n) as i64);
-        for job in jobs {
-            if self.tx.send(job).is_err() {
-                return Err(ApiError::Internal("the batcher thread has stopped".into()));
-            }
-        }
-        Ok(())
     }
 }
 
 struct Worker {
-    rx: mpsc::Receiver<Job>,
-    depth: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     cfg: BatcherConfig,
     metrics: Metrics,
 }
 
 impl Worker {
     fn run(self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut batch = vec![first];
-            let until = Instant::now() + self.cfg.max_batch_wait;
-            while batch.len() < self.cfg.max_batch_size {
-                // Take what is already waiting without delay, then wait out the window.
-                match self.rx.try_recv() {
-                    Ok(job) => {
-                        batch.push(job);
-                        continue;
-                    }
-                    Err(mpsc::TryRecvError::Disconnected) => break,
-                    Err(mpsc::TryRecvError::Empty) => {}
+        loop {
+            let mut q = self.shared.lock();
+            while q.is_empty() {
+                if self.shared.closed.load(Ordering::SeqCst) {
+                    tracing::debug!("batcher stopped");
+                    return;
                 }
+                q = self.shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            // Give the batch a moment to fill, unless it is full already.
+            let until = Instant::now() + self.cfg.max_batch_wait;
+            while !q.batch_full() {
                 let now = Instant::now();
                 if now >= until {
                     break;
                 }
-                match self.rx.recv_timeout(until - now) {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+                q = self
+                    .shared
+                    .wake
+                    .wait_timeout(q, until - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
-            let left = self.depth.fetch_sub(batch.len(), Ordering::SeqCst) - batch.len();
-            self.metrics.queue_depth.set(left as i64);
-            self.run_batch(batch);
-        }
-        tracing::debug!("batcher stopped");
-    }
-
-    fn run_batch(&self, batch: Vec<Job>) {
-        let now = Instant::now();
-        let live: Vec<Job> = batch
-            .into_iter()
-            .filter(|j| !j.reply.is_closed() && j.deadline > now)
-            .collect();
-        // Group by (engine, num_beams), keeping arrival order within and between groups.
-        let mut groups: Vec<Vec<Job>> = Vec::new();
-        for job in live {
-            match groups
-                .iter_mut()
-                .find(|g| Arc::ptr_eq(&g[0].engine, &job.engine) && g[0].num_beams == job.num_beams)
-            {
-                Some(g) => g.push(job),
-                None => groups.push(vec![job]),
+            let batch = q.next_batch(Instant::now(), |j| !j.reply.is_closed());
+            self.metrics.queue_depth.set(q.len() as i64);
+            drop(q);
+            for (job, why) in batch.shed {
+                self.metrics.refused.with_label_values(&[why.label()]).inc();
+                let _ = job.reply.send(Err(why.into()));
             }
-        }
-        for group in groups {
-            self.run_group(group);
+            if batch.jobs.is_empty() {
+                self.shared.lock().finished(0, Duration::ZERO);
+                continue;
+            }
+            let start = Instant::now();
+            self.run_group(batch.jobs, start);
+            self.shared.lock().finished(batch.cost, start.elapsed());
         }
     }
 
-    fn run_group(&self, group: Vec<Job>) {
-        let start = Instant::now();
+    fn run_group(&self, group: Vec<Job>, start: Instant) {
         let engine = group[0].engine.clone();
         let num_beams = group[0].num_beams;
         let prompts: Vec<(&[u32], &[ItemId])> = group
@@ -256,7 +325,7 @@ impl Worker {
                 out.len(),
                 group.len()
             )),
-            Ok(Err(e)) => Err(format!("decoding failed: {e}")),
+            Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("the decoder panicked".to_string()),
         };
         match result {
@@ -272,9 +341,9 @@ impl Worker {
                 }
             }
             Err(e) => {
-                tracing::error!(version = engine.version(), "{e}");
+                tracing::error!(version = engine.version(), "decoding failed: {e}");
                 for job in group {
-                    let _ = job.reply.send(Err(e.clone()));
+                    let _ = job.reply.send(Err(EngineError::Decode(e.clone())));
                 }
             }
         }

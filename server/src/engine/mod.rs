@@ -1,12 +1,20 @@
-//! The model side of the server: a loaded checkpoint ready to decode ([`Engine`]), the dynamic
-//! [`batcher`] that feeds it, and [`reload`] (hot swap from a watched directory or `/admin/reload`).
+//! The model side of the server: a loaded checkpoint ready to decode ([`Engine`]), the
+//! inference facade routes call ([`infer`]), the dynamic [`batcher`] behind it and its
+//! scheduling rules ([`schedule`]), [`reload`] (hot swap from a watched directory or
+//! `/admin/reload`), and the engine's error type ([`EngineError`]).
 //!
 //! An [`Engine`] is immutable once built. Requests take an `Arc` of the engine serving when they
 //! arrive, validate and encode against it, and are decoded by that same engine, so a swap never
 //! mixes a catalogue with another checkpoint's model, and in-flight batches finish on the old one.
 
 pub mod batcher;
+pub mod error;
+pub mod infer;
 pub mod reload;
+pub mod schedule;
+
+pub use error::EngineError;
+pub use infer::{BeamLimits, Infer, Prompt};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,10 +31,15 @@ use sidrec::{ItemId, Sid};
 
 use crate::state::LoadedCatalogue;
 
+/// Beams of the verification decode of [`Engine::verify`].
+pub const VERIFY_BEAMS: usize = 4;
+
 /// A checkpoint loaded on a device: model, tokenizer, constrained decoder and its catalogue.
 pub struct Engine {
     /// The checkpoint directory.
     pub dir: PathBuf,
+    /// The checkpoint as shown to clients (relative to the directory it was allowed by).
+    pub name: String,
     /// Its `sidrec.json`.
     pub meta: CheckpointMeta,
     /// The catalogue (item ids ↔ SIDs ↔ titles) of this checkpoint.
@@ -64,9 +77,9 @@ pub fn device_name(device: &Device) -> String {
 }
 
 impl Engine {
-    /// Load (and hash-verify) the checkpoint in `dir` onto `device` and compile its decoder.
-    /// Blocking: run it off the async workers.
-    pub fn load(dir: &Path, device: &Device, mode: ScoreMode) -> sidrec::Result<Self> {
+    /// Load (and hash-verify) the checkpoint in `dir` onto `device` and compile its decoder;
+    /// `name` is how clients see it. Blocking: run it off the async workers.
+    pub fn load(dir: &Path, name: &str, device: &Device, mode: ScoreMode) -> sidrec::Result<Self> {
         let ck = Checkpoint::load(dir, device, None)?;
         let catalogue = Catalogue::new(&ck.index, &ck.items)?;
         let decoder = Decoder::new(
@@ -78,7 +91,8 @@ impl Engine {
         )?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            catalogue: Arc::new(LoadedCatalogue::new(catalogue, dir.display().to_string())),
+            name: name.to_owned(),
+            catalogue: Arc::new(LoadedCatalogue::new(catalogue, name)),
             loaded_at: SystemTime::now(),
             mode,
             device: device_name(device),
@@ -95,16 +109,15 @@ impl Engine {
         &self.meta.version
     }
 
-    /// A real decode (one catalogue item as the history, a few beams) that must return
-    /// catalogue SIDs: what `/readyz` and a hot swap require before serving.
+    /// A real decode (one catalogue item as the history, [`VERIFY_BEAMS`] beams) that must
+    /// return catalogue SIDs: what `/readyz` and a hot swap require before serving.
     pub fn verify(&self) -> sidrec::Result<()> {
         let first =
             self.catalogue.catalogue.iter().next().ok_or_else(|| {
                 sidrec::Error::Invalid("the checkpoint's catalogue is empty".into())
             })?;
         let prompt = self.encode(std::slice::from_ref(&first.sid))?;
-        let beams = 4;
-        let out = self.decode(&[(prompt.as_slice(), &[][..])], beams)?;
+        let out = self.decode(&[(prompt.as_slice(), &[][..])], VERIFY_BEAMS)?;
         let hyps = out.first().map(Vec::as_slice).unwrap_or_default();
         if hyps.is_empty() {
             return Err(sidrec::Error::Invalid(

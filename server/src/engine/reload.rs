@@ -9,6 +9,12 @@
 //! fails (hash mismatch, bad files, a verification decode that fails) leaves the old engine
 //! serving; the failure is logged, counted (`sidrec_reloads_total{result="failed"}`) and shown
 //! as `last_reload_error` by `GET /v1/model` until a reload succeeds.
+//!
+//! `/admin/reload` may name another directory, which must resolve (symbolic links followed)
+//! inside `--model-dir` or one of the `--reload-allow` directories: anything else, and any path
+//! that does not exist, gets one and the same error. Paths shown to clients (`GET /v1/model`,
+//! reload errors) are relative to the allowed directory that holds them, named by its last
+//! component, never absolute.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,9 +22,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::Engine;
-use crate::error::ApiError;
-use crate::state::AppState;
+use super::{Engine, EngineError};
+use crate::state::{AppState, ModelOptions};
 
 /// A complete checkpoint found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,16 +103,99 @@ pub struct ReloadOutcome {
     pub loaded_ms: f64,
 }
 
-/// Load the checkpoint `path` designates (default: `--model-dir`), verify it with a real decode
-/// and swap it in. The caller holds the reload lock.
+/// The directories reloads may read: `--model-dir` and the `--reload-allow` ones.
+fn roots(opts: &ModelOptions) -> Vec<PathBuf> {
+    std::iter::once(&opts.dir)
+        .chain(&opts.reload_allow)
+        .cloned()
+        .collect()
+}
+
+/// The directory `requested` names (relative paths are taken from `--model-dir`), when it
+/// exists inside one of `roots`; symbolic links are followed first, so none leads out.
+pub fn confine(roots: &[PathBuf], base: &Path, requested: &Path) -> Result<PathBuf, EngineError> {
+    let joined = base.join(requested);
+    let real = joined
+        .canonicalize()
+        .map_err(|_| EngineError::ReloadPathRefused)?;
+    let inside = roots.iter().any(|root| {
+        root.canonicalize()
+            .is_ok_and(|r| real == r || real.starts_with(&r))
+    });
+    if inside && real.is_dir() {
+        Ok(real)
+    } else {
+        Err(EngineError::ReloadPathRefused)
+    }
+}
+
+/// `path` as shown to clients: relative to the root holding it, prefixed by the root's last
+/// component (`models/v3`); `checkpoint` for a path under none of them.
+pub fn public_path(roots: &[PathBuf], path: &Path) -> String {
+    for root in roots {
+        let forms = [Some(root.clone()), root.canonicalize().ok()];
+        for form in forms.iter().flatten() {
+            if let Ok(rel) = path.strip_prefix(form) {
+                let name = form
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                return Path::new(&name).join(rel).display().to_string();
+            }
+        }
+    }
+    "checkpoint".into()
+}
+
+/// `message` with every allowed root (as configured and with links resolved) replaced by its
+/// last component, so that errors name files without revealing absolute paths.
+pub fn redact(roots: &[PathBuf], message: &str) -> String {
+    let mut forms: Vec<(String, String)> = Vec::new();
+    for root in roots {
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for form in [Some(root.clone()), root.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            forms.push((form.display().to_string(), name.clone()));
+        }
+    }
+    // Longest first, so a root inside another is replaced whole.
+    forms.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
+    let mut out = message.to_owned();
+    for (form, name) in forms {
+        if form.len() > 1 {
+            out = out.replace(&form, &name);
+        }
+    }
+    out
+}
+
+/// Load the checkpoint `path` designates (default: `--model-dir`; otherwise confined to the
+/// allowed directories), verify it with a real decode and swap it in. The caller holds the
+/// reload lock.
 pub async fn reload_locked(
     state: &AppState,
     path: Option<PathBuf>,
-) -> Result<ReloadOutcome, ApiError> {
+) -> Result<ReloadOutcome, EngineError> {
     let Some(opts) = state.options().model.clone() else {
-        return Err(ApiError::ModelNotLoaded);
+        return Err(EngineError::NotLoaded);
     };
-    let dir = path.unwrap_or_else(|| opts.dir.clone());
+    let roots = roots(&opts);
+    let dir = match path {
+        None => opts.dir.clone(),
+        Some(p) => {
+            let dir = confine(&roots, &opts.dir, &p)?;
+            // A directory that holds no checkpoint is "not found" too.
+            if !matches!(resolve(&dir), Ok(Some(_))) {
+                return Err(EngineError::ReloadPathRefused);
+            }
+            dir
+        }
+    };
     let cand = match resolve(&dir) {
         Ok(Some(c)) => c,
         Ok(None) => {
@@ -115,7 +203,10 @@ pub async fn reload_locked(
                 state,
                 &dir,
                 "none".into(),
-                format!("{}: no complete checkpoint (no sidrec.json)", dir.display()),
+                format!(
+                    "{}: no complete checkpoint (no sidrec.json)",
+                    public_path(&roots, &dir)
+                ),
             ))
         }
         Err(e) => {
@@ -123,19 +214,24 @@ pub async fn reload_locked(
                 state,
                 &dir,
                 "none".into(),
-                format!("{}: {e}", dir.display()),
+                format!("{}: {e}", public_path(&roots, &dir)),
             ))
         }
     };
     let start = Instant::now();
     let load_dir = cand.dir.clone();
+    let name = public_path(&roots, &cand.dir);
+    let warm = state.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        let engine = Engine::load(&load_dir, &opts.device, opts.mode)?;
+        let engine = Engine::load(&load_dir, &name, &opts.device, opts.mode)?;
         engine.verify()?;
+        if let Some(infer) = warm.infer() {
+            infer.warm_up(&engine)?;
+        }
         Ok::<_, sidrec::Error>(engine)
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("the loading task failed: {e}")))?;
+    .map_err(|e| EngineError::CheckpointInvalid(format!("the loading task failed: {e}")))?;
     let engine = match loaded {
         Ok(e) => Arc::new(e),
         Err(e) => return Err(fail(state, &cand.dir, cand.stamp, e.to_string())),
@@ -160,11 +256,16 @@ pub async fn reload_locked(
     })
 }
 
-fn fail(state: &AppState, dir: &Path, stamp: String, error: String) -> ApiError {
+/// Log and record a failed reload; the recorded (public) message has the paths redacted.
+fn fail(state: &AppState, dir: &Path, stamp: String, error: String) -> EngineError {
     tracing::error!(checkpoint = %dir.display(), "reload failed, previous checkpoint keeps serving: {error}");
     state.metrics().reloads.with_label_values(&["failed"]).inc();
-    state.set_reload_failure(Some((dir.to_path_buf(), stamp, error.clone())));
-    ApiError::CheckpointInvalid(error)
+    let public = match &state.options().model {
+        Some(opts) => redact(&roots(opts), &error),
+        None => error,
+    };
+    state.set_reload_failure(Some((dir.to_path_buf(), stamp, public.clone())));
+    EngineError::CheckpointInvalid(public)
 }
 
 /// One watcher tick: reload when the newest checkpoint is neither serving nor already failed.
@@ -240,5 +341,71 @@ pub async fn follow_channel(
                 reload_newest(&state).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_killed_writer_leaves_is_never_a_candidate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let models = tmp.path();
+        let meta = |dir: &Path, created: u64| {
+            std::fs::create_dir_all(dir).unwrap();
+            let v = serde_json::json!({"version": dir.file_name().unwrap().to_string_lossy(),
+                "created_unix": created});
+            std::fs::write(dir.join(sidrec::checkpoint::META_FILE), v.to_string()).unwrap();
+        };
+        meta(&models.join("v1"), 100);
+        // `checkpoint::write` builds in `.NAME.tmp-PID-TIME` and renames when complete: a
+        // writer killed before the rename leaves that (even with its sidrec.json written).
+        meta(&models.join(".v2.tmp-4242-200"), 200);
+        // A directory being filled by hand, without sidrec.json yet.
+        std::fs::create_dir_all(models.join("v3")).unwrap();
+        std::fs::write(models.join("v3").join("model.safetensors"), b"partial").unwrap();
+        let c = resolve(models).unwrap().unwrap();
+        assert_eq!(c.dir, models.join("v1"));
+    }
+
+    #[test]
+    fn confinement_and_public_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let models = tmp.path().join("models");
+        let other = tmp.path().join("other");
+        let outside = tmp.path().join("outside");
+        for d in [&models, &other, &outside] {
+            std::fs::create_dir_all(d.join("v1")).unwrap();
+        }
+        let roots = vec![models.clone(), other.clone()];
+        let ok = confine(&roots, &models, Path::new("v1")).unwrap();
+        assert!(ok.ends_with("models/v1"));
+        assert!(confine(&roots, &models, &other.join("v1")).is_ok());
+        for bad in [
+            outside.join("v1"),
+            models.join("../outside/v1"),
+            models.join("missing"),
+            PathBuf::from("/"),
+        ] {
+            assert!(
+                matches!(
+                    confine(&roots, &models, &bad),
+                    Err(EngineError::ReloadPathRefused)
+                ),
+                "{bad:?}"
+            );
+        }
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&outside, models.join("link")).unwrap();
+            assert!(confine(&roots, &models, Path::new("link/v1")).is_err());
+        }
+        assert_eq!(public_path(&roots, &ok), "models/v1");
+        assert_eq!(public_path(&roots, &outside), "checkpoint");
+        let msg = format!("{}/v1/model.safetensors: sha256 mismatch", models.display());
+        let red = redact(&roots, &msg);
+        assert_eq!(red, "models/v1/model.safetensors: sha256 mismatch");
+        assert!(!red.contains(&tmp.path().display().to_string()));
     }
 }

@@ -57,12 +57,22 @@ pub fn array<'a>(v: &'a Value, field: &'static str) -> Result<&'a Vec<Value>, Ap
         .ok_or_else(|| ApiError::invalid_request(field, format!("{field} must be an array")))
 }
 
+/// `v` as an integer, as JSON Schema counts them: `130` and `130.0` are both the integer 130
+/// (`130.5`, strings and numbers beyond `i64` are not).
+pub fn integer(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        let f = v.as_f64()?;
+        // Exactly representable and inside i64: the cast below is exact.
+        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+    })
+}
+
 /// An array of item ids (integers in `0..=u32::MAX`), else 400 naming `field`.
 pub fn item_ids(v: &Value, field: &'static str) -> Result<Vec<ItemId>, ApiError> {
     array(v, field)?
         .iter()
         .map(|x| {
-            x.as_u64()
+            integer(x)
                 .and_then(|n| ItemId::try_from(n).ok())
                 .ok_or_else(|| {
                     ApiError::invalid_request(
@@ -86,8 +96,7 @@ pub fn int_in(
     let Some(v) = obj.get(field) else {
         return Ok(default);
     };
-    let n = v
-        .as_i64()
+    let n = integer(v)
         .ok_or_else(|| ApiError::invalid_request(field, format!("{field} must be an integer")))?;
     if n < lo as i64 || n > hi as i64 {
         return Err(ApiError::invalid_argument(
@@ -96,4 +105,22 @@ pub fn int_in(
         ));
     }
     Ok(n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integers_as_json_schema_counts_them() {
+        assert_eq!(integer(&json!(130)), Some(130));
+        assert_eq!(integer(&json!(130.0)), Some(130));
+        assert_eq!(integer(&json!(-2.0)), Some(-2));
+        assert_eq!(integer(&json!(130.5)), None);
+        assert_eq!(integer(&json!(1e300)), None);
+        assert_eq!(integer(&json!("130")), None);
+        assert_eq!(item_ids(&json!([1.0, 2]), "h").unwrap(), vec![1, 2]);
+        assert!(item_ids(&json!([-1.0]), "h").is_err());
+    }
 }

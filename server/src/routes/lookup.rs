@@ -295,22 +295,25 @@ pub async fn lookup(
 /// items of the best beams come back as `fuzzy` matches scored by the beam's probability
 /// (`min_score` does not apply: it is a title-similarity threshold).
 async fn by_model(state: &AppState, p: Params) -> Result<LookupResponse, ApiError> {
-    use crate::engine::batcher::Job;
+    use crate::engine::{EngineError, Prompt};
     let Key::Title(title) = &p.key else {
         return Err(ApiError::invalid_argument(
             "mode",
             "mode=model applies to title lookups only",
         ));
     };
+    let infer = state.infer().ok_or(ApiError::ModelNotLoaded)?;
     let engine = state.engine().ok_or(ApiError::ModelNotLoaded)?;
-    let batcher = state.batcher().ok_or(ApiError::ModelNotLoaded)?;
-    let prompt = engine
+    let tokens = engine
         .encode_title(title)
-        .map_err(|e| ApiError::Internal(format!("encoding the prompt: {e}")))?;
+        .map_err(|e| EngineError::Encode(e.to_string()))?;
     let deadline = std::time::Instant::now() + state.options().request_timeout;
-    let (job, rx) = Job::new(engine.clone(), prompt, Vec::new(), p.limit, deadline);
-    batcher.submit(vec![job])?;
-    let out = super::recommend::wait(rx, deadline).await?;
+    let prompt = Prompt {
+        tokens,
+        exclude: Vec::new(),
+        num_beams: p.limit,
+    };
+    let out = infer.generate(&engine, prompt, "limit", deadline).await?;
     let cat = &engine.catalogue;
     let mut items = Vec::new();
     'beams: for h in &out.hypotheses {

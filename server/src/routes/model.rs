@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::{self, json_body};
 use crate::engine::reload::{self, ReloadOutcome};
+use crate::engine::EngineError;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -71,10 +72,11 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         }
     }
     flatten("", &e.meta.metrics, &mut metrics);
-    let batcher = state.batcher().map(|b| b.config());
+    let batcher = state.infer().map(|i| i.batcher_config());
+    let beams = state.infer().map(|i| i.beam_limits());
     Ok(Json(json!({
         "version": e.version(),
-        "checkpoint": e.dir.display().to_string(),
+        "checkpoint": e.name,
         "model_type": "qwen2",
         "prompt_style": e.meta.prompt_style.to_string(),
         "sid_levels": e.meta.sid_levels,
@@ -91,13 +93,20 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         "max_batch_size": batcher.map(|b| b.max_batch_size),
         "max_batch_wait_ms": batcher.map(|b| b.max_batch_wait.as_secs_f64() * 1e3),
         "max_queue": batcher.map(|b| b.max_queue),
+        "max_batch_beams": batcher.map(|b| b.max_batch_beams),
+        "max_beams_per_request": beams.map(|b| b.per_request),
+        "max_beams_per_call": beams.map(|b| b.per_call),
+        "beams_per_second": state.infer().and_then(|i| i.beams_per_second()),
         "last_reload_error": status.last_error,
     })))
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from response times.
+/// Constant-time comparison of the SHA-256 digests, so that response times tell nothing about
+/// the token: neither the bytes that match nor its length.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
 /// 401 unless the request carries `Authorization: Bearer <--admin-token>`.
@@ -125,7 +134,8 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
 }
 
 /// `POST /admin/reload`: body absent or `{}` reloads `--model-dir` (its newest checkpoint);
-/// `{"path": DIR}` loads another directory. 409 while another reload runs.
+/// `{"path": DIR}` loads another directory inside `--model-dir` or a `--reload-allow` one.
+/// 409 while another reload runs.
 pub async fn admin_reload(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -159,12 +169,13 @@ pub async fn admin_reload(
         let _guard = state
             .reload_lock()
             .try_lock()
-            .map_err(|_| ApiError::ReloadInProgress)?;
+            .map_err(|_| EngineError::ReloadInProgress)?;
         reload::reload_locked(&state, path).await
     });
     task.await
         .map_err(|e| ApiError::Internal(format!("the reload task failed: {e}")))?
         .map(Json)
+        .map_err(ApiError::from)
 }
 
 #[cfg(test)]
@@ -178,5 +189,13 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cret", b"s3cre"));
+        assert!(!same(b"s3cret", b"s3crex"));
+        assert!(!same(b"", b"x"));
     }
 }

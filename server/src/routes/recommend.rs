@@ -1,5 +1,6 @@
 //! `POST /v1/recommend` and `POST /v1/recommend/batch`: validate, resolve the history against the
-//! serving engine's catalogue, queue a decode job on the batcher, shape the beams into items.
+//! serving engine's catalogue, hand the prompts to the inference facade, shape the beams into
+//! items.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,8 +16,8 @@ use serde_json::{Map, Value};
 use sidrec::{ItemId, Sid};
 
 use super::body::{self, json_body};
-use crate::engine::batcher::{Job, JobOutput, JobReceiver};
-use crate::engine::Engine;
+use crate::engine::batcher::JobOutput;
+use crate::engine::{Engine, Infer, Prompt};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -275,7 +276,7 @@ pub async fn prepare(
     let recent = &sids[sids.len().saturating_sub(max_history)..];
     let prompt = engine
         .encode(recent)
-        .map_err(|e| ApiError::Internal(format!("encoding the prompt: {e}")))?;
+        .map_err(|e| crate::engine::EngineError::Encode(e.to_string()))?;
     let mut exclude = p.exclude;
     if p.exclude_history {
         exclude.extend(hist_items);
@@ -291,6 +292,15 @@ pub async fn prepare(
 }
 
 impl Prepared {
+    /// The prompt to decode.
+    fn prompt(&self) -> Prompt {
+        Prompt {
+            tokens: self.prompt.clone(),
+            exclude: self.exclude.clone(),
+            num_beams: self.num_beams,
+        }
+    }
+
     /// The response cache key under `engine`: everything the answer depends on (prompt,
     /// exclusions with the history's folded in, `k`, `num_beams`), so that requests differing
     /// only in form (defaults spelt out, a `user_id` or the history it resolves to) share it.
@@ -436,27 +446,11 @@ fn respond(engine: &Engine, p: &Prepared, out: JobOutput, start: Instant) -> Rec
     }
 }
 
-fn serving(state: &AppState) -> Result<Arc<Engine>, ApiError> {
-    state.engine().ok_or(ApiError::ModelNotLoaded)
-}
-
-/// Wait for a job's answer until `deadline` (504 past it).
-pub async fn wait(rx: JobReceiver, deadline: Instant) -> Result<JobOutput, ApiError> {
-    match tokio::time::timeout_at(deadline.into(), rx).await {
-        Err(_) => Err(ApiError::DeadlineExceeded),
-        Ok(Ok(Ok(out))) => Ok(out),
-        Ok(Ok(Err(e))) => Err(ApiError::Internal(e)),
-        // The batcher drops jobs whose deadline has passed.
-        Ok(Err(_)) if Instant::now() >= deadline => Err(ApiError::DeadlineExceeded),
-        Ok(Err(_)) => Err(ApiError::Internal("the batcher dropped the request".into())),
-    }
-}
-
-fn submit(state: &AppState, jobs: Vec<Job>) -> Result<(), ApiError> {
-    state
-        .batcher()
-        .ok_or(ApiError::ModelNotLoaded)?
-        .submit(jobs)
+/// The serving engine and the facade that decodes on it.
+fn serving(state: &AppState) -> Result<(Arc<Engine>, &Infer), ApiError> {
+    let infer = state.infer().ok_or(ApiError::ModelNotLoaded)?;
+    let engine = state.engine().ok_or(ApiError::ModelNotLoaded)?;
+    Ok((engine, infer))
 }
 
 /// `POST /v1/recommend`.
@@ -469,22 +463,16 @@ pub async fn recommend(
     let deadline = start + state.options().request_timeout;
     let v = json_body(&headers, &body)?;
     let params = parse_request(&v)?;
-    let engine = serving(&state)?;
+    let (engine, infer) = serving(&state)?;
     let prepared = prepare(&state, &engine, params).await?;
     let key = prepared.cache_key(&engine);
     if let Some(hit) = cache_get(&state, &key, start).await {
         let marker = (CACHE_HEADER.clone(), HeaderValue::from_static("hit"));
         return Ok(([marker], Json(hit)).into_response());
     }
-    let (job, rx) = Job::new(
-        engine.clone(),
-        prepared.prompt.clone(),
-        prepared.exclude.clone(),
-        prepared.num_beams,
-        deadline,
-    );
-    submit(&state, vec![job])?;
-    let out = wait(rx, deadline).await?;
+    let out = infer
+        .generate(&engine, prepared.prompt(), "num_beams", deadline)
+        .await?;
     let response = respond(&engine, &prepared, out, start);
     cache_put(&state, key, &response);
     let marker = (CACHE_HEADER.clone(), HeaderValue::from_static("miss"));
@@ -530,7 +518,7 @@ pub async fn recommend_batch(
             ),
         ));
     }
-    let engine = serving(&state)?;
+    let (engine, infer) = serving(&state)?;
     let mut slots: Vec<Result<Prepared, ApiError>> = Vec::with_capacity(list.len());
     // Per entry: its cache key and, on a hit, the cached answer.
     let mut cached: Vec<(String, Option<RecommendResponse>)> = Vec::with_capacity(list.len());
@@ -550,43 +538,33 @@ pub async fn recommend_batch(
         slots.push(prepared);
     }
     let hits = cached.iter().filter(|c| c.1.is_some()).count();
-    let mut jobs = Vec::new();
-    let mut receivers: Vec<Option<JobReceiver>> = Vec::with_capacity(slots.len());
-    for (slot, (_, hit)) in slots.iter().zip(&cached) {
-        match slot {
-            Ok(_) if hit.is_some() => receivers.push(None),
-            Ok(p) => {
-                let (job, rx) = Job::new(
-                    engine.clone(),
-                    p.prompt.clone(),
-                    p.exclude.clone(),
-                    p.num_beams,
-                    deadline,
-                );
-                jobs.push(job);
-                receivers.push(Some(rx));
-            }
-            Err(_) => receivers.push(None),
-        }
-    }
-    if !jobs.is_empty() {
-        submit(&state, jobs)?;
-    }
+    // The entries to decode: prepared and not answered from the cache.
+    let prompts: Vec<Prompt> = slots
+        .iter()
+        .zip(&cached)
+        .filter_map(|(slot, (_, hit))| match slot {
+            Ok(p) if hit.is_none() => Some(p.prompt()),
+            _ => None,
+        })
+        .collect();
+    let mut outputs = infer
+        .generate_call(&engine, prompts, deadline)
+        .await?
+        .into_iter();
     let mut results = Vec::with_capacity(slots.len());
-    for ((slot, rx), (key, hit)) in slots.into_iter().zip(receivers).zip(cached) {
-        let value = match (slot, rx) {
-            (Ok(_), None) if hit.is_some() => to_value(&hit),
-            (Ok(p), Some(rx)) => match wait(rx, deadline).await {
-                Ok(out) => {
+    for (slot, (key, hit)) in slots.into_iter().zip(cached) {
+        let value = match (slot, hit) {
+            (Err(e), _) => to_value(&e.body()),
+            (Ok(_), Some(hit)) => to_value(&hit),
+            (Ok(p), None) => match outputs.next() {
+                Some(Ok(out)) => {
                     let response = respond(&engine, &p, out, start);
                     cache_put(&state, key, &response);
                     to_value(&response)
                 }
-                Err(ApiError::DeadlineExceeded) => return Err(ApiError::DeadlineExceeded),
-                Err(e) => to_value(&e.body()),
+                Some(Err(e)) => to_value(&ApiError::from(e).body()),
+                None => to_value(&ApiError::Internal("lost a batch entry".into()).body()),
             },
-            (Err(e), _) => to_value(&e.body()),
-            (Ok(_), None) => to_value(&ApiError::Internal("lost a batch entry".into()).body()),
         };
         results.push(value);
     }

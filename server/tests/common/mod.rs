@@ -293,6 +293,8 @@ pub fn model_options(model_dir: &Path) -> sidrec_server::ServerOptions {
             device: candle_core::Device::Cpu,
             mode: sidrec::decode::ScoreMode::Exact,
             batcher: sidrec_server::engine::batcher::BatcherConfig::default(),
+            beams: sidrec_server::engine::BeamLimits::default(),
+            reload_allow: Vec::new(),
         }),
         admin_token: Some("s3cret".into()),
         ..sidrec_server::ServerOptions::default()
