@@ -22,11 +22,7 @@ const SEED: &str = "20261129";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_contract_violations() {
     let Some(st) = std::env::var_os("SIDREC_SCHEMATHESIS") else {
-        assert!(
-            std::env::var("SIDREC_REQUIRE_SHARED").as_deref() != Ok("1"),
-            "SIDREC_SCHEMATHESIS is unset (run scripts/schemathesis.sh)"
-        );
-        eprintln!("skipping: SIDREC_SCHEMATHESIS is unset");
+        sidrec::testing::skip("SIDREC_SCHEMATHESIS is unset (run scripts/schemathesis.sh)");
         return;
     };
     let root = tempfile::tempdir().unwrap();
