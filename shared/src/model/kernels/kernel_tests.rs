@@ -1,7 +1,7 @@
 //! Each fused kernel against the composite tensor-op form it replaces: values and the
 //! gradient of every input, on random data with padding and grouped-query shapes.
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 
 use super::attention::attention;
 use super::cross_entropy;
