@@ -83,9 +83,6 @@ struct Options {
     tiny: bool,
     out: Option<PathBuf>,
     seed: u64,
-    /// `--kernels composite`: the model's plain tensor-op forms instead of the fused CPU
-    /// kernels, for an A/B of the two in one binary.
-    composite: bool,
     /// `--base`: add the `base` preset beside `tiny`.
     base: bool,
 }
@@ -114,7 +111,6 @@ impl Options {
             tiny: true,
             out: None,
             seed: 7,
-            composite: false,
             base: false,
         }
     }
@@ -163,8 +159,6 @@ decode benchmark: cargo bench -p sidrec --bench decode -- [options]
   --matmul-runs N         1024^3 matmul repetitions (median reported) (11; quick 5)
   --out DIR               report directory (target/bench-reports)
   --seed N                seed of random weights and synthetic catalogues (7)
-  --kernels fused|composite  the model's fused CPU kernels (default) or its composite
-                          tensor-op forms (the \"before\" of an A/B)
   --base                  also run the `base` preset (hidden 384, 6 layers) like the tiny one
 ";
 
@@ -194,10 +188,6 @@ fn parse_args() -> BoxResult<Options> {
     } else {
         Options::full()
     };
-    if let Some(i) = args.iter().position(|a| a == "--kernels") {
-        let composite = args.get(i + 1).map(String::as_str) == Some("composite");
-        COMPOSITE.store(composite, std::sync::atomic::Ordering::Relaxed);
-    }
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -230,13 +220,6 @@ fn parse_args() -> BoxResult<Options> {
             "--matmul-runs" => opts.matmul_runs = val()?.parse()?,
             "--out" => opts.out = Some(PathBuf::from(val()?)),
             "--seed" => opts.seed = val()?.parse()?,
-            "--kernels" => {
-                opts.composite = match val()?.as_str() {
-                    "fused" => false,
-                    "composite" => true,
-                    other => return Err(format!("--kernels fused|composite, not {other}").into()),
-                }
-            }
             "--base" => opts.base = true,
             other => return Err(format!("unknown option `{other}` (see --help)").into()),
         }
@@ -482,14 +465,10 @@ fn matmul_gflops(n: usize, runs: usize, seed: u64) -> BoxResult<(f64, Vec<f64>)>
     Ok((flops / med / 1e9, times.iter().map(|t| t * 1e3).collect()))
 }
 
-/// Set once from `--kernels` before any model is built.
-static COMPOSITE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 fn varmap_model(cfg: &Qwen2Config) -> BoxResult<(VarMap, Qwen2)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = Qwen2::new(cfg, vb)?;
-    model.set_fused_kernels(!COMPOSITE.load(std::sync::atomic::Ordering::Relaxed));
     Ok((varmap, model))
 }
 
