@@ -750,3 +750,33 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     assert!(status.success(), "{status:?}");
     assert!(http.get(format!("{base}/healthz")).send().await.is_err());
 }
+
+/// A relative `--model-dir` (as the quickstart passes) is loaded and served: the watcher's
+/// candidate must not be confined a second time relative to itself.
+#[tokio::test]
+async fn a_relative_model_dir_is_served() {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let v1 = publish(root.path(), &models, "v1", false);
+    let (mut child, base) = common::spawn_binary_in(
+        Some(root.path()),
+        Path::new("models"),
+        &["--watch-interval", "1s"],
+    );
+    let client = client();
+    let mut ready = None;
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                ready = Some(r.json::<Value>().await.unwrap());
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let ready = ready.expect("the server never became ready with a relative --model-dir");
+    assert_eq!(ready["model"], v1.as_str());
+}

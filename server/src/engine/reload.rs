@@ -283,15 +283,22 @@ pub async fn check_once(state: &AppState) {
     };
     let _guard = state.reload_lock().lock().await;
     if let Some(e) = state.engine() {
-        if e.dir == cand.dir && e.version() == cand.stamp {
+        if same_dir(&e.dir, &cand.dir) && e.version() == cand.stamp {
             return;
         }
     }
     if state.reload_status().last_failed == Some((cand.dir.clone(), cand.stamp.clone())) {
         return;
     }
-    // Failures are already logged, counted and recorded by `reload_locked`.
-    let _ = reload_locked(state, Some(cand.dir)).await;
+    // The newest checkpoint of `--model-dir` itself, not a path to confine: a relative
+    // `--model-dir` would otherwise be joined onto itself and refused. Failures are already
+    // logged, counted and recorded by `reload_locked`.
+    let _ = reload_locked(state, None).await;
+}
+
+/// Whether two paths name the same directory (one may be relative, the other canonical).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Poll `--model-dir` every `interval` forever (the first check is immediate).
@@ -310,7 +317,7 @@ async fn reload_newest(state: &AppState) {
     };
     let _guard = state.reload_lock().lock().await;
     if let (Ok(Some(cand)), Some(e)) = (resolve(&opts.dir), state.engine()) {
-        if e.dir == cand.dir && e.version() == cand.stamp {
+        if same_dir(&e.dir, &cand.dir) && e.version() == cand.stamp {
             tracing::info!(version = %cand.stamp, "reload requested; the newest checkpoint is already serving");
             return;
         }

@@ -354,8 +354,21 @@ pub async fn post_raw(
 /// Spawn the real binary over `model_dir` on a free port, with `extra` flags; returns it and its
 /// base URL (read from its log).
 pub fn spawn_binary(model_dir: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    spawn_binary_in(None, model_dir, extra)
+}
+
+/// [`spawn_binary`] with the process started in `cwd` (so that `model_dir` may be relative).
+pub fn spawn_binary_in(
+    cwd: Option<&Path>,
+    model_dir: &Path,
+    extra: &[&str],
+) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sidrec-server"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sidrec-server"));
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd
         .args(["--model-dir", model_dir.to_str().unwrap(), "--port", "0"])
         .args([
             "--max-batch-size",
