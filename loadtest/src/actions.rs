@@ -145,11 +145,14 @@ async fn publish(
     rec.version = Some(meta.version.clone());
     let written_at = Instant::now();
     if how == SwapVia::Admin {
+        // The server reads a relative path from its --model-dir, not from our working
+        // directory: send the absolute path of what was just written.
+        let path = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
         let mut req = client
             .http()
             .post(client.url("admin/reload"))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(json!({ "path": dir }).to_string())
+            .body(json!({ "path": path }).to_string())
             .timeout(SWAP_WAIT);
         if let Some(t) = &target.admin_token {
             req = req.bearer_auth(t);
