@@ -2,10 +2,10 @@
 //!
 //! - [`Qwen2`] holds the weights under HuggingFace names and is built from a
 //!   [`candle_nn::VarBuilder`] (a `VarMap` for training, loaded tensors for inference).
-//! - For f32 on the CPU, both modes run the project's fused [`kernels`] (RMSNorm, RoPE,
-//!   attention, SwiGLU, each with a backward). Elsewhere [`Mode::Train`] uses only
-//!   differentiable composite ops and [`Mode::Infer`] candle-nn's fused kernels, which have no
-//!   backward (gradients through them are silently dropped).
+//! - [`Mode::Train`] runs the project's fused [`kernels`] (RMSNorm, RoPE, attention, SwiGLU,
+//!   each with a backward) for f32 on the CPU, and differentiable composite ops elsewhere.
+//!   [`Mode::Infer`] runs candle-nn's fused kernels, which have no backward (gradients through
+//!   them are silently dropped), and the matrix-product attention.
 //! - [`Qwen2::prefill`] runs left-padded prompts once into a [`PromptCache`];
 //!   [`Qwen2::decode_step`] then decodes `B * nb` beam rows that share their prompt's cache and
 //!   keep only their own generated tokens in a reorderable [`BeamCache`].
