@@ -28,11 +28,9 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
+/// Largest absolute element of `t`.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -40,6 +38,11 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    max_abs(&(a - b).unwrap())
 }
 
 /// Values and gradients (under a random upstream gradient `w`) of `fused` and `reference`
@@ -55,16 +58,7 @@ fn check(
         .collect();
     let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let (yf, yr) = (fused(&ts), reference(&ts));
-    let scale = yr
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1.0);
+    let scale = max_abs(&yr).max(1.0);
     let d = max_diff(&yf, &yr);
     assert!(d <= TOL * scale, "values differ by {d}");
     let w = randn(yr.dims(), 99);
@@ -79,16 +73,7 @@ fn check(
                 b.is_some()
             );
         };
-        let scale = b
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1.0);
+        let scale = max_abs(&b).max(1.0);
         let d = max_diff(a, b);
         assert!(d <= TOL * scale, "input {i}: gradients differ by {d}");
         let nonzero = a
