@@ -73,7 +73,7 @@ fn check(
                 b.is_some()
             );
         };
-        let scale = max_abs(&b).max(1.0);
+        let scale = max_abs(b).max(1.0);
         let d = max_diff(a, b);
         assert!(d <= TOL * scale, "input {i}: gradients differ by {d}");
         let nonzero = a
