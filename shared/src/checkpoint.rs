@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::{index, items, Items};
 use crate::error::{Error, Result};
-use crate::model::{checkpoint as hf, Qwen2};
+use crate::model::{checkpoint as hf, ItemLookup, Qwen2};
 use crate::prompt::PromptStyle;
 use crate::sid::SidIndex;
 use crate::tokenizer::SidTokenizer;
@@ -145,6 +145,7 @@ impl Checkpoint {
         let items = items::read_items(dir.join(ITEMS_FILE))?;
         let tokenizer = SidTokenizer::from_file(dir.join(TOKENIZER_FILE), &meta.eos_token, &index)?;
         let model = hf::load(&dir, dtype, device)?;
+        attach_item_lookup(&model, &tokenizer, &index)?;
         if model.config().vocab_size < tokenizer.vocab_size() {
             return Err(Error::Invalid(format!(
                 "{}: model vocabulary ({}) is smaller than the tokenizer's ({})",
@@ -162,6 +163,15 @@ impl Checkpoint {
             items: Arc::new(items),
         })
     }
+}
+
+/// Attach the item lookup of `tokenizer` and `index` to `model` when it has item embeddings
+/// (a model built from a checkpoint's config for training needs it as much as a loaded one).
+pub fn attach_item_lookup(model: &Qwen2, tokenizer: &SidTokenizer, index: &SidIndex) -> Result<()> {
+    if model.has_item_embeddings() {
+        model.attach_item_lookup(ItemLookup::new(tokenizer.sid_vocab(), index)?)?;
+    }
+    Ok(())
 }
 
 /// What a writer provides; hashes, time and version are filled in by [`write`].

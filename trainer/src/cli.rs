@@ -257,10 +257,14 @@ pub struct InitArgs {
     /// Target size of the byte-level BPE vocabulary (before the SID tokens are added).
     #[arg(long, default_value_t = 4000)]
     pub vocab_size: usize,
+    /// Add a learned embedding per catalogue item to the input, at the last SID token of each
+    /// history item (a sidrec extension: such checkpoints are not loadable by HF transformers).
+    #[arg(long)]
+    pub item_embeddings: bool,
     /// Start from a HuggingFace Qwen2 checkpoint directory (`config.json`, safetensors,
     /// `tokenizer.json`) instead of a preset: its tokenizer is extended with the SID tokens (the
     /// reference's TokenExtender) and the embeddings resized, new rows at the mean of the old.
-    #[arg(long, conflicts_with = "preset")]
+    #[arg(long, conflicts_with_all = ["preset", "item_embeddings"])]
     pub base: Option<PathBuf>,
     /// End-of-sequence token of `--base`'s tokenizer.
     #[arg(long, default_value = "<|endoftext|>")]

@@ -131,7 +131,10 @@ pub fn run(args: &InitArgs) -> Result<()> {
         corpus.len()
     );
     let tokenizer = SidTokenizer::train_bpe(corpus.iter(), args.vocab_size, &index)?;
-    let cfg = preset_config(args.preset, tokenizer.vocab_size(), tokenizer.eos_id());
+    let mut cfg = preset_config(args.preset, tokenizer.vocab_size(), tokenizer.eos_id());
+    if args.item_embeddings {
+        cfg.item_embeddings = Some(index.len() + 1);
+    }
     let varmap = VarMap::new();
     let model = Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     write_init(args, &ds, &index, &items, &tokenizer, &model)

@@ -89,6 +89,15 @@ pub struct Qwen2Config {
     /// HF model classes; written as `["Qwen2ForCausalLM"]`.
     #[serde(default = "default_architectures")]
     pub architectures: Vec<String>,
+    /// Rows of the item-embedding table (catalogue items + 1) when the model adds a learned
+    /// vector per history item to its input (see [`super::item_embedding`]); a sidrec extension
+    /// that HF's `Qwen2ForCausalLM` does not know, so such checkpoints are not HF-loadable.
+    #[serde(
+        default,
+        rename = "sidrec_item_embeddings",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub item_embeddings: Option<usize>,
     /// Every other key of `config.json`, kept so that a save preserves it.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -151,6 +160,7 @@ impl Qwen2Config {
             attention_dropout: 0.0,
             rope_scaling: None,
             architectures: default_architectures(),
+            item_embeddings: None,
             extra: serde_json::Map::new(),
         }
     }
@@ -205,7 +215,8 @@ impl Qwen2Config {
         } else {
             self.vocab_size * h
         };
-        self.vocab_size * h + self.num_hidden_layers * layer + h + lm_head
+        let items = self.item_embeddings.unwrap_or(0) * h;
+        self.vocab_size * h + self.num_hidden_layers * layer + h + lm_head + items
     }
 
     /// The dtype named by `torch_dtype`, if it names one candle supports.

@@ -9,17 +9,21 @@
 //! - [`Qwen2::prefill`] runs left-padded prompts once into a [`PromptCache`];
 //!   [`Qwen2::decode_step`] then decodes `B * nb` beam rows that share their prompt's cache and
 //!   keep only their own generated tokens in a reorderable [`BeamCache`].
+//! - [`item_embedding`]: an optional learned vector per catalogue item, added where a history
+//!   item's SID ends.
 //! - [`checkpoint`] loads and saves HF checkpoint directories.
 
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod item_embedding;
 pub mod kernels;
 mod layout;
 pub mod qwen2;
 
 pub use cache::{BeamCache, LayerKv, PromptCache};
 pub use config::{Qwen2Config, TokenIds};
+pub use item_embedding::ItemLookup;
 pub use qwen2::{left_padded_mask, Qwen2};
 
 /// Which implementation of the non-matmul ops a forward pass uses.

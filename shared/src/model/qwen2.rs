@@ -6,10 +6,11 @@ use candle_nn::{Init, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::cache::{BeamCache, LayerKv, PromptCache};
 use super::config::Qwen2Config;
+use super::item_embedding::ItemLookup;
 use super::kernels;
 use super::layout::{BatchLayout, RopeTables, Rotary, BLOCKED};
 use super::Mode;
@@ -449,6 +450,10 @@ pub struct Qwen2 {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Tensor,
+    /// `[items + 1, hidden]` when the config asks for item embeddings.
+    embed_items: Option<Tensor>,
+    /// Where item SIDs end in token ids; attached after loading, shared by clones.
+    item_lookup: Arc<OnceLock<ItemLookup>>,
     rotary: Rotary,
     dtype: DType,
     device: Device,
@@ -515,6 +520,15 @@ impl Qwen2 {
             .map(|i| DecoderLayer::new(cfg, vb_m.pp("layers").pp(i), &dropout))
             .collect::<CResult<Vec<_>>>()?;
         let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb_m.pp("norm"))?;
+        // Zero-initialised: a fresh table leaves the model as it was until training moves it.
+        let embed_items = match cfg.item_embeddings {
+            None => None,
+            Some(rows) => Some(vb_m.pp("embed_items").get_with_hints(
+                (rows, cfg.hidden_size),
+                "weight",
+                Init::Const(0.0),
+            )?),
+        };
         let lm_head = if cfg.tie_word_embeddings {
             embed_tokens.clone()
         } else {
@@ -527,12 +541,40 @@ impl Qwen2 {
             layers,
             norm,
             lm_head,
+            embed_items,
+            item_lookup: Arc::new(OnceLock::new()),
             rotary: Rotary::new(cfg.head_dim(), cfg.rope_theta),
             dtype: vb.dtype(),
             device: vb.device().clone(),
             dropout,
             fused: Arc::new(AtomicBool::new(kernels_from_env())),
         })
+    }
+
+    /// Whether the model adds item embeddings to its input (then it needs
+    /// [`Self::attach_item_lookup`] before a forward pass over prompts).
+    pub fn has_item_embeddings(&self) -> bool {
+        self.embed_items.is_some()
+    }
+
+    /// Attach the lookup that finds item SIDs in token ids (built from the checkpoint's
+    /// tokenizer and SID index). A no-op for models without item embeddings; an error when its
+    /// row count differs from the table's, or when another lookup is already attached.
+    pub fn attach_item_lookup(&self, lookup: ItemLookup) -> Result<()> {
+        let Some(table) = &self.embed_items else {
+            return Ok(());
+        };
+        let rows = table.dim(0)?;
+        if lookup.rows() != rows {
+            return Err(Error::Invalid(format!(
+                "the item-embedding table has {rows} rows but the SID index names {} items \
+                 (+1): the checkpoint's index and weights do not belong together",
+                lookup.rows() - 1
+            )));
+        }
+        self.item_lookup
+            .set(lookup)
+            .map_err(|_| Error::Invalid("an item lookup is already attached".into()))
     }
 
     /// The model's configuration.
@@ -606,6 +648,9 @@ impl Qwen2 {
             ));
         }
         out.push(("model.norm.weight".to_string(), self.norm.weight.clone()));
+        if let Some(t) = &self.embed_items {
+            out.push(("model.embed_items.weight".to_string(), t.clone()));
+        }
         if !self.cfg.tie_word_embeddings {
             out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
         }
@@ -617,6 +662,34 @@ impl Qwen2 {
         let flat = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?;
         dims.push(self.cfg.hidden_size);
         flat.reshape(dims)
+    }
+
+    /// Input embeddings of whole rows `[B, L]`: token embeddings plus, with item embeddings,
+    /// each item's vector at the last token of its SID.
+    fn embed_input(&self, ids: &Tensor) -> CResult<Tensor> {
+        let x = self.embed(ids)?;
+        let Some(table) = &self.embed_items else {
+            return Ok(x);
+        };
+        let lookup = self.item_lookup.get().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "the model has item embeddings but no item lookup is attached".into(),
+            )
+        })?;
+        let (b, l) = ids.dims2()?;
+        let rows: Vec<u32> = ids
+            .to_vec2::<u32>()?
+            .iter()
+            .flat_map(|row| lookup.rows_of(row))
+            .collect();
+        let present: Vec<f32> = rows.iter().map(|&r| f32::from(u8::from(r != 0))).collect();
+        let rows = Tensor::from_vec(rows, b * l, &self.device)?;
+        let present = Tensor::from_vec(present, (b * l, 1), &self.device)?.to_dtype(self.dtype)?;
+        let items = table
+            .index_select(&rows, 0)?
+            .broadcast_mul(&present)?
+            .reshape((b, l, self.cfg.hidden_size))?;
+        x + items
     }
 
     /// Decoder stack over whole rows; returns the pre-norm hidden states and each layer's K/V.
@@ -637,7 +710,7 @@ impl Qwen2 {
             &self.device,
         )?;
         let mask = layout.self_attention_mask(&self.device)?;
-        let mut x = self.dropout.apply(&self.embed(ids)?, ops.mode)?;
+        let mut x = self.dropout.apply(&self.embed_input(ids)?, ops.mode)?;
         let mut kvs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (y, kv) = layer.forward_full(&x, &rope, &mask, ops)?;

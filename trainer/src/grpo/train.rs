@@ -184,6 +184,8 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
     let (varmap, model) = var_model(&cfg, &device)?;
     hf::load_into_varmap(&start_dir, &varmap)?;
     let (ref_varmap, ref_model) = var_model(&cfg, &device)?;
+    checkpoint::attach_item_lookup(&model, &tokenizer, &index)?;
+    checkpoint::attach_item_lookup(&ref_model, &tokenizer, &index)?;
     // Dropout regularises the policy update only; the frozen reference stays deterministic.
     model.set_dropout(args.dropout)?;
     let vars = sorted_vars(&varmap)?;

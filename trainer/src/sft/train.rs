@@ -328,6 +328,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
     )?;
     hf::load_into_varmap(&start_dir, &varmap)?;
+    checkpoint::attach_item_lookup(&model, &base.tokenizer, &base.index)?;
     model.set_dropout(args.dropout)?;
     let tokenizer = base.tokenizer.clone();
     let style = base.meta.prompt_style;

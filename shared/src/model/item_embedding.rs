@@ -1,0 +1,142 @@
+//! Item-ID input embeddings: one learned vector per catalogue item, added to the model's input
+//! at the last SID token of every complete item of a prompt.
+//!
+//! Why: a SID spreads an item over three or four code tokens shared with many other items, so a
+//! small model has to compose them before it can recall what tends to follow that item. A
+//! vector per item hands it the item itself, which is what a last-item transition table keys
+//! on (TIGER-style recommenders report gains of 6–17 % from such embeddings).
+//!
+//! Why on the *last* token: no position then sees the vector of an item whose SID it is still
+//! writing. While the model writes a SID (training on a history with `--history-loss`, or beam
+//! search), the tokens inside that SID carry only their code embeddings; the item's vector
+//! appears at its final token, whose prediction is already the next item (or the separator).
+//! Generated tokens never get one: the item is not known until its SID is complete.
+//!
+//! Rows are 1-based in item-id order of the checkpoint's SID index; row 0 means "no item" and
+//! is masked out, so it never trains.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::trie::SidVocab;
+use crate::SidIndex;
+
+/// Finds complete item SIDs in token ids and names their item-embedding rows.
+#[derive(Debug, Clone)]
+pub struct ItemLookup {
+    vocab: SidVocab,
+    /// SID token ids → 1-based row.
+    by_sid: HashMap<Vec<u32>, u32>,
+    rows: usize,
+}
+
+impl ItemLookup {
+    /// The lookup of a checkpoint: its tokenizer's SID vocabulary and its SID index.
+    pub fn new(vocab: &SidVocab, index: &SidIndex) -> Result<Self> {
+        let mut by_sid = HashMap::with_capacity(index.len());
+        for (row, (item, sid)) in index.iter().enumerate() {
+            let ids = sid
+                .tokens()
+                .map(|t| {
+                    vocab.token_id(t).ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "SID token {t} of item {item} is not in the vocabulary"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<u32>>>()?;
+            let row = u32::try_from(row + 1)
+                .map_err(|_| Error::Invalid("too many items for item embeddings".into()))?;
+            if by_sid.insert(ids, row).is_some() {
+                return Err(Error::Invalid(format!(
+                    "item {item} shares its SID with another item; item embeddings need unique SIDs"
+                )));
+            }
+        }
+        Ok(Self {
+            vocab: vocab.clone(),
+            by_sid,
+            rows: index.len() + 1,
+        })
+    }
+
+    /// Rows of the embedding table this lookup indexes (items + 1).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// For each position of `ids`, the row of the item whose SID ends there (0: none).
+    ///
+    /// A SID is a run of SID tokens whose levels count up from 0; it ends where the next token
+    /// is not the following level. Runs that are no catalogue item (a truncated first item, a
+    /// SID being written) get no row.
+    pub fn rows_of(&self, ids: &[u32]) -> Vec<u32> {
+        let mut out = vec![0; ids.len()];
+        let mut start: Option<usize> = None;
+        let close = |start: Option<usize>, end: usize, out: &mut Vec<u32>| {
+            if let Some(s) = start {
+                if let Some(&row) = self.by_sid.get(&ids[s..end]) {
+                    out[end - 1] = row;
+                }
+            }
+        };
+        for (t, &id) in ids.iter().enumerate() {
+            let level = self.vocab.token(id).map(|tok| tok.level as usize);
+            match (level, start) {
+                (Some(l), Some(s)) if l == t - s => {}
+                (Some(0), _) => {
+                    close(start, t, &mut out);
+                    start = Some(t);
+                }
+                _ => {
+                    close(start, t, &mut out);
+                    start = None;
+                }
+            }
+        }
+        close(start, ids.len(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sid::{Sid, SidToken};
+
+    /// Items 10 (a0 b1 c2), 11 (a0 b1 c3), 12 (a1 b0 c0 d1); token id = 100 + 10·level + code.
+    fn lookup() -> ItemLookup {
+        let mut index = SidIndex::new();
+        index.insert(10, Sid::from_codes(vec![0, 1, 2]));
+        index.insert(11, Sid::from_codes(vec![0, 1, 3]));
+        index.insert(12, Sid::from_codes(vec![1, 0, 0, 1]));
+        let vocab = SidVocab::from_fn(&index, |t: SidToken| {
+            Some(100 + 10 * t.level as u32 + t.code)
+        })
+        .unwrap();
+        ItemLookup::new(&vocab, &index).unwrap()
+    }
+
+    #[test]
+    fn rows_sit_on_the_last_token_of_complete_sids() {
+        let l = lookup();
+        assert_eq!(l.rows(), 4);
+        // "x a0 b1 c2 , a1 b0 c0 d1 a0 b1 c3 y": separators optional, a new level-0 token ends
+        // the previous SID.
+        let ids = [7, 100, 111, 122, 5, 101, 110, 120, 131, 100, 111, 123, 9];
+        assert_eq!(l.rows_of(&ids), vec![0, 0, 0, 1, 0, 0, 0, 0, 3, 0, 0, 2, 0]);
+    }
+
+    #[test]
+    fn partial_and_unknown_sids_get_no_row() {
+        let l = lookup();
+        // A SID cut at the start (b1 c2), one being written (a0 b1), one not in the catalogue
+        // (a0 b1 c4, code 4 unmapped so c is not a SID token: the run is a0 b1 only).
+        assert_eq!(l.rows_of(&[111, 122, 5]), vec![0, 0, 0]);
+        assert_eq!(l.rows_of(&[100, 111]), vec![0, 0]);
+        assert_eq!(l.rows_of(&[100, 111, 124]), vec![0, 0, 0]);
+        // A SID ending the sequence is closed.
+        assert_eq!(l.rows_of(&[5, 100, 111, 123]), vec![0, 0, 0, 2]);
+        assert_eq!(l.rows_of(&[]), Vec::<u32>::new());
+    }
+}
