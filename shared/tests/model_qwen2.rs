@@ -537,3 +537,78 @@ fn fused_kernels_equal_the_composite_path_values_and_gradients() {
         model.set_fused_kernels(true);
     }
 }
+
+/// The loss rows of a padded batch (`forward_hidden_at`) from the fused pass, which runs on the
+/// real tokens only, equal the composite pass over the padded batch, values and every
+/// parameter's gradient, with padding on either side; a padding position is refused.
+#[test]
+fn hidden_states_at_positions_skip_padding_and_match_the_composite_path() {
+    let cfg = tiny_cfg(2, true);
+    let (varmap, model) = random_model(&cfg, 43);
+    let mut rng = ChaCha8Rng::seed_from_u64(44);
+    // Row 0 full, row 1 left-padded by 3, row 2 right-padded by 5, row 3 padded both sides.
+    let l = 8;
+    let flags: Vec<u32> = [
+        [1, 1, 1, 1, 1, 1, 1, 1],
+        [0, 0, 0, 1, 1, 1, 1, 1],
+        [1, 1, 1, 0, 0, 0, 0, 0],
+        [0, 1, 1, 1, 1, 0, 0, 0],
+    ]
+    .concat();
+    let ids = Tensor::from_vec(
+        random_ids(&mut rng, 4 * l, cfg.vocab_size),
+        (4, l),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mask = Tensor::from_vec(flags.clone(), (4, l), &Device::Cpu).unwrap();
+    let positions: Vec<u32> = vec![0, 5, 7, 11, 15, 16, 18, 25, 28];
+    let targets: Vec<u32> = random_ids(&mut rng, positions.len(), cfg.vocab_size);
+    let positions = Tensor::new(positions.as_slice(), &Device::Cpu).unwrap();
+    let targets = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
+    let run = |fused: bool| {
+        model.set_fused_kernels(fused);
+        let hidden = model
+            .forward_hidden_at(&ids, Some(&mask), &positions, Mode::Train)
+            .unwrap();
+        let logits = model.logits(&hidden).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
+        (hidden, loss.backward().unwrap())
+    };
+    let (hf, gf) = run(true);
+    let (hc, gc) = run(false);
+    assert_eq!(hf.dims(), [9, cfg.hidden_size]);
+    let d = max_diff(&hf, &hc);
+    assert!(d <= TOL, "hidden states differ by {d}");
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        let (a, b) = (
+            gf.get(var.as_tensor()).unwrap(),
+            gc.get(var.as_tensor()).unwrap(),
+        );
+        let scale = b
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = max_diff(a, b);
+        assert!(
+            d <= 1e-3 * scale.max(1e-3),
+            "{name}: gradients differ by {d} (max {scale})"
+        );
+    }
+    for fused in [true, false] {
+        model.set_fused_kernels(fused);
+        // Flat position 8 is row 1's first token, which is padding.
+        let pad = Tensor::new(&[8u32], &Device::Cpu).unwrap();
+        let err = model
+            .forward_hidden_at(&ids, Some(&mask), &pad, Mode::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("position 8"), "{err}");
+    }
+    model.set_fused_kernels(true);
+}

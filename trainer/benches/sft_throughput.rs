@@ -130,6 +130,17 @@ fn cpu_s() -> f64 {
 }
 
 fn main() {
+    // As the trainer binary does: heap reuse for tensor buffers, the work on a pool worker
+    // (`SIDREC_BENCH_OUTSIDE_POOL=1` runs it on the main thread, for an A/B).
+    sidrec::device::tune_allocator();
+    if std::env::var("SIDREC_BENCH_OUTSIDE_POOL").is_ok_and(|v| v == "1") {
+        bench();
+    } else {
+        sidrec::device::run_in_pool(bench);
+    }
+}
+
+fn bench() {
     let o = parse();
     let data = std::env::var("SIDREC_BENCH_DATA")
         .map(std::path::PathBuf::from)

@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    sidrec::device::tune_allocator();
     let cli = sidrec_trainer::cli::Cli::parse();
     if let Some(n) = cli.threads.filter(|&n| n > 0) {
         // candle and gemm size their pools from RAYON_NUM_THREADS; set it before any tensor op.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
-    match sidrec_trainer::run(cli) {
+    match sidrec::device::run_in_pool(|| sidrec_trainer::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

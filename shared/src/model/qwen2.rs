@@ -82,6 +82,15 @@ impl Linear {
     fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
+
+    /// The layer as one fused op when `ops.fused` (see `kernels::linear`), else as tensor ops.
+    fn apply(&self, x: &Tensor, ops: Ops) -> CResult<Tensor> {
+        if ops.fused {
+            kernels::linear::linear(x, &self.weight, self.bias.as_ref())
+        } else {
+            self.forward(x)
+        }
+    }
 }
 
 impl Module for Linear {
@@ -100,6 +109,24 @@ impl Module for Linear {
         }
         y.reshape(out)
     }
+}
+
+/// One matrix product for several linear layers that read the same input: their weights (and
+/// biases, all or none) stacked along the output dim, output `[..., Σ out]` in the order given.
+///
+/// The stacked weight is built per call from the layers' own weights, so the parameters, their
+/// names, checkpoints and the optimizer's view stay per projection, and `cat`'s backward hands
+/// each layer its slice of the gradient. The copy costs one pass over the weights, small next to
+/// the product over every token of a batch; in return the backward pass runs one product for the
+/// input's gradient instead of one per layer plus the sums of their results.
+fn packed_forward(x: &Tensor, layers: &[&Linear], ops: Ops) -> CResult<Tensor> {
+    let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
+    let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.bias.as_ref()).collect();
+    let packed = Linear::new(
+        Tensor::cat(&weights, 0)?,
+        biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
+    );
+    packed.apply(x, ops)
 }
 
 fn linear(in_dim: usize, out_dim: usize, bias: bool, std: f64, vb: VarBuilder) -> CResult<Linear> {
@@ -181,13 +208,13 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor, ops: Ops) -> CResult<Tensor> {
-        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
         let y = if ops.fused {
-            kernels::swiglu::swiglu(&gate, &up)?
+            let gate_up = packed_forward(x, &[&self.gate_proj, &self.up_proj], ops)?;
+            kernels::swiglu::swiglu(&gate_up)?
         } else {
-            (gate.silu()? * up)?
+            (self.gate_proj.forward(x)?.silu()? * self.up_proj.forward(x)?)?
         };
-        y.apply(&self.down_proj)
+        self.down_proj.apply(&y, ops)
     }
 }
 
@@ -250,7 +277,7 @@ impl Attention {
     ) -> CResult<Tensor> {
         if ops.fused {
             let out = kernels::attention::attention(q, k, v, mask, self.scale)?;
-            return self.o_proj.forward(&out);
+            return self.o_proj.apply(&out, ops);
         }
         let mode = ops.mode;
         let (b, _, l, _) = q.dims4()?;
@@ -265,6 +292,38 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((b, l, h * d))?;
         self.o_proj.forward(&out)
+    }
+
+    /// Self-attention over unpadded rows (`x` `[n, hidden]`, row `r` is tokens
+    /// `offsets[r]..offsets[r + 1]`) through the fused packed kernel: one projection for q/k/v,
+    /// RoPE and attention in one op. The training pass, which needs no keys/values.
+    fn forward_packed(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        offsets: &[usize],
+        ops: Ops,
+    ) -> CResult<Tensor> {
+        let RopeTables::Kernel { cos, sin } = rope else {
+            candle_core::bail!("the packed attention needs the kernel's RoPE tables");
+        };
+        let half = self.head_dim / 2;
+        let (cos, sin) = (cos.reshape(((), half))?, sin.reshape(((), half))?);
+        let qkv = packed_forward(x, &[&self.q_proj, &self.k_proj, &self.v_proj], ops)?;
+        let heads = kernels::attention::PackedHeads {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+        };
+        let out = kernels::attention::packed_attention(
+            &qkv,
+            &cos,
+            &sin,
+            offsets.to_vec(),
+            heads,
+            self.scale,
+        )?;
+        self.o_proj.apply(&out, ops)
     }
 
     /// Self-attention over whole rows; returns the output and the rotated keys/values.
@@ -402,6 +461,20 @@ impl DecoderLayer {
         let (y, kv) = self.self_attn.forward_full(&y, rope, mask, ops)?;
         let x = (x + self.dropout.apply(&y, ops.mode)?)?;
         Ok((self.mlp_block(&x, ops)?, kv))
+    }
+
+    /// One layer over unpadded rows (see [`Attention::forward_packed`]).
+    fn forward_unpadded(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        offsets: &[usize],
+        ops: Ops,
+    ) -> CResult<Tensor> {
+        let y = self.input_layernorm.forward(x, ops)?;
+        let y = self.self_attn.forward_packed(&y, rope, offsets, ops)?;
+        let x = (x + self.dropout.apply(&y, ops.mode)?)?;
+        self.mlp_block(&x, ops)
     }
 
     fn forward_suffix(
@@ -720,16 +793,85 @@ impl Qwen2 {
         Ok((x, kvs))
     }
 
-    /// Final hidden states `[B, L, hidden]` of a padded batch (`mask`: `[B, L]`, non-zero = real
-    /// token, any padding side; `None` = no padding).
-    pub fn forward_hidden(
+    /// Decoder stack over the real tokens of a padded batch only, as one `[n, hidden]` matrix
+    /// (the real tokens in row-major order): pre-norm hidden states. The fused training pass:
+    /// no matrix product, kernel or gradient touches padding.
+    fn run_unpadded(&self, ids: &Tensor, layout: &BatchLayout, ops: Ops) -> Result<Tensor> {
+        let real: Vec<u32> = (0..layout.real.len() as u32)
+            .filter(|&i| layout.real[i as usize])
+            .collect();
+        if real.is_empty() {
+            return Err(Error::Invalid("the batch has no real tokens".into()));
+        }
+        let mut offsets = vec![0usize];
+        for row in layout.real.chunks(layout.len.max(1)) {
+            let n = offsets.last().copied().unwrap_or(0);
+            offsets.push(n + row.iter().filter(|&&r| r).count());
+        }
+        let positions: Vec<u32> = real.iter().map(|&i| layout.positions[i as usize]).collect();
+        let n = real.len();
+        let rope =
+            self.rotary
+                .tables(&positions, 1, n, ops.mode, true, self.dtype, &self.device)?;
+        let real = Tensor::from_vec(real, n, &self.device)?;
+        let ids = ids.flatten_all()?.index_select(&real, 0)?;
+        let embedded = self.embed_tokens.index_select(&ids, 0)?;
+        let mut x = self.dropout.apply(&embedded, ops.mode)?;
+        for layer in &self.layers {
+            x = layer.forward_unpadded(&x, &rope, &offsets, ops)?;
+        }
+        Ok(x)
+    }
+
+    /// Final hidden states `[P, hidden]` at `positions` (u32 `[P]`, flat indices into the
+    /// `[B, L]` batch, each a real token) of a padded batch: the rows of
+    /// [`Self::forward_hidden`] that a loss reads. With the fused kernels the pass runs on the
+    /// real tokens only, which is why it exists.
+    pub fn forward_hidden_at(
         &self,
         ids: &Tensor,
         mask: Option<&Tensor>,
+        positions: &Tensor,
         mode: Mode,
     ) -> Result<Tensor> {
+        let layout = self.layout_of(ids, mask)?;
+        let total = layout.real.len();
+        // Rank of each real token among the real tokens, for the unpadded pass.
+        let mut rank = vec![u32::MAX; total];
+        let mut next = 0u32;
+        for (r, &real) in rank.iter_mut().zip(&layout.real) {
+            if real {
+                *r = next;
+                next += 1;
+            }
+        }
+        let wanted = positions.to_vec1::<u32>()?;
+        let picked = wanted
+            .iter()
+            .map(|&p| match rank.get(p as usize) {
+                Some(&r) if r != u32::MAX => Ok(r),
+                _ => Err(Error::Invalid(format!(
+                    "position {p} is not a real token of the [{}, {}] batch",
+                    layout.batch, layout.len
+                ))),
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        let ops = self.ops(mode);
+        if !ops.fused {
+            let hidden = self.forward_hidden(ids, mask, mode)?;
+            let h = self.cfg.hidden_size;
+            return Ok(hidden.reshape((total, h))?.index_select(positions, 0)?);
+        }
+        let x = self.run_unpadded(ids, &layout, ops)?;
+        let picked = Tensor::from_vec(picked, wanted.len(), &self.device)?;
+        // The final norm is per row: normalising only the picked rows gives the same values.
+        Ok(self.norm.forward(&x.index_select(&picked, 0)?, ops)?)
+    }
+
+    /// The padding layout of `ids` `[B, L]` under `mask`.
+    fn layout_of(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<BatchLayout> {
         let (b, l) = ids.dims2()?;
-        let layout = match mask {
+        Ok(match mask {
             None => BatchLayout::dense(b, l),
             Some(m) => {
                 if m.dims() != [b, l] {
@@ -747,7 +889,18 @@ impl Qwen2 {
                     .collect();
                 BatchLayout::from_flags(flags, b, l)
             }
-        };
+        })
+    }
+
+    /// Final hidden states `[B, L, hidden]` of a padded batch (`mask`: `[B, L]`, non-zero = real
+    /// token, any padding side; `None` = no padding).
+    pub fn forward_hidden(
+        &self,
+        ids: &Tensor,
+        mask: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let layout = self.layout_of(ids, mask)?;
         let ops = self.ops(mode);
         let (x, _) = self.run_full(ids, &layout, ops)?;
         Ok(self.norm.forward(&x, ops)?)

@@ -156,11 +156,7 @@ pub const OPTIM_FILE: &str = "optimizer.safetensors";
 
 /// Sum of negative log-likelihoods of the supervised tokens of `batch`.
 pub fn batch_nll(model: &Qwen2, batch: &Batch, mode: Mode) -> Result<Tensor> {
-    let hidden = model.forward_hidden(&batch.ids, Some(&batch.mask), mode)?;
-    let (b, l, h) = hidden.dims3()?;
-    let picked = hidden
-        .reshape((b * l, h))?
-        .index_select(&batch.positions, 0)?;
+    let picked = model.forward_hidden_at(&batch.ids, Some(&batch.mask), &batch.positions, mode)?;
     let logits = model.logits(&picked)?;
     Ok(sidrec::model::kernels::cross_entropy(&logits, &batch.targets)?.sum_all()?)
 }

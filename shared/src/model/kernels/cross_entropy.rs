@@ -50,8 +50,8 @@ impl CustomOp2 for CrossEntropy {
             .for_each(|(lse, row)| {
                 simd(|| {
                     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
-                    *lse = m + sum.ln();
+                    let e: Vec<f32> = row.iter().map(|&x| super::exp(x - m)).collect();
+                    *lse = m + super::sum(&e).ln();
                 })
             });
         let nll: Vec<f32> = (0..n)
@@ -84,7 +84,7 @@ impl CustomOp2 for CrossEntropy {
                 .for_each(|(i, (dl, x))| {
                     simd(|| {
                         for (d, &xi) in dl.iter_mut().zip(x) {
-                            *d = g[i] * (xi - lse[i]).exp();
+                            *d = g[i] * super::exp(xi - lse[i]);
                         }
                         dl[targets[i] as usize] -= g[i];
                     })

@@ -3,8 +3,9 @@
 
 use candle_core::{Device, Tensor, Var, D};
 
-use super::attention::attention;
+use super::attention::{attention, packed_attention, PackedHeads};
 use super::cross_entropy;
+use super::linear::linear;
 use super::norm::rms_norm;
 use super::rope::rope;
 use super::swiglu::swiglu;
@@ -105,6 +106,35 @@ fn rms_norm_matches_the_composite_form() {
     );
 }
 
+#[test]
+fn linear_matches_matmul_plus_bias() {
+    let x = randn(&[3, 5, 12], 21);
+    let (w, b) = (randn(&[7, 12], 22), randn(&[7], 23));
+    let reference = |t: &[Tensor]| {
+        let y = t[0]
+            .reshape((15, 12))
+            .unwrap()
+            .matmul(&t[1].t().unwrap())
+            .unwrap();
+        let y = match t.get(2) {
+            Some(b) => y.broadcast_add(b).unwrap(),
+            None => y,
+        };
+        y.reshape((3, 5, 7)).unwrap()
+    };
+    check(
+        &[x.clone(), w.clone(), b],
+        |t| linear(&t[0], &t[1], Some(&t[2])).unwrap(),
+        reference,
+    );
+    check(
+        &[x.clone(), w],
+        |t| linear(&t[0], &t[1], None).unwrap(),
+        reference,
+    );
+    assert!(linear(&x, &randn(&[7, 11], 24), None).is_err());
+}
+
 fn ref_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     let full = |t: &Tensor| {
         Tensor::cat(&[t, t], D::Minus1)
@@ -149,15 +179,29 @@ fn rope_matches_the_rotate_half_form() {
 }
 
 #[test]
-fn swiglu_matches_silu_times_up() {
-    check(
+fn swiglu_matches_silu_times_up_on_the_packed_halves() {
+    // 4·7 rows of 2·33: an odd width, and more rows than one parallel task takes.
+    let packed = Tensor::cat(
         &[
             (randn(&[4, 7, 33], 6) * 4.0).unwrap(),
             randn(&[4, 7, 33], 7),
         ],
-        |t| swiglu(&t[0], &t[1]).unwrap(),
-        |t| (t[0].silu().unwrap() * &t[1]).unwrap(),
+        2,
+    )
+    .unwrap();
+    check(
+        &[packed],
+        |t| swiglu(&t[0]).unwrap(),
+        |t| {
+            let (gate, up) = (
+                t[0].narrow(2, 0, 33).unwrap(),
+                t[0].narrow(2, 33, 33).unwrap(),
+            );
+            (gate.silu().unwrap() * up).unwrap()
+        },
     );
+    let odd = randn(&[2, 5], 8);
+    assert!(swiglu(&odd).is_err(), "an odd width has no halves");
 }
 
 /// A causal + left-padding additive mask `[B, 1, L, L]` (a pad row sees itself only).
@@ -217,6 +261,75 @@ fn attention_matches_softmax_attention_with_padding_and_gqa() {
         |t| attention(&t[0], &t[1], &t[2], &mask, scale).unwrap(),
         |t| ref_attention(&t[0], &t[1], &t[2], &mask, scale),
     );
+}
+
+#[test]
+fn packed_attention_matches_split_rotate_and_attend_per_row() {
+    // Unpadded rows of 6, 4, 0 and 1 tokens; per token: 4 query heads, then 2 key heads, then
+    // 2 value heads, of 8 dims each.
+    let (h, kvh, d) = (4, 2, 8);
+    let lengths = [6usize, 4, 0, 1];
+    let offsets: Vec<usize> = std::iter::once(0)
+        .chain(lengths.iter().scan(0, |n, &l| {
+            *n += l;
+            Some(*n)
+        }))
+        .collect();
+    let n = offsets[lengths.len()];
+    let scale = 1.0 / (d as f64).sqrt();
+    let angles = (randn(&[n, d / 2], 14) * 3.0).unwrap();
+    let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+    let heads = PackedHeads {
+        heads: h,
+        kv_heads: kvh,
+        head_dim: d,
+    };
+    check(
+        &[(randn(&[n, (h + 2 * kvh) * d], 15) * 2.0).unwrap()],
+        |t| packed_attention(&t[0], &cos, &sin, offsets.clone(), heads, scale).unwrap(),
+        |t| {
+            // Each row on its own, padded to nothing, through the split/rotate/attend path.
+            let rows: Vec<Tensor> = lengths
+                .iter()
+                .zip(&offsets)
+                .filter(|(&l, _)| l > 0)
+                .map(|(&l, &at)| {
+                    let x = t[0].narrow(0, at, l).unwrap();
+                    let (c, s) = (
+                        cos.narrow(0, at, l).unwrap().unsqueeze(0).unwrap(),
+                        sin.narrow(0, at, l).unwrap().unsqueeze(0).unwrap(),
+                    );
+                    let split = |from: usize, heads: usize| {
+                        x.narrow(1, from * d, heads * d)
+                            .unwrap()
+                            .reshape((1, l, heads, d))
+                            .unwrap()
+                            .transpose(1, 2)
+                            .unwrap()
+                            .contiguous()
+                            .unwrap()
+                    };
+                    let q = ref_rope(&split(0, h), &c, &s);
+                    let k = ref_rope(&split(h, kvh), &c, &s);
+                    let mask = causal_mask(&[l], l);
+                    ref_attention(&q, &k, &split(h + kvh, kvh), &mask, scale)
+                        .squeeze(0)
+                        .unwrap()
+                })
+                .collect();
+            Tensor::cat(&rows, 0).unwrap()
+        },
+    );
+    let bad = vec![0, 5, n + 1];
+    assert!(packed_attention(
+        &randn(&[n, (h + 2 * kvh) * d], 16),
+        &cos,
+        &sin,
+        bad,
+        heads,
+        scale
+    )
+    .is_err());
 }
 
 #[test]

@@ -12,6 +12,20 @@ use super::{simd, slice, tensor, with_f32};
 /// The RoPE op (gradients flow to `x` only; the tables are constants).
 pub(crate) struct Rope;
 
+/// Rotate one head vector `x` (`d` values: the pairs `(i, i + d/2)`) by `sign`·angle, whose
+/// cos/sin are `c`/`s` (`d/2` each), into `out`.
+#[inline]
+pub(crate) fn rotate_row(x: &[f32], c: &[f32], s: &[f32], sign: f32, out: &mut [f32]) {
+    let half = c.len();
+    let (x1, x2) = x[..2 * half].split_at(half);
+    let (o1, o2) = out[..2 * half].split_at_mut(half);
+    for i in 0..half {
+        let s = sign * s[i];
+        o1[i] = x1[i] * c[i] - x2[i] * s;
+        o2[i] = x2[i] * c[i] + x1[i] * s;
+    }
+}
+
 /// Rotate every `[t, d]` head block of `x` by `sign`·angle into `out`.
 fn rotate(
     x: &[f32],
@@ -39,14 +53,13 @@ fn rotate(
                             &cos[j * half..(j + 1) * half],
                             &sin[j * half..(j + 1) * half],
                         );
-                        let (x, out) = (&x[j * d..(j + 1) * d], &mut out[j * d..(j + 1) * d]);
-                        let (x1, x2) = x.split_at(half);
-                        let (o1, o2) = out.split_at_mut(half);
-                        for i in 0..half {
-                            let s = sign * s[i];
-                            o1[i] = x1[i] * c[i] - x2[i] * s;
-                            o2[i] = x2[i] * c[i] + x1[i] * s;
-                        }
+                        rotate_row(
+                            &x[j * d..(j + 1) * d],
+                            c,
+                            s,
+                            sign,
+                            &mut out[j * d..(j + 1) * d],
+                        );
                     }
                 }
             })
