@@ -143,3 +143,50 @@ fn save_and_load_keep_the_item_table() {
     loaded.attach_item_lookup(lookup()).unwrap();
     assert_eq!(logits(&model, Mode::Infer), logits(&loaded, Mode::Infer));
 }
+
+/// The padding-free training pass (what SFT's loss runs) sees the item vectors too.
+#[test]
+fn the_padding_free_training_pass_uses_the_items() {
+    let (varmap, model) = model(8);
+    // Row 0 is IDS; row 1 is its last 6 tokens, left-padded with 0.
+    let n = IDS.len();
+    let mut ids = IDS.to_vec();
+    ids.extend(std::iter::repeat_n(0, n - 6));
+    ids.extend(&IDS[n - 6..]);
+    let mut mask = vec![1u32; n];
+    mask.extend(std::iter::repeat_n(0, n - 6));
+    mask.extend(std::iter::repeat_n(1, 6));
+    let ids_t = Tensor::from_vec(ids, (2, n), &Device::Cpu).unwrap();
+    let mask_t = Tensor::from_vec(mask.clone(), (2, n), &Device::Cpu).unwrap();
+    let real: Vec<u32> = (0..2 * n as u32)
+        .filter(|&i| mask[i as usize] == 1)
+        .collect();
+    let positions = Tensor::new(real.as_slice(), &Device::Cpu).unwrap();
+    let at = model
+        .forward_hidden_at(&ids_t, Some(&mask_t), &positions, Mode::Train)
+        .unwrap();
+    let full = model
+        .forward_hidden(&ids_t, Some(&mask_t), Mode::Infer)
+        .unwrap()
+        .reshape((2 * n, 64))
+        .unwrap()
+        .index_select(&positions, 0)
+        .unwrap();
+    let diff: f32 = (&at - &full)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(diff < 1e-4, "padding-free pass differs by {diff}");
+    let grads = at.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let g: Vec<Vec<f32>> = grads
+        .get(table(&varmap).as_tensor())
+        .expect("the item table gets a gradient in the padding-free pass")
+        .to_vec2()
+        .unwrap();
+    assert!(g[1].iter().any(|&x| x != 0.0) && g[3].iter().any(|&x| x != 0.0));
+    assert!(g[0].iter().all(|&x| x == 0.0) && g[2].iter().all(|&x| x == 0.0));
+}

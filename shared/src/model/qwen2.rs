@@ -814,8 +814,15 @@ impl Qwen2 {
             self.rotary
                 .tables(&positions, 1, n, ops.mode, true, self.dtype, &self.device)?;
         let real = Tensor::from_vec(real, n, &self.device)?;
-        let ids = ids.flatten_all()?.index_select(&real, 0)?;
-        let embedded = self.embed_tokens.index_select(&ids, 0)?;
+        let embedded = if self.embed_items.is_some() {
+            // Item SIDs are found on the whole rows, before the padding is dropped.
+            self.embed_input(ids)?
+                .reshape((layout.batch * layout.len, self.cfg.hidden_size))?
+                .index_select(&real, 0)?
+        } else {
+            let ids = ids.flatten_all()?.index_select(&real, 0)?;
+            self.embed_tokens.index_select(&ids, 0)?
+        };
         let mut x = self.dropout.apply(&embedded, ops.mode)?;
         for layer in &self.layers {
             x = layer.forward_unpadded(&x, &rope, &offsets, ops)?;
