@@ -141,7 +141,7 @@ fn main() {
     let index = ds.read_index().unwrap();
     let items = ds.read_items().unwrap();
     let rows = ds.read_split(Split::Train).unwrap();
-    let corpus = tokenizer_corpus(o.style, &rows, &items, &index);
+    let corpus = tokenizer_corpus(o.style, &rows, &items, &index).unwrap();
     let tokenizer = SidTokenizer::train_bpe(corpus.iter(), 2000, &index).unwrap();
     let builder = TaskBuilder {
         style: o.style,

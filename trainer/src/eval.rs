@@ -13,7 +13,7 @@ use sidrec::checkpoint::Checkpoint;
 use sidrec::data::{DatasetDir, Split};
 use sidrec::decode::{DecodeRequest, Decoder, SearchConfig};
 use sidrec::metrics::{self, MetricsReport};
-use sidrec::prompt::{self, PromptStyle};
+use sidrec::prompt::{PromptEncoder, PromptStyle};
 use sidrec::ItemId;
 
 use crate::cli::EvalArgs;
@@ -157,37 +157,31 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let ck = Checkpoint::load(checkpoint, &device, None)?;
     let style: PromptStyle = args.prompt_style.unwrap_or(ck.meta.prompt_style);
     let (_, split_path, rows) = read_rows(args)?;
-    let sid_of = |id, line: u64| {
-        ck.index.get(id).map(|s| s.to_string()).ok_or_else(|| {
-            TrainerError::parse(
-                &split_path,
+    let encoder = PromptEncoder::new(style, &ck.tokenizer, &ck.index);
+    let path = split_path.as_path();
+    let at_line = |line: u64| {
+        move |e: sidrec::Error| match e {
+            sidrec::Error::NoSid(id) => TrainerError::parse(
+                path,
                 line,
                 format!("item {id} has no SID in the checkpoint's index"),
-            )
-        })
+            ),
+            e => e.into(),
+        }
     };
     let mut prompts = Vec::with_capacity(rows.len());
     let mut inputs = Vec::with_capacity(rows.len());
     let mut targets = Vec::with_capacity(rows.len());
     for (line, r) in &rows {
-        let hist = r
-            .history_item_id
-            .iter()
-            .map(|&i| sid_of(i, *line))
-            .collect::<Result<Vec<_>>>()?;
-        let p = prompt::eval_seqrec(style, &hist);
-        prompts.push(ck.tokenizer.encode_prompt(&p)?);
-        inputs.push(p.text());
-        targets.push(sid_of(r.item_id, *line)?);
+        let p = encoder
+            .recommend(&r.history_item_id)
+            .map_err(at_line(*line))?;
+        prompts.push(p.ids);
+        inputs.push(p.text);
+        targets.push(encoder.sid(r.item_id).map_err(at_line(*line))?);
     }
 
-    let decoder = Decoder::new(
-        ck.index.clone(),
-        ck.tokenizer.sid_vocab().clone(),
-        ck.tokenizer.newline_id(),
-        ck.tokenizer.eos_id(),
-        &device,
-    )?;
+    let decoder = Decoder::for_checkpoint(&ck, &device)?;
     let cfg = SearchConfig {
         num_beams: args.num_beams,
         top_k: args.num_beams,

@@ -123,6 +123,58 @@ fn eval_reports_metrics_and_reference_shaped_predictions() {
     );
 }
 
+#[test]
+fn the_server_encodes_a_history_exactly_as_eval_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let out = dir.path().join("eval");
+    ok(&[
+        "eval",
+        "--checkpoint",
+        &ck,
+        "--data",
+        &data,
+        "--limit",
+        "60",
+        "--num-beams",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let preds = read_json(&out.join("predictions.json"));
+    let engine = sidrec_server::engine::Engine::load(
+        Path::new(&ck),
+        "ck",
+        &Device::Cpu,
+        sidrec::decode::ScoreMode::Exact,
+    )
+    .unwrap();
+    let max_history = sidrec_server::ServerOptions::default().max_history;
+    let rows = preds.as_array().unwrap();
+    assert_eq!(rows.len(), 60);
+    for row in rows {
+        let history: Vec<u32> = serde_json::from_value(row["history"].clone()).unwrap();
+        let eval_ids: Vec<u32> = serde_json::from_value(row["prompt_ids"].clone()).unwrap();
+        assert!(history.len() <= max_history, "{history:?}");
+        // `history` (item ids) and `history_sids` requests both encode to eval's prompt.
+        assert_eq!(
+            engine.encode_items(&history, max_history).unwrap(),
+            eval_ids
+        );
+        let sids: Vec<sidrec::Sid> = history
+            .iter()
+            .map(|&i| engine.catalogue.catalogue.get(i).unwrap().sid.clone())
+            .collect();
+        assert_eq!(engine.encode(&sids, max_history).unwrap(), eval_ids);
+    }
+    // An item outside the checkpoint's index is refused, not dropped.
+    let e = engine.encode_items(&[u32::MAX], max_history).unwrap_err();
+    assert!(
+        matches!(e, sidrec::Error::NoSid(id) if id == u32::MAX),
+        "{e}"
+    );
+}
+
 fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
