@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::data::{index, items, Items};
 use crate::error::{Error, Result};
 use crate::model::{checkpoint as hf, ItemLookup, Qwen2};
-use crate::prompt::PromptStyle;
+use crate::prompt::{PromptEncoder, PromptStyle};
 use crate::sid::SidIndex;
 use crate::tokenizer::SidTokenizer;
 
@@ -139,12 +139,21 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
 impl Checkpoint {
     /// Load a complete checkpoint onto `device` (weights in `dtype`, or as stored).
     pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: Option<DType>) -> Result<Self> {
+        Self::load_with(dir, |dir| hf::load(dir, dtype, device))
+    }
+
+    /// Load a complete checkpoint whose model `load_model` builds from the directory (once),
+    /// e.g. as trainable variables; everything else is read and checked as [`Self::load`] does.
+    pub fn load_with(
+        dir: impl AsRef<Path>,
+        load_model: impl FnOnce(&Path) -> Result<Qwen2>,
+    ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let meta = read_meta(&dir)?;
         let index = index::read_index(dir.join(SID_INDEX_FILE))?;
         let items = items::read_items(dir.join(ITEMS_FILE))?;
         let tokenizer = SidTokenizer::from_file(dir.join(TOKENIZER_FILE), &meta.eos_token, &index)?;
-        let model = hf::load(&dir, dtype, device)?;
+        let model = load_model(&dir)?;
         attach_item_lookup(&model, &tokenizer, &index)?;
         if model.config().vocab_size < tokenizer.vocab_size() {
             return Err(Error::Invalid(format!(
@@ -162,6 +171,11 @@ impl Checkpoint {
             index: Arc::new(index),
             items: Arc::new(items),
         })
+    }
+
+    /// Its prompts: the one path from a history to token ids, in its prompt style.
+    pub fn prompts(&self) -> PromptEncoder<'_> {
+        PromptEncoder::new(self.meta.prompt_style, &self.tokenizer, &self.index)
     }
 }
 

@@ -31,6 +31,9 @@ pub enum Error {
     /// A SID or SID token is malformed.
     #[error("invalid SID: {0}")]
     Sid(String),
+    /// An item has no SID in the index a prompt is built with.
+    #[error("item {0} has no SID in the index")]
+    NoSid(crate::sid::ItemId),
     /// Input that is well-formed but inconsistent or unusable.
     #[error("{0}")]
     Invalid(String),

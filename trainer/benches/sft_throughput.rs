@@ -19,14 +19,13 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use sidrec::data::{DatasetDir, Split};
 use sidrec::model::{Mode, Qwen2};
-use sidrec::prompt::PromptStyle;
+use sidrec::prompt::{PromptEncoder, PromptStyle};
 use sidrec::tokenizer::SidTokenizer;
 use sidrec_trainer::cli::Preset;
 use sidrec_trainer::init::{preset_config, tokenizer_corpus};
-use sidrec_trainer::sft::batch::{make_batch, Batch};
-use sidrec_trainer::sft::optim::{sorted_vars, AdamW, AdamWConfig, GradAccumulator};
-use sidrec_trainer::sft::tasks::{Example, Task, TaskBuilder};
-use sidrec_trainer::sft::train::batch_nll;
+use sidrec_trainer::sft::tasks::{Task, TaskBuilder};
+use sidrec_trainer::train::batch::{batch_nll, make_batch, Batch, Example};
+use sidrec_trainer::train::optim::{sorted_vars, AdamW, AdamWConfig, GradAccumulator};
 
 struct Opts {
     presets: Vec<Preset>,
@@ -152,12 +151,10 @@ fn bench() {
     let index = ds.read_index().unwrap();
     let items = ds.read_items().unwrap();
     let rows = ds.read_split(Split::Train).unwrap();
-    let corpus = tokenizer_corpus(o.style, &rows, &items, &index);
+    let corpus = tokenizer_corpus(o.style, &rows, &items, &index).unwrap();
     let tokenizer = SidTokenizer::train_bpe(corpus.iter(), 2000, &index).unwrap();
     let builder = TaskBuilder {
-        style: o.style,
-        tokenizer: &tokenizer,
-        index: &index,
+        prompts: PromptEncoder::new(o.style, &tokenizer, &index),
         items: &items,
         category: "industrial and scientific items".into(),
         cutoff: 512,

@@ -56,12 +56,13 @@ pub enum Command {
 /// Arguments of `compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Run A (the baseline): an eval output directory or its predictions.json.
-    #[arg(long)]
-    pub a: PathBuf,
-    /// Run B (the candidate), over the same rows as A.
-    #[arg(long)]
-    pub b: PathBuf,
+    /// Side A (the baseline): eval output directories or predictions.json files, one per run
+    /// (seed); a comma list or the flag repeated.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub a: Vec<PathBuf>,
+    /// Side B (the candidate), its runs over the same rows as A's.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub b: Vec<PathBuf>,
     /// Cut-offs K of HR@K and NDCG@K.
     #[arg(long, value_delimiter = ',', default_value = "1,3,5,10")]
     pub ks: Vec<usize>,

@@ -1,11 +1,30 @@
-//! `compare`: is checkpoint B really better than checkpoint A on the same rows?
+//! `compare`: is configuration B really better than configuration A on the same rows?
 //!
 //! Two `eval` runs of the same split differ by a few rows at HR@10 ≈ 0.1, well inside what the
-//! choice of rows alone would move. This reads both runs' `predictions.json` (generative or
-//! baseline: both carry `output` and a ranked `predict` list), pairs them row by row and reports,
-//! per metric, the difference of the means with a paired bootstrap 95% interval and a paired
-//! sign-flip (randomisation) p-value. Pairing matters: most rows are hit or missed by both runs,
-//! and only the rows where they disagree carry information about the difference.
+//! choice of rows alone would move, and two training seeds of one command differ by as much.
+//! This reads each run's `predictions.json`, pairs the runs row by row and reports, per metric,
+//! each side's mean and spread over its runs, the difference with a 95% interval and a p-value.
+//!
+//! Rows are compared in item ids whenever every run names them so: a baseline eval lists item
+//! ids, and a generative eval records the target item and the items each predicted SID names. A
+//! generative row is a hit at rank r when the SID at rank r names the target item, which is
+//! calc.py's SID equality. Only when no run carries item ids (all generative, from an older eval)
+//! are rows compared by SID strings.
+//!
+//! Statistics. Every run of both sides scores the same rows, so the pairing is by row.
+//! * One run per side: the paired bootstrap over rows (95% interval of `b − a`) and the paired
+//!   sign-flip (randomisation) test. Most rows are hit or missed by both runs; only the rows
+//!   where they disagree carry information, and pairing uses exactly those.
+//! * Several runs (seeds) on a side: each row's score is averaged over that side's runs, and a
+//!   two-level bootstrap resamples rows (shared by both sides, keeping the pairing) and, within
+//!   each side, runs with replacement. Its 95% interval therefore carries both the choice of rows
+//!   and seed-to-seed spread; the p-value is read off the same distribution (twice the smaller
+//!   tail beyond 0), so `p < 0.05` exactly when the interval excludes 0. With three seeds the
+//!   seed level is coarse and, if anything, too narrow (a bootstrap of n draws has (n−1)/n of the
+//!   variance), so each pair of runs is also tested on its own (the per-run table): when one
+//!   side has a single run (a deterministic baseline) every run of the other side is compared
+//!   with it, with equal counts runs pair in the order given (seed i with seed i), otherwise
+//!   every pair.
 
 use std::path::{Path, PathBuf};
 
@@ -16,52 +35,114 @@ use serde::{Deserialize, Serialize};
 use crate::cli::CompareArgs;
 use crate::error::{Result, TrainerError};
 use sidrec::metrics::{strip_prediction, strip_target};
+use sidrec::ItemId;
 
 /// One row of either kind of `predictions.json`; other fields are ignored.
 #[derive(Debug, Deserialize)]
 struct PredictionRow {
     output: String,
     predict: Vec<String>,
+    /// Generative evals: the items each predicted SID names.
+    #[serde(default)]
+    predict_items: Option<Vec<Vec<ItemId>>>,
+    /// Generative evals: the target item.
+    #[serde(default)]
+    target_item: Option<ItemId>,
+    /// The history in item ids (both kinds, from current evals).
+    #[serde(default)]
+    history: Option<Vec<ItemId>>,
 }
 
-/// The paired comparison of one metric (HR@K or NDCG@K).
+/// How a run names its targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Item(ItemId),
+    Sid(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Item(i) => write!(f, "item {i}"),
+            Target::Sid(s) => write!(f, "SID {s}"),
+        }
+    }
+}
+
+/// One run read back: per row its target, history (if recorded) and the target's rank.
+#[derive(Debug)]
+struct Run {
+    path: PathBuf,
+    targets: Vec<Target>,
+    histories: Vec<Option<Vec<ItemId>>>,
+    ranks: Vec<Option<usize>>,
+}
+
+impl Run {
+    fn by_items(&self) -> bool {
+        matches!(self.targets.first(), Some(Target::Item(_)))
+    }
+}
+
+/// The comparison of one metric (HR@K or NDCG@K) between two sides.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct MetricComparison {
     /// `HR@10`, `NDCG@5`, ...
     pub metric: String,
-    /// Mean over rows for run A.
+    /// Side A: mean over its runs of the mean over rows.
     pub a: f64,
-    /// Mean over rows for run B.
+    /// Side B: the same.
     pub b: f64,
+    /// Sample standard deviation over side A's runs (0 for one run).
+    pub a_sd: f64,
+    /// Sample standard deviation over side B's runs (0 for one run).
+    pub b_sd: f64,
     /// `b − a`.
     pub diff: f64,
     /// 2.5th percentile of the bootstrap distribution of `b − a`.
     pub ci_low: f64,
     /// 97.5th percentile of the bootstrap distribution of `b − a`.
     pub ci_high: f64,
-    /// Two-sided p-value of the paired sign-flip test of "no difference".
+    /// Two-sided p-value of "no difference".
     pub p_value: f64,
-    /// Rows where B scores higher than A.
+    /// Test behind `p_value`: `sign-flip` (one run per side) or `bootstrap` (rows and runs).
+    pub test: String,
+    /// Rows where B scores higher than A (run-averaged scores).
     pub rows_b_better: usize,
     /// Rows where A scores higher than B.
     pub rows_a_better: usize,
 }
 
-/// Everything `compare` reports.
+/// One run of A against one run of B.
 #[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
+pub struct RunPair {
     /// Run A's predictions file.
     pub a: String,
     /// Run B's predictions file.
     pub b: String,
+    /// Paired bootstrap and sign-flip test per metric.
+    pub metrics: Vec<MetricComparison>,
+}
+
+/// Everything `compare` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Side A's predictions files (one per run).
+    pub a: Vec<String>,
+    /// Side B's predictions files.
+    pub b: Vec<String>,
     /// Paired rows.
     pub rows: usize,
-    /// Bootstrap and sign-flip resamples.
+    /// Whether rows were matched by item ids (else by SID strings).
+    pub by_items: bool,
+    /// Bootstrap resamples (and sign flips).
     pub resamples: usize,
-    /// Seed of both resampling procedures.
+    /// Seed of the resampling procedures.
     pub seed: u64,
-    /// One entry per metric, HR first, then NDCG, by K.
+    /// Side against side, one entry per metric, HR first, then NDCG, by K.
     pub metrics: Vec<MetricComparison>,
+    /// Run against run (empty when each side has one run: `metrics` is that pair).
+    pub pairs: Vec<RunPair>,
 }
 
 /// `predictions.json` of an eval directory, or the file itself.
@@ -73,28 +154,115 @@ fn predictions_path(p: &Path) -> PathBuf {
     }
 }
 
-/// Per-row rank of the target in each row's list (`None` on a miss), as calc.py strips them.
-fn read_ranks(path: &Path) -> Result<(Vec<String>, Vec<Option<usize>>)> {
-    let bytes = std::fs::read(path).map_err(|e| TrainerError::io(path, e))?;
+/// Read one run: targets in item ids where the file has them, else SIDs as calc.py strips them.
+fn read_run(path: &Path) -> Result<Run> {
+    let path = predictions_path(path);
+    let bytes = std::fs::read(&path).map_err(|e| TrainerError::io(&path, e))?;
     let rows: Vec<PredictionRow> = serde_json::from_slice(&bytes).map_err(|e| {
         TrainerError::parse(
-            path,
+            &path,
             e.line() as u64,
             format!("not an eval predictions.json: {e}"),
         )
     })?;
-    let mut targets = Vec::with_capacity(rows.len());
-    let mut ranks = Vec::with_capacity(rows.len());
-    for row in rows {
-        let target = strip_target(&row.output).to_string();
-        ranks.push(
-            row.predict
-                .iter()
-                .position(|p| strip_prediction(p) == target),
-        );
-        targets.push(target);
+    if rows.is_empty() {
+        return Err(TrainerError::Invalid(format!(
+            "{} has no rows",
+            path.display()
+        )));
     }
-    Ok((targets, ranks))
+    let n = rows.len();
+    let mut run = Run {
+        path,
+        targets: Vec::with_capacity(n),
+        histories: Vec::with_capacity(n),
+        ranks: Vec::with_capacity(n),
+    };
+    for (i, row) in rows.into_iter().enumerate() {
+        let item_target = strip_target(&row.output).parse::<ItemId>().ok();
+        let (target, rank) = match (&row.predict_items, row.target_item.or(item_target)) {
+            // Generative with item ids: a hit where the predicted SID names the target.
+            (Some(lists), Some(t)) => (
+                Target::Item(t),
+                lists.iter().position(|items| items.contains(&t)),
+            ),
+            // A baseline: the output and every prediction are item ids.
+            (None, Some(t)) => {
+                let list = row
+                    .predict
+                    .iter()
+                    .map(|p| strip_prediction(p).parse::<ItemId>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        TrainerError::Invalid(format!(
+                            "{} row {i} (0-based): target {t} is an item id but a prediction is not",
+                            run.path.display()
+                        ))
+                    })?;
+                (Target::Item(t), list.iter().position(|&p| p == t))
+            }
+            (Some(_), None) => {
+                return Err(TrainerError::Invalid(format!(
+                    "{} row {i} (0-based): predict_items without target_item",
+                    run.path.display()
+                )))
+            }
+            (None, None) => {
+                let t = strip_target(&row.output).to_string();
+                let rank = row.predict.iter().position(|p| strip_prediction(p) == t);
+                (Target::Sid(t), rank)
+            }
+        };
+        if i > 0 && matches!(target, Target::Item(_)) != run.by_items() {
+            return Err(TrainerError::Invalid(format!(
+                "{} row {i} (0-based) names its target as {target} but row 0 as {}",
+                run.path.display(),
+                run.targets[0]
+            )));
+        }
+        run.targets.push(target);
+        run.histories.push(row.history);
+        run.ranks.push(rank);
+    }
+    Ok(run)
+}
+
+/// Check that `other` scores the same rows as `first`, by target (and history where both have
+/// it), naming the first row that differs.
+fn check_same_rows(first: &Run, other: &Run) -> Result<()> {
+    let (pa, pb) = (first.path.display(), other.path.display());
+    if first.targets.len() != other.targets.len() {
+        return Err(TrainerError::Invalid(format!(
+            "{pa} has {} rows but {pb} has {}: compare evals of the same split and --limit",
+            first.targets.len(),
+            other.targets.len()
+        )));
+    }
+    if first.by_items() != other.by_items() {
+        let old = if first.by_items() { &pb } else { &pa };
+        return Err(TrainerError::Invalid(format!(
+            "{old} names targets by SID only (written by an older `eval`), the other run by item \
+             ids: re-run `eval` for it, which records item ids, to compare it with a baseline"
+        )));
+    }
+    for i in 0..first.targets.len() {
+        if first.targets[i] != other.targets[i] {
+            return Err(TrainerError::Invalid(format!(
+                "row {i} (0-based) has target {} in {pa} but {} in {pb}: the runs are not over \
+                 the same rows",
+                first.targets[i], other.targets[i]
+            )));
+        }
+        if let (Some(ha), Some(hb)) = (&first.histories[i], &other.histories[i]) {
+            if ha != hb {
+                return Err(TrainerError::Invalid(format!(
+                    "row {i} (0-based) has history {ha:?} in {pa} but {hb:?} in {pb}: the runs \
+                     are not over the same rows"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// HR@k and NDCG@k of one row whose target sits at `rank`.
@@ -105,7 +273,29 @@ fn row_scores(rank: Option<usize>, k: usize) -> (f64, f64) {
     }
 }
 
-/// Paired comparison of per-row scores `a` and `b` (same length, non-empty).
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Sample standard deviation (n − 1); 0 for fewer than two values.
+fn sample_sd(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+/// The `q` quantile of sorted `v` (nearest rank), or `fallback` when `v` is empty.
+fn quantile(v: &[f64], q: f64, fallback: f64) -> f64 {
+    if v.is_empty() {
+        fallback
+    } else {
+        v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)]
+    }
+}
+
+/// Paired comparison of per-row scores `a` and `b` of one run each (same length, non-empty).
 pub fn compare_scores(
     metric: &str,
     a: &[f64],
@@ -115,7 +305,6 @@ pub fn compare_scores(
 ) -> MetricComparison {
     let n = a.len();
     let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - x).collect();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / n as f64;
     let observed = mean(&diffs);
 
     // Bootstrap over rows: resample row indices, keep the pairing.
@@ -124,13 +313,6 @@ pub fn compare_scores(
         .map(|_| (0..n).map(|_| diffs[rng.gen_range(0..n)]).sum::<f64>() / n as f64)
         .collect();
     boot.sort_by(f64::total_cmp);
-    let pct = |q: f64| {
-        if boot.is_empty() {
-            observed
-        } else {
-            boot[((q * (boot.len() - 1) as f64).round() as usize).min(boot.len() - 1)]
-        }
-    };
 
     // Sign flips: under "no difference" each row's difference is as likely negated. Only the
     // rows that differ move the statistic, so flip just those.
@@ -154,84 +336,172 @@ pub fn compare_scores(
         metric: metric.to_string(),
         a: mean(a),
         b: mean(b),
+        a_sd: 0.0,
+        b_sd: 0.0,
         diff: observed,
-        ci_low: pct(0.025),
-        ci_high: pct(0.975),
+        ci_low: quantile(&boot, 0.025, observed),
+        ci_high: quantile(&boot, 0.975, observed),
         p_value,
+        test: "sign-flip".into(),
         rows_b_better: diffs.iter().filter(|d| **d > 0.0).count(),
         rows_a_better: diffs.iter().filter(|d| **d < 0.0).count(),
     }
 }
 
-/// Compare two predictions files row by row at cut-offs `ks`.
+/// Side against side when a side has several runs: `a[run][row]`, `b[run][row]` (every run the
+/// same non-zero length). Row scores are averaged over each side's runs; the two-level
+/// bootstrap resamples rows (shared by both sides) and runs within each side.
+pub fn compare_runs(
+    metric: &str,
+    a: &[Vec<f64>],
+    b: &[Vec<f64>],
+    resamples: usize,
+    seed: u64,
+) -> MetricComparison {
+    if a.len() == 1 && b.len() == 1 {
+        return compare_scores(metric, &a[0], &b[0], resamples, seed);
+    }
+    let n = a[0].len();
+    let avg = |side: &[Vec<f64>]| -> Vec<f64> {
+        (0..n)
+            .map(|r| side.iter().map(|run| run[r]).sum::<f64>() / side.len() as f64)
+            .collect()
+    };
+    let (a_avg, b_avg) = (avg(a), avg(b));
+    let diffs: Vec<f64> = a_avg.iter().zip(&b_avg).map(|(x, y)| y - x).collect();
+    let observed = mean(&diffs);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut boot = Vec::with_capacity(resamples);
+    let mut rows = vec![0usize; n];
+    for _ in 0..resamples {
+        rows.iter_mut().for_each(|r| *r = rng.gen_range(0..n));
+        // Each drawn run's mean over the drawn rows; a side's value is the mean over its draws.
+        let mut side_mean = |side: &[Vec<f64>]| -> f64 {
+            let k = side.len();
+            (0..k)
+                .map(|_| {
+                    let run = &side[rng.gen_range(0..k)];
+                    rows.iter().map(|&r| run[r]).sum::<f64>() / n as f64
+                })
+                .sum::<f64>()
+                / k as f64
+        };
+        let ma = side_mean(a);
+        let mb = side_mean(b);
+        boot.push(mb - ma);
+    }
+    boot.sort_by(f64::total_cmp);
+    // Twice the smaller tail at or beyond 0, counting the observed value as one draw.
+    let below = boot.iter().filter(|d| **d <= 0.0).count();
+    let above = boot.iter().filter(|d| **d >= 0.0).count();
+    let p_value = ((2 * below.min(above) + 1) as f64 / (resamples + 1) as f64).min(1.0);
+
+    let run_means = |side: &[Vec<f64>]| -> Vec<f64> { side.iter().map(|r| mean(r)).collect() };
+    let (ma, mb) = (run_means(a), run_means(b));
+    MetricComparison {
+        metric: metric.to_string(),
+        a: mean(&ma),
+        b: mean(&mb),
+        a_sd: sample_sd(&ma),
+        b_sd: sample_sd(&mb),
+        diff: observed,
+        ci_low: quantile(&boot, 0.025, observed),
+        ci_high: quantile(&boot, 0.975, observed),
+        p_value,
+        test: "bootstrap".into(),
+        rows_b_better: diffs.iter().filter(|d| **d > 0.0).count(),
+        rows_a_better: diffs.iter().filter(|d| **d < 0.0).count(),
+    }
+}
+
+/// Which runs of A meet which runs of B in the per-run table (indices).
+fn run_pairs(na: usize, nb: usize) -> Vec<(usize, usize)> {
+    if na == 1 && nb == 1 {
+        Vec::new()
+    } else if na == 1 {
+        (0..nb).map(|j| (0, j)).collect()
+    } else if nb == 1 {
+        (0..na).map(|i| (i, 0)).collect()
+    } else if na == nb {
+        (0..na).map(|i| (i, i)).collect()
+    } else {
+        (0..na).flat_map(|i| (0..nb).map(move |j| (i, j))).collect()
+    }
+}
+
+/// Metric names and per-row scores of `ranks` at cut-offs `ks`, HR first, then NDCG.
+fn metric_scores(ranks: &[Option<usize>], ks: &[usize]) -> Vec<(String, Vec<f64>)> {
+    let mut out = Vec::new();
+    for (name, pick_ndcg) in [("HR", false), ("NDCG", true)] {
+        for &k in ks {
+            let s = ranks
+                .iter()
+                .map(|r| {
+                    let (hr, ndcg) = row_scores(*r, k);
+                    if pick_ndcg {
+                        ndcg
+                    } else {
+                        hr
+                    }
+                })
+                .collect();
+            out.push((format!("{name}@{k}"), s));
+        }
+    }
+    out
+}
+
+/// Compare the runs of side A with the runs of side B row by row at cut-offs `ks`.
 pub fn compare_files(
-    a: &Path,
-    b: &Path,
+    a: &[PathBuf],
+    b: &[PathBuf],
     ks: &[usize],
     resamples: usize,
     seed: u64,
 ) -> Result<Comparison> {
-    let (pa, pb) = (predictions_path(a), predictions_path(b));
-    let (ta, ra) = read_ranks(&pa)?;
-    let (tb, rb) = read_ranks(&pb)?;
-    if ta.len() != tb.len() {
-        return Err(TrainerError::Invalid(format!(
-            "{} has {} rows but {} has {}: compare two evals of the same split and --limit",
-            pa.display(),
-            ta.len(),
-            pb.display(),
-            tb.len()
-        )));
+    if a.is_empty() || b.is_empty() {
+        return Err(TrainerError::Invalid(
+            "--a and --b each need at least one eval".into(),
+        ));
     }
-    if ta.is_empty() {
-        return Err(TrainerError::Invalid(format!(
-            "{} has no rows",
-            pa.display()
-        )));
+    let ra = a.iter().map(|p| read_run(p)).collect::<Result<Vec<_>>>()?;
+    let rb = b.iter().map(|p| read_run(p)).collect::<Result<Vec<_>>>()?;
+    for other in ra.iter().skip(1).chain(&rb) {
+        check_same_rows(&ra[0], other)?;
     }
-    if let Some(i) = (0..ta.len()).find(|&i| ta[i] != tb[i]) {
-        return Err(TrainerError::Invalid(format!(
-            "row {} (0-based) has target {:?} in {} but {:?} in {}: the runs are not over the same rows \
-             (a generative eval and a baseline eval name targets differently)",
-            i,
-            ta[i],
-            pa.display(),
-            tb[i],
-            pb.display()
-        )));
-    }
-    let mut metrics = Vec::new();
-    for (name, pick) in [("HR", 0usize), ("NDCG", 1)] {
-        for &k in ks {
-            let score = |ranks: &[Option<usize>]| -> Vec<f64> {
-                ranks
-                    .iter()
-                    .map(|r| {
-                        let (hr, ndcg) = row_scores(*r, k);
-                        if pick == 0 {
-                            hr
-                        } else {
-                            ndcg
-                        }
-                    })
-                    .collect()
+    // scores[side][run] = [(metric, per-row scores)]
+    let sa: Vec<_> = ra.iter().map(|r| metric_scores(&r.ranks, ks)).collect();
+    let sb: Vec<_> = rb.iter().map(|r| metric_scores(&r.ranks, ks)).collect();
+    let n_metrics = sa[0].len();
+    let metrics = (0..n_metrics)
+        .map(|m| {
+            let side = |s: &[Vec<(String, Vec<f64>)>]| -> Vec<Vec<f64>> {
+                s.iter().map(|run| run[m].1.clone()).collect()
             };
-            metrics.push(compare_scores(
-                &format!("{name}@{k}"),
-                &score(&ra),
-                &score(&rb),
-                resamples,
-                seed,
-            ));
-        }
-    }
+            compare_runs(&sa[0][m].0, &side(&sa), &side(&sb), resamples, seed)
+        })
+        .collect();
+    let pairs = run_pairs(ra.len(), rb.len())
+        .into_iter()
+        .map(|(i, j)| RunPair {
+            a: ra[i].path.display().to_string(),
+            b: rb[j].path.display().to_string(),
+            metrics: (0..n_metrics)
+                .map(|m| compare_scores(&sa[i][m].0, &sa[i][m].1, &sb[j][m].1, resamples, seed))
+                .collect(),
+        })
+        .collect();
+    let names = |runs: &[Run]| runs.iter().map(|r| r.path.display().to_string()).collect();
     Ok(Comparison {
-        a: pa.display().to_string(),
-        b: pb.display().to_string(),
-        rows: ta.len(),
+        a: names(&ra),
+        b: names(&rb),
+        rows: ra[0].targets.len(),
+        by_items: ra[0].by_items(),
         resamples,
         seed,
         metrics,
+        pairs,
     })
 }
 
@@ -244,34 +514,85 @@ fn format_p(p: f64) -> String {
     }
 }
 
+/// `0.1234` for one run, `0.1234 ± 0.0056` (sample sd over runs) for several.
+fn format_side(mean: f64, sd: f64, runs: usize) -> String {
+    if runs > 1 {
+        format!("{mean:.4} ± {sd:.4}")
+    } else {
+        format!("{mean:.4}")
+    }
+}
+
 impl Comparison {
-    /// Markdown table, one line per metric.
+    /// Markdown: the side-against-side table, then the run-against-run table if there is one.
     pub fn to_markdown(&self) -> String {
+        let list = |v: &[String]| v.join(", ");
+        let (na, nb) = (self.a.len(), self.b.len());
+        let several = na > 1 || nb > 1;
         let mut s = format!(
-            "A: {}\nB: {}\n{} paired rows; {} bootstrap resamples and {} sign flips (seed {})\n\n\
-             | metric | A | B | B − A | 95% CI (paired bootstrap) | p (sign-flip) | rows B > A | rows A > B |\n\
-             |---|---:|---:|---:|---|---:|---:|---:|\n",
-            self.a, self.b, self.rows, self.resamples, self.resamples, self.seed
+            "A ({na} run{}): {}\nB ({nb} run{}): {}\n{} paired rows, matched by {}; {} resamples (seed {})\n",
+            if na == 1 { "" } else { "s" },
+            list(&self.a),
+            if nb == 1 { "" } else { "s" },
+            list(&self.b),
+            self.rows,
+            if self.by_items { "item id" } else { "SID" },
+            self.resamples,
+            self.seed
+        );
+        if several {
+            s.push_str(
+                "A and B: mean ± sample sd over runs; B − A on run-averaged rows, 95% CI and p from \
+                 a bootstrap over rows and runs\n",
+            );
+        }
+        s.push_str(
+            "\n| metric | A | B | B − A | 95% CI | p | test | rows B > A | rows A > B |\n\
+             |---|---:|---:|---:|---|---:|---|---:|---:|\n",
         );
         for m in &self.metrics {
             s.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {:+.4} | [{:+.4}, {:+.4}] | {} | {} | {} |\n",
+                "| {} | {} | {} | {:+.4} | [{:+.4}, {:+.4}] | {} | {} | {} | {} |\n",
                 m.metric,
-                m.a,
-                m.b,
+                format_side(m.a, m.a_sd, na),
+                format_side(m.b, m.b_sd, nb),
                 m.diff,
                 m.ci_low,
                 m.ci_high,
                 format_p(m.p_value),
+                m.test,
                 m.rows_b_better,
                 m.rows_a_better
             ));
+        }
+        if !self.pairs.is_empty() {
+            s.push_str(
+                "\nRun against run (paired bootstrap CI, sign-flip p):\n\n\
+                 | A run | B run | metric | A | B | B − A | 95% CI | p |\n\
+                 |---|---|---|---:|---:|---:|---|---:|\n",
+            );
+            for pair in &self.pairs {
+                for m in &pair.metrics {
+                    s.push_str(&format!(
+                        "| {} | {} | {} | {:.4} | {:.4} | {:+.4} | [{:+.4}, {:+.4}] | {} |\n",
+                        pair.a,
+                        pair.b,
+                        m.metric,
+                        m.a,
+                        m.b,
+                        m.diff,
+                        m.ci_low,
+                        m.ci_high,
+                        format_p(m.p_value)
+                    ));
+                }
+            }
         }
         s
     }
 }
 
-/// `sidrec-trainer compare`: print the table, and write it as JSON with `--json`.
+/// `sidrec-trainer compare`: print the tables, and write them as JSON with `--json`.
 pub fn run(args: &CompareArgs) -> Result<()> {
     if args.ks.is_empty() || args.ks.contains(&0) {
         return Err(TrainerError::Invalid(
@@ -360,7 +681,14 @@ mod tests {
                 {"output": "<a_3>", "predict": ["<a_4>", "<a_5>"]},
             ]),
         );
-        let c = compare_files(&a, &b, &[1, 2], 100, 1).unwrap();
+        let c = compare_files(
+            std::slice::from_ref(&a),
+            std::slice::from_ref(&b),
+            &[1, 2],
+            100,
+            1,
+        )
+        .unwrap();
         assert_eq!(c.rows, 2);
         let hr1 = &c.metrics[0];
         assert_eq!(hr1.metric, "HR@1");
@@ -372,6 +700,7 @@ mod tests {
         assert!(c
             .to_markdown()
             .contains("| HR@1 | 0.0000 | 0.5000 | +0.5000 |"));
+        assert!(!c.by_items && c.pairs.is_empty());
 
         let other = write(
             "other.json",
@@ -380,7 +709,7 @@ mod tests {
                 {"output": "<a_9>", "predict": ["<a_9>"]},
             ]),
         );
-        let e = compare_files(&a, &other, &[1], 10, 1)
+        let e = compare_files(std::slice::from_ref(&a), &[other], &[1], 10, 1)
             .unwrap_err()
             .to_string();
         assert!(e.contains("row 1") && e.contains("<a_9>"), "{e}");
@@ -388,18 +717,133 @@ mod tests {
             "short.json",
             serde_json::json!([{"output": "<a_1>", "predict": []}]),
         );
-        let e = compare_files(&a, &short, &[1], 10, 1)
+        let e = compare_files(std::slice::from_ref(&a), &[short], &[1], 10, 1)
             .unwrap_err()
             .to_string();
         assert!(e.contains("has 2 rows"), "{e}");
         let bad = write("bad.json", serde_json::json!({"rows": 1}));
-        let e = compare_files(&bad, &a, &[1], 10, 1)
+        let e = compare_files(&[bad], std::slice::from_ref(&a), &[1], 10, 1)
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("bad.json") && e.contains("predictions.json"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn generative_and_baseline_rows_meet_in_item_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, rows: serde_json::Value| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, serde_json::to_vec(&rows).unwrap()).unwrap();
+            p
+        };
+        // A collision: SID <a_1> names items 7 and 8; a hit for target 8 at rank 0.
+        let gen = write(
+            "gen.json",
+            serde_json::json!([
+                {"output": "<a_1>\n", "predict": ["<a_1>", "<a_2>"], "history": [1, 2],
+                 "target_item": 8, "predict_items": [[7, 8], [9]]},
+                {"output": "<a_3>\n", "predict": ["<a_2>", "<a_3>"], "history": [3],
+                 "target_item": 5, "predict_items": [[9], [5]]},
+            ]),
+        );
+        let base = write(
+            "base.json",
+            serde_json::json!([
+                {"output": "8", "predict": ["9", "8"], "history": [1, 2]},
+                {"output": "5", "predict": ["5", "9"], "history": [3]},
+            ]),
+        );
+        let c = compare_files(
+            std::slice::from_ref(&base),
+            std::slice::from_ref(&gen),
+            &[1],
+            50,
+            1,
+        )
+        .unwrap();
+        assert!(c.by_items);
+        // HR@1: baseline hits row 1, generative row 0.
+        assert_eq!((c.metrics[0].a, c.metrics[0].b), (0.5, 0.5));
+        assert_eq!(
+            (c.metrics[0].rows_a_better, c.metrics[0].rows_b_better),
+            (1, 1)
+        );
+
+        // Other histories are other rows, even with the same targets.
+        let moved = write(
+            "moved.json",
+            serde_json::json!([
+                {"output": "8", "predict": ["8"], "history": [1, 4]},
+                {"output": "5", "predict": ["5"], "history": [3]},
+            ]),
+        );
+        let e = compare_files(std::slice::from_ref(&gen), &[moved], &[1], 10, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("row 0") && e.contains("history"), "{e}");
+        // An older generative eval (SIDs only) cannot meet a baseline.
+        let old = write(
+            "old.json",
+            serde_json::json!([
+                {"output": "<a_1>\n", "predict": ["<a_1>"]},
+                {"output": "<a_3>\n", "predict": ["<a_3>"]},
+            ]),
+        );
+        let e = compare_files(&[base], std::slice::from_ref(&old), &[1], 10, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("old.json") && e.contains("re-run `eval`"), "{e}");
+    }
+
+    #[test]
+    fn several_runs_average_rows_and_widen_with_seed_spread() {
+        let n = 400;
+        let a = vec![vec![0.0; n]];
+        // Three seeds that all gain 40 rows: significant, and the pooled mean is their mean.
+        let gain = |rows: std::ops::Range<usize>| -> Vec<f64> {
+            (0..n)
+                .map(|i| f64::from(u8::from(rows.contains(&i))))
+                .collect()
+        };
+        let b = vec![gain(0..40), gain(40..80), gain(80..120)];
+        let c = compare_runs("HR@10", &a, &b, 2000, 5);
+        assert_eq!(c.test, "bootstrap");
+        assert!(
+            (c.b - 0.1).abs() < 1e-12 && c.b_sd < 1e-12 && c.a_sd == 0.0,
+            "{c:?}"
+        );
+        assert!(c.ci_low > 0.0 && c.p_value < 0.01, "{c:?}");
+        assert_eq!(c.rows_b_better, 120);
+
+        // Same mean gain, but one seed carries all of it and the others lose: the seed level
+        // of the bootstrap makes the interval cover 0.
+        let lose = |rows: std::ops::Range<usize>| -> Vec<f64> {
+            (0..n)
+                .map(|i| f64::from(u8::from(!rows.contains(&i))))
+                .collect()
+        };
+        let base = vec![vec![1.0; n]];
+        let mixed = vec![lose(0..0), lose(0..0), lose(0..0)];
+        let same = compare_runs("HR@10", &base, &mixed, 500, 5);
+        assert_eq!((same.diff, same.p_value), (0.0, 1.0));
+        let half = vec![gain(0..200)];
+        let spread = vec![gain(0..380), gain(0..190), gain(0..190)];
+        let c = compare_runs("HR@10", &half, &spread, 2000, 5);
+        assert!(c.diff > 0.1 && c.b_sd > 0.2, "{c:?}");
+        assert!(c.ci_low < 0.0 && c.p_value > 0.05, "{c:?}");
+        let flat = vec![vec![0.0; n]];
+        // With a single run each, it is the paired sign-flip test.
+        assert_eq!(
+            compare_runs("HR@1", &flat, &[gain(0..40)], 100, 1).test,
+            "sign-flip"
+        );
+        assert_eq!(run_pairs(1, 3), [(0, 0), (0, 1), (0, 2)]);
+        assert_eq!(run_pairs(2, 2), [(0, 0), (1, 1)]);
+        assert_eq!(run_pairs(2, 3).len(), 6);
+        assert!(run_pairs(1, 1).is_empty());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use sidrec::checkpoint::Checkpoint;
 use sidrec::data::{DatasetDir, Split};
 use sidrec::decode::{DecodeRequest, Decoder, SearchConfig};
 use sidrec::metrics::{self, MetricsReport};
-use sidrec::prompt::{self, PromptStyle};
+use sidrec::prompt::{PromptEncoder, PromptStyle};
+use sidrec::ItemId;
 
 use crate::cli::EvalArgs;
 use crate::error::{Result, TrainerError};
@@ -49,7 +50,9 @@ pub struct EvalReport {
 }
 
 /// One row of `predictions.json`: the reference's shape (`input`, `output`, `predict`) plus the
-/// beam scores and the exact prompt token ids, so that an independent decoder can be compared.
+/// beam scores and the exact prompt token ids, so that an independent decoder can be compared,
+/// and the row in item ids (history, target, the items each predicted SID names), so that
+/// `compare` can pair it with a baseline's list of items.
 #[derive(Debug, Clone, Serialize)]
 struct Prediction {
     input: String,
@@ -57,6 +60,9 @@ struct Prediction {
     predict: Vec<String>,
     scores: Vec<f32>,
     prompt_ids: Vec<u32>,
+    history: Vec<ItemId>,
+    target_item: ItemId,
+    predict_items: Vec<Vec<ItemId>>,
 }
 
 /// Rows read for `eval`: the dataset, the split file, its rows with their CSV line numbers.
@@ -151,37 +157,31 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let ck = Checkpoint::load(checkpoint, &device, None)?;
     let style: PromptStyle = args.prompt_style.unwrap_or(ck.meta.prompt_style);
     let (_, split_path, rows) = read_rows(args)?;
-    let sid_of = |id, line: u64| {
-        ck.index.get(id).map(|s| s.to_string()).ok_or_else(|| {
-            TrainerError::parse(
-                &split_path,
+    let encoder = PromptEncoder::new(style, &ck.tokenizer, &ck.index);
+    let path = split_path.as_path();
+    let at_line = |line: u64| {
+        move |e: sidrec::Error| match e {
+            sidrec::Error::NoSid(id) => TrainerError::parse(
+                path,
                 line,
                 format!("item {id} has no SID in the checkpoint's index"),
-            )
-        })
+            ),
+            e => e.into(),
+        }
     };
     let mut prompts = Vec::with_capacity(rows.len());
     let mut inputs = Vec::with_capacity(rows.len());
     let mut targets = Vec::with_capacity(rows.len());
     for (line, r) in &rows {
-        let hist = r
-            .history_item_id
-            .iter()
-            .map(|&i| sid_of(i, *line))
-            .collect::<Result<Vec<_>>>()?;
-        let p = prompt::eval_seqrec(style, &hist);
-        prompts.push(ck.tokenizer.encode_prompt(&p)?);
-        inputs.push(p.text());
-        targets.push(sid_of(r.item_id, *line)?);
+        let p = encoder
+            .recommend(&r.history_item_id)
+            .map_err(at_line(*line))?;
+        prompts.push(p.ids);
+        inputs.push(p.text);
+        targets.push(encoder.sid(r.item_id).map_err(at_line(*line))?);
     }
 
-    let decoder = Decoder::new(
-        ck.index.clone(),
-        ck.tokenizer.sid_vocab().clone(),
-        ck.tokenizer.newline_id(),
-        ck.tokenizer.eos_id(),
-        &device,
-    )?;
+    let decoder = Decoder::for_checkpoint(&ck, &device)?;
     let cfg = SearchConfig {
         num_beams: args.num_beams,
         top_k: args.num_beams,
@@ -192,6 +192,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len()));
     let mut predictions: Vec<Vec<String>> = vec![Vec::new(); prompts.len()];
     let mut scores: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
+    let mut predict_items: Vec<Vec<Vec<ItemId>>> = vec![Vec::new(); prompts.len()];
     let pb = progress::bar(prompts.len() as u64, "eval");
     let start = Instant::now();
     for chunk in order.chunks(args.batch_size) {
@@ -206,6 +207,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         for (&i, hyps) in chunk.iter().zip(out) {
             predictions[i] = hyps.iter().map(|h| h.sid.to_string()).collect();
             scores[i] = hyps.iter().map(|h| h.score).collect();
+            predict_items[i] = hyps.into_iter().map(|h| h.items).collect();
         }
         pb.inc(chunk.len() as u64);
     }
@@ -238,13 +240,20 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .zip(predictions)
         .zip(scores)
         .zip(prompts)
+        .zip(predict_items)
+        .zip(&rows)
         .map(
-            |((((input, target), predict), scores), prompt_ids)| Prediction {
-                input,
-                output: format!("{target}\n"),
-                predict,
-                scores,
-                prompt_ids,
+            |((((((input, target), predict), scores), prompt_ids), predict_items), (_, row))| {
+                Prediction {
+                    input,
+                    output: format!("{target}\n"),
+                    predict,
+                    scores,
+                    prompt_ids,
+                    history: row.history_item_id.clone(),
+                    target_item: row.item_id,
+                    predict_items,
+                }
             },
         )
         .collect();

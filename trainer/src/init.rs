@@ -20,33 +20,36 @@ use sidrec::SidIndex;
 use crate::cli::{InitArgs, Preset};
 use crate::error::{Result, TrainerError};
 
-/// Texts the tokenizer is trained on: the prompts and responses of the training tasks.
+/// Texts the tokenizer is trained on: the prompts and responses of the training tasks, items
+/// mapped to SIDs by the prompt encoder's rule (an item without a SID is an error).
 pub fn tokenizer_corpus(
     style: PromptStyle,
     rows: &[InteractionRow],
     items: &Items,
     index: &SidIndex,
-) -> Vec<String> {
-    let sid = |id| index.get(id).map(|s| s.to_string()).unwrap_or_default();
+) -> Result<Vec<String>> {
+    let sid = |id| prompt::item_sid(index, id);
     let category = "items";
     let mut texts = Vec::with_capacity(rows.len() * 2 + items.len() * 2);
     for r in rows {
-        let hist: Vec<String> = r.history_item_id.iter().map(|&i| sid(i)).collect();
-        let p = prompt::sft_seqrec(style, &hist, &sid(r.item_id));
+        let hist = prompt::history_sids(index, &r.history_item_id)?;
+        let target = sid(r.item_id)?;
+        let p = prompt::sft_seqrec(style, &hist, &target);
         texts.push(p.text() + &p.response);
         let p = prompt::eval_seqrec(style, &hist);
         texts.push(p.text());
-        let p =
-            prompt::title_history_to_sid(style, category, &r.history_item_title, &sid(r.item_id));
+        let p = prompt::title_history_to_sid(style, category, &r.history_item_title, &target);
         texts.push(p.text() + &p.response);
     }
     for (id, meta) in items {
-        let p = prompt::title_to_sid(style, &meta.title, &sid(*id));
+        // The catalogue may list items the index left out; they have no SID to learn.
+        let Ok(s) = sid(*id) else { continue };
+        let p = prompt::title_to_sid(style, &meta.title, &s);
         texts.push(p.text() + &p.response);
-        let p = prompt::sid_to_title(style, &sid(*id), &meta.title);
+        let p = prompt::sid_to_title(style, &s, &meta.title);
         texts.push(p.text() + &p.response);
     }
-    texts
+    Ok(texts)
 }
 
 /// The preset's config for a vocabulary of `vocab` tokens with the given EOS id.
@@ -124,7 +127,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
         let (tokenizer, model) = from_base(base, &args.eos_token, &index, &device)?;
         return write_init(args, &ds, &index, &items, &tokenizer, &model);
     }
-    let corpus = tokenizer_corpus(args.prompt_style, &train, &items, &index);
+    let corpus = tokenizer_corpus(args.prompt_style, &train, &items, &index)?;
     eprintln!(
         "training a {}-token BPE on {} texts ...",
         args.vocab_size,

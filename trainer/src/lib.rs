@@ -7,6 +7,9 @@
 //! * [`init`] — `init`: an untrained from-scratch checkpoint;
 //! * [`eval`] — `eval`: constrained beam search over a split, HR/NDCG@K report;
 //! * [`sid`] — `sid` (residual k-means SIDs from embeddings) and `sid-report`;
+//! * [`sft`] — `sft`: supervised fine-tuning on the reference's five tasks;
+//! * [`train`] — what the training stages share: run directories, loading and saving, loop
+//!   state and resume, validation, the optimizer, batches;
 //! * [`grpo`] — `grpo`: reinforcement learning with group-normalised rewards and a KL penalty;
 //! * [`embed`] — `embed`: item text embeddings (`.npy`) with a BERT-family encoder;
 //! * [`sasrec`] — `sasrec`: the SASRec baseline (training, full-ranking eval, `cf` scores);
@@ -27,6 +30,7 @@ pub mod progress;
 pub mod sasrec;
 pub mod sft;
 pub mod sid;
+pub mod train;
 
 pub use error::{Result, TrainerError};
 

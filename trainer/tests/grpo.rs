@@ -23,7 +23,7 @@ use sidrec_trainer::grpo::rewards::{
     RewardKind, RewardSpec, Rewarder,
 };
 use sidrec_trainer::grpo::rollout::{Roller, RolloutMode};
-use sidrec_trainer::sft::optim::{sorted_vars, AdamW, AdamWConfig, GradAccumulator};
+use sidrec_trainer::train::optim::{sorted_vars, AdamW, AdamWConfig, GradAccumulator};
 
 fn cand(sid: &str, item: ItemId) -> Candidate {
     Candidate {
@@ -530,9 +530,7 @@ fn truncated_histories_are_newest_suffixes_with_the_row_target() {
         .unwrap();
     let build = |extra: usize, seed: u64| {
         RlDataBuilder {
-            style: c.meta.prompt_style,
-            tokenizer: &c.tokenizer,
-            index: &c.index,
+            prompts: c.prompts(),
             items: &c.items,
             category: "items".into(),
             max_prompt_len: 512,

@@ -124,6 +124,168 @@ fn eval_reports_metrics_and_reference_shaped_predictions() {
 }
 
 #[test]
+fn the_server_encodes_a_history_exactly_as_eval_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let out = dir.path().join("eval");
+    ok(&[
+        "eval",
+        "--checkpoint",
+        &ck,
+        "--data",
+        &data,
+        "--limit",
+        "60",
+        "--num-beams",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let preds = read_json(&out.join("predictions.json"));
+    let engine = sidrec_server::engine::Engine::load(
+        Path::new(&ck),
+        "ck",
+        &Device::Cpu,
+        sidrec::decode::ScoreMode::Exact,
+    )
+    .unwrap();
+    let max_history = sidrec_server::ServerOptions::default().max_history;
+    let rows = preds.as_array().unwrap();
+    assert_eq!(rows.len(), 60);
+    for row in rows {
+        let history: Vec<u32> = serde_json::from_value(row["history"].clone()).unwrap();
+        let eval_ids: Vec<u32> = serde_json::from_value(row["prompt_ids"].clone()).unwrap();
+        assert!(history.len() <= max_history, "{history:?}");
+        // `history` (item ids) and `history_sids` requests both encode to eval's prompt.
+        assert_eq!(
+            engine.encode_items(&history, max_history).unwrap(),
+            eval_ids
+        );
+        let sids: Vec<sidrec::Sid> = history
+            .iter()
+            .map(|&i| engine.catalogue.catalogue.get(i).unwrap().sid.clone())
+            .collect();
+        assert_eq!(engine.encode(&sids, max_history).unwrap(), eval_ids);
+    }
+    // An item outside the checkpoint's index is refused, not dropped.
+    let e = engine.encode_items(&[u32::MAX], max_history).unwrap_err();
+    assert!(
+        matches!(e, sidrec::Error::NoSid(id) if id == u32::MAX),
+        "{e}"
+    );
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+#[test]
+fn compare_pairs_generative_seeds_with_baselines_in_item_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    // A second, differently initialised checkpoint stands for a second seed.
+    let ck2 = dir.path().join("ck2").to_str().unwrap().to_string();
+    ok(&[
+        "init",
+        "--data",
+        &data,
+        "--out",
+        &ck2,
+        "--vocab-size",
+        "600",
+    ]);
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let common: [&str; 6] = ["--data", &data, "--limit", "30", "--num-beams", "10"];
+    for (c, o) in [(&ck, "g1"), (&ck2, "g2")] {
+        let mut a: Vec<&str> = vec!["eval", "--checkpoint", c, "--out"];
+        let o = out(o);
+        a.push(&o);
+        a.extend(common);
+        ok(&a);
+    }
+    for (kind, o) in [("transition", "tr"), ("popularity", "pop")] {
+        let o = out(o);
+        let mut a: Vec<&str> = vec!["eval", "--baseline", kind, "--out", &o];
+        a.extend(common);
+        ok(&a);
+    }
+    let json = out("cmp.json");
+    let g = format!("{},{}", out("g1"), out("g2"));
+    let stdout = ok(&[
+        "compare",
+        "--a",
+        &out("tr"),
+        "--b",
+        &g,
+        "--ks",
+        "1,10",
+        "--resamples",
+        "500",
+        "--json",
+        &json,
+    ]);
+    assert!(
+        stdout.contains("B (2 runs)") && stdout.contains("Run against run"),
+        "{stdout}"
+    );
+    let c = read_json(Path::new(&json));
+    assert_eq!(
+        (c["rows"].as_u64(), c["by_items"].as_bool()),
+        (Some(30), Some(true))
+    );
+    assert_eq!(c["pairs"].as_array().unwrap().len(), 2);
+    // Each side's HR@10 is what the evals themselves report (generative: mean over the seeds).
+    let hr10 = |d: &str| {
+        read_json(&Path::new(&out(d)).join("report.json"))["metrics"]["hr"]["10"]
+            .as_f64()
+            .unwrap()
+    };
+    let m = c["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "HR@10")
+        .unwrap();
+    assert!((m["a"].as_f64().unwrap() - hr10("tr")).abs() < 1e-9, "{m}");
+    let gen_mean = (hr10("g1") + hr10("g2")) / 2.0;
+    assert!((m["b"].as_f64().unwrap() - gen_mean).abs() < 1e-9, "{m}");
+    assert_eq!(m["test"], "bootstrap");
+
+    // Two baselines: one run each, the paired sign-flip test.
+    let stdout = ok(&[
+        "compare",
+        "--a",
+        &out("tr"),
+        "--b",
+        &out("pop"),
+        "--ks",
+        "10",
+    ]);
+    assert!(
+        stdout.contains("sign-flip") && !stdout.contains("Run against run"),
+        "{stdout}"
+    );
+
+    // Other rows are refused, naming the first row that differs.
+    let o = out("tr-valid");
+    let mut a: Vec<&str> = vec![
+        "eval",
+        "--baseline",
+        "transition",
+        "--split",
+        "valid",
+        "--out",
+        &o,
+    ];
+    a.extend(common);
+    ok(&a);
+    let e = run(&["compare", "--a", &o, "--b", &g]);
+    assert!(!e.status.success());
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(err.contains("row 0") && err.contains("same rows"), "{err}");
+}
+
+#[test]
 fn checkpoints_reload_identically_and_corruption_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (data, ck) = setup(dir.path());

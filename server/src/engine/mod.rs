@@ -25,9 +25,9 @@ use sidrec::catalogue::Catalogue;
 use sidrec::checkpoint::{Checkpoint, CheckpointMeta};
 use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, ScoreMode, SearchConfig};
 use sidrec::model::Qwen2;
-use sidrec::prompt;
+use sidrec::prompt::{self, PromptEncoder};
 use sidrec::tokenizer::SidTokenizer;
-use sidrec::{ItemId, Sid};
+use sidrec::{ItemId, Sid, SidIndex};
 
 use crate::state::LoadedCatalogue;
 
@@ -54,6 +54,7 @@ pub struct Engine {
     pub num_parameters: usize,
     model: Qwen2,
     tokenizer: SidTokenizer,
+    index: Arc<SidIndex>,
     decoder: Decoder,
 }
 
@@ -82,13 +83,7 @@ impl Engine {
     pub fn load(dir: &Path, name: &str, device: &Device, mode: ScoreMode) -> sidrec::Result<Self> {
         let ck = Checkpoint::load(dir, device, None)?;
         let catalogue = Catalogue::new(&ck.index, &ck.items)?;
-        let decoder = Decoder::new(
-            ck.index.clone(),
-            ck.tokenizer.sid_vocab().clone(),
-            ck.tokenizer.newline_id(),
-            ck.tokenizer.eos_id(),
-            device,
-        )?;
+        let decoder = Decoder::for_checkpoint(&ck, device)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
@@ -100,6 +95,7 @@ impl Engine {
             meta: ck.meta,
             model: ck.model,
             tokenizer: ck.tokenizer,
+            index: ck.index,
             decoder,
         })
     }
@@ -116,7 +112,7 @@ impl Engine {
             self.catalogue.catalogue.iter().next().ok_or_else(|| {
                 sidrec::Error::Invalid("the checkpoint's catalogue is empty".into())
             })?;
-        let prompt = self.encode(std::slice::from_ref(&first.sid))?;
+        let prompt = self.encode(std::slice::from_ref(&first.sid), 1)?;
         let out = self.decode(&[(prompt.as_slice(), &[][..])], VERIFY_BEAMS)?;
         let hyps = out.first().map(Vec::as_slice).unwrap_or_default();
         if hyps.is_empty() {
@@ -135,17 +131,30 @@ impl Engine {
         Ok(())
     }
 
-    /// Prompt tokens for a history of SIDs (oldest first), in the checkpoint's prompt style.
-    pub fn encode(&self, history: &[Sid]) -> sidrec::Result<Vec<u32>> {
-        let sids: Vec<String> = history.iter().map(Sid::to_string).collect();
-        let p = prompt::eval_seqrec(self.meta.prompt_style, &sids);
-        self.tokenizer.encode_prompt(&p)
+    /// Its prompts: the library's one path from a history to token ids, so that a history is
+    /// served exactly the prompt `eval` scores and training builds.
+    pub fn prompts(&self) -> PromptEncoder<'_> {
+        PromptEncoder::new(self.meta.prompt_style, &self.tokenizer, &self.index)
+    }
+
+    /// Prompt tokens for a history of catalogue items (oldest first), of which the newest
+    /// `max_history` are used: what `/v1/recommend` decodes for `history` and `user_id`.
+    pub fn encode_items(&self, history: &[ItemId], max_history: usize) -> sidrec::Result<Vec<u32>> {
+        let recent = &history[history.len().saturating_sub(max_history)..];
+        Ok(self.prompts().recommend(recent)?.ids)
+    }
+
+    /// Prompt tokens for a history of SIDs (oldest first), of which the newest `max_history`
+    /// are used: what `/v1/recommend` decodes for `history_sids`.
+    pub fn encode(&self, history: &[Sid], max_history: usize) -> sidrec::Result<Vec<u32>> {
+        let recent = &history[history.len().saturating_sub(max_history)..];
+        Ok(self.prompts().recommend_parsed(recent)?.ids)
     }
 
     /// Prompt tokens of the title→SID task for `title`, in the checkpoint's prompt style.
     pub fn encode_title(&self, title: &str) -> sidrec::Result<Vec<u32>> {
-        let p = prompt::title_to_sid(self.meta.prompt_style, title, "");
-        self.tokenizer.encode_prompt(&p)
+        self.prompts()
+            .encode(&prompt::title_to_sid(self.meta.prompt_style, title, ""))
     }
 
     /// Beam search for prompts that share `num_beams`: every beam is returned, best first.

@@ -217,16 +217,12 @@ pub async fn prepare(
             }
         }
     };
-    // (history item ids, for exclusion; SIDs, for the prompt)
-    let (hist_items, sids): (Vec<ItemId>, Vec<Sid>) = match p.source {
+    // (history item ids, for exclusion; the SIDs when the request named SIDs, for the prompt)
+    let (hist_items, sids): (Vec<ItemId>, Option<Vec<Sid>>) = match p.source {
         HistorySource::Items(ids) => {
             note_unknown(&ids, "history");
             note_unknown(&p.exclude, "exclude");
-            let sids = ids
-                .iter()
-                .filter_map(|&i| cat.get(i).map(|it| it.sid.clone()))
-                .collect();
-            (ids, sids)
+            (ids, None)
         }
         HistorySource::Sids(sids) => {
             note_unknown(&p.exclude, "exclude");
@@ -241,7 +237,7 @@ pub async fn prepare(
                 }
                 items.extend_from_slice(with);
             }
-            (items, sids)
+            (items, Some(sids))
         }
         HistorySource::User(user) => {
             note_unknown(&p.exclude, "exclude");
@@ -250,7 +246,8 @@ pub async fn prepare(
                 .history(&user, max_history)
                 .await
                 .map_err(ApiError::from)?;
-            // Items recorded under an older catalogue that the serving one lacks are skipped.
+            // Items recorded under an older catalogue that the serving one lacks are skipped
+            // (the prompt encoder refuses items without a SID; this is where they are dropped).
             let ids: Vec<ItemId> = stored
                 .iter()
                 .filter_map(|s| s.parse::<ItemId>().ok())
@@ -262,9 +259,7 @@ pub async fn prepare(
                     format!("user `{user}` has no history (send it with POST /v1/events)"),
                 ));
             }
-            let sids = ids.iter().map(|&i| cat.get(i).map(|it| it.sid.clone()));
-            let sids = sids.flatten().collect();
-            (ids, sids)
+            (ids, None)
         }
     };
     if !unknown.is_empty() {
@@ -273,10 +268,11 @@ pub async fn prepare(
             item_ids: unknown,
         });
     }
-    let recent = &sids[sids.len().saturating_sub(max_history)..];
-    let prompt = engine
-        .encode(recent)
-        .map_err(|e| crate::engine::EngineError::Encode(e.to_string()))?;
+    let prompt = match &sids {
+        Some(sids) => engine.encode(sids, max_history),
+        None => engine.encode_items(&hist_items, max_history),
+    }
+    .map_err(|e| crate::engine::EngineError::Encode(e.to_string()))?;
     let mut exclude = p.exclude;
     if p.exclude_history {
         exclude.extend(hist_items);

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{candidate_edges, neg_inf, DecodeTables};
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::{BeamCache, Qwen2};
 use crate::sid::{ItemId, Sid, SidIndex};
@@ -104,6 +105,18 @@ impl Decoder {
             index,
             tables,
         })
+    }
+
+    /// The decoder of a checkpoint's catalogue (its SID index) and tokenizer, on `device`: what
+    /// `eval`, training validation, GRPO rollouts and the server decode with.
+    pub fn for_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Self> {
+        Self::new(
+            ck.index.clone(),
+            ck.tokenizer.sid_vocab().clone(),
+            ck.tokenizer.newline_id(),
+            ck.tokenizer.eos_id(),
+            device,
+        )
     }
 
     /// The compiled trie.

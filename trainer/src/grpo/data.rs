@@ -13,9 +13,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sidrec::data::{InteractionRow, Items};
-use sidrec::prompt::{self, Prompt, PromptStyle};
-use sidrec::tokenizer::SidTokenizer;
-use sidrec::{ItemId, SidIndex};
+use sidrec::prompt::{self, Prompt, PromptEncoder};
+use sidrec::ItemId;
 
 use crate::error::{Result, TrainerError};
 
@@ -94,12 +93,8 @@ pub fn description_text(raw: &str) -> String {
 
 /// Builds the RL examples of the chosen tasks.
 pub struct RlDataBuilder<'a> {
-    /// Prompt templates.
-    pub style: PromptStyle,
-    /// Tokenizer with the SID tokens.
-    pub tokenizer: &'a SidTokenizer,
-    /// Item → SID (the checkpoint's).
-    pub index: &'a SidIndex,
+    /// Prompt templates, tokenizer and item → SID (the checkpoint's): the one prompt path.
+    pub prompts: PromptEncoder<'a>,
     /// Item metadata.
     pub items: &'a Items,
     /// Category phrase of the title prompts.
@@ -117,7 +112,7 @@ pub struct RlDataBuilder<'a> {
 
 impl RlDataBuilder<'_> {
     fn sid(&self, id: ItemId) -> Result<String> {
-        crate::sft::tasks::sid_of(self.index, id)
+        Ok(self.prompts.sid(id)?)
     }
 
     fn example(
@@ -127,7 +122,7 @@ impl RlDataBuilder<'_> {
         target: ItemId,
         history: Vec<ItemId>,
     ) -> Result<RlExample> {
-        let ids = self.tokenizer.encode_prompt(p)?;
+        let ids = self.prompts.encode(p)?;
         let cut = ids.len().saturating_sub(self.max_prompt_len.max(1));
         Ok(RlExample {
             task,
@@ -146,12 +141,8 @@ impl RlDataBuilder<'_> {
                 RlTask::SeqRec => {
                     let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7a11_c0de);
                     for r in rows {
-                        let hist = r
-                            .history_item_id
-                            .iter()
-                            .map(|&i| self.sid(i))
-                            .collect::<Result<Vec<_>>>()?;
-                        let p = prompt::rl_seqrec(self.style, &hist);
+                        let hist = self.prompts.sids(&r.history_item_id)?;
+                        let p = prompt::rl_seqrec(self.prompts.style(), &hist);
                         out.push(self.example(task, &p, r.item_id, r.history_item_id.clone())?);
                         if self.truncated_histories == 0 || hist.len() < 2 {
                             continue;
@@ -162,7 +153,7 @@ impl RlDataBuilder<'_> {
                         keep.sort_unstable();
                         for m in keep {
                             let cut = hist.len() - m;
-                            let p = prompt::rl_seqrec(self.style, &hist[cut..]);
+                            let p = prompt::rl_seqrec(self.prompts.style(), &hist[cut..]);
                             let ids = r.history_item_id[cut..].to_vec();
                             out.push(self.example(task, &p, r.item_id, ids)?);
                         }
@@ -174,7 +165,7 @@ impl RlDataBuilder<'_> {
                     let mut by_title: BTreeMap<String, ItemId> = BTreeMap::new();
                     let mut by_desc: BTreeMap<String, ItemId> = BTreeMap::new();
                     let (mut title_order, mut desc_order) = (Vec::new(), Vec::new());
-                    for (id, _) in self.index.iter() {
+                    for (id, _) in self.prompts.index().iter() {
                         let Some(meta) = self.items.get(&id) else {
                             continue;
                         };
@@ -189,11 +180,11 @@ impl RlDataBuilder<'_> {
                         }
                     }
                     for t in &title_order {
-                        let p = prompt::rl_title(self.style, t);
+                        let p = prompt::rl_title(self.prompts.style(), t);
                         out.push(self.example(task, &p, by_title[t], Vec::new())?);
                     }
                     for d in &desc_order {
-                        let p = prompt::rl_description(self.style, d);
+                        let p = prompt::rl_description(self.prompts.style(), d);
                         out.push(self.example(task, &p, by_desc[d], Vec::new())?);
                     }
                 }
@@ -205,7 +196,7 @@ impl RlDataBuilder<'_> {
                     for i in order {
                         let r = &rows[i];
                         let p = prompt::rl_title_history(
-                            self.style,
+                            self.prompts.style(),
                             &self.category,
                             &r.history_item_title,
                         );

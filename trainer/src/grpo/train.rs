@@ -8,17 +8,15 @@
 //! `--resume` work as in SFT, with the reference weights saved alongside when they move.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
-use sidrec::checkpoint::{self, Checkpoint, NewCheckpoint};
+use sidrec::checkpoint;
 use sidrec::data::{DatasetDir, Split};
 use sidrec::decode::Decoder;
-use sidrec::model::{checkpoint as hf, Mode, Qwen2};
-use sidrec::prompt;
+use sidrec::model::{checkpoint as hf, Mode};
 use sidrec::Sid;
 
 use super::data::{parse_tasks, RlDataBuilder, RlExample};
@@ -30,10 +28,11 @@ use super::rollout::{sid_completion, Roller, RolloutMode};
 use crate::cli::GrpoArgs;
 use crate::error::{Result, TrainerError};
 use crate::progress;
-use crate::sft::batch::epoch_batches;
-use crate::sft::optim::{learning_rate, sorted_vars, AdamW, AdamWConfig, GradAccumulator};
-use crate::sft::tasks::{Task, TaskBuilder};
-use crate::sft::train::{append_jsonl, TrainState, Validator};
+use crate::train::batch::epoch_batches;
+use crate::train::optim::{learning_rate, sorted_vars, AdamW, AdamWConfig, GradAccumulator};
+use crate::train::run::{category, load_trainable, save, var_model, RunDirs};
+use crate::train::state::{append_jsonl, TrainState};
+use crate::train::validate::Validator;
 
 /// File of the (moving) reference model's weights inside a `last/` checkpoint.
 pub const REF_FILE: &str = "ref_model.safetensors";
@@ -94,6 +93,19 @@ fn load_vars(vars: &[(String, Var)], path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `dst <- src`, variable by variable (same names, same order).
+fn copy_vars(src: &[(String, Var)], dst: &[(String, Var)]) -> Result<()> {
+    for ((sn, s), (dn, d)) in src.iter().zip(dst) {
+        if sn != dn {
+            return Err(TrainerError::Invalid(format!(
+                "policy and reference variables differ: {sn} vs {dn}"
+            )));
+        }
+        d.set(s.as_tensor())?;
+    }
+    Ok(())
+}
+
 /// `ref <- alpha * policy + (1 - alpha) * ref`, variable by variable (same names, same order).
 pub fn mix_reference(
     policy: &[(String, Var)],
@@ -110,13 +122,6 @@ pub fn mix_reference(
         r.set(&mixed)?;
     }
     Ok(())
-}
-
-/// A fresh F32 model with the architecture of `cfg`, its weights in a new `VarMap`.
-fn var_model(cfg: &sidrec::model::Qwen2Config, device: &Device) -> Result<(VarMap, Qwen2)> {
-    let varmap = VarMap::new();
-    let model = Qwen2::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
-    Ok((varmap, model))
 }
 
 /// What one rollout batch produced.
@@ -163,56 +168,31 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
     let rewarder = Rewarder::new(spec, args.num_generations, embeddings, cf)?;
 
     let device = sidrec::device::parse_device(&args.device)?;
-    let last_dir = args.out.join("last");
-    let best_dir = args.out.join("best");
-    let resuming = args.resume && checkpoint::is_complete(&last_dir);
-    let start_dir: PathBuf = if resuming {
-        last_dir.clone()
-    } else {
-        args.init.clone()
-    };
-    let Checkpoint {
-        meta,
-        model: base_model,
-        tokenizer,
-        index,
-        items,
-        ..
-    } = Checkpoint::load(&start_dir, &Device::Cpu, Some(DType::F32))?;
-    let cfg = base_model.config().clone();
-    drop(base_model);
-    let (varmap, model) = var_model(&cfg, &device)?;
-    hf::load_into_varmap(&start_dir, &varmap)?;
-    let (ref_varmap, ref_model) = var_model(&cfg, &device)?;
-    checkpoint::attach_item_lookup(&model, &tokenizer, &index)?;
-    checkpoint::attach_item_lookup(&ref_model, &tokenizer, &index)?;
+    let dirs = RunDirs::new(&args.out, args.resume);
+    let (base, varmap) = load_trainable(dirs.start(&args.init), &device)?;
+    let model = &base.model;
+    let (ref_varmap, ref_model) = var_model(model.config(), &device)?;
+    checkpoint::attach_item_lookup(&ref_model, &base.tokenizer, &base.index)?;
     // Dropout regularises the policy update only; the frozen reference stays deterministic.
     model.set_dropout(args.dropout)?;
     let vars = sorted_vars(&varmap)?;
     let ref_vars = sorted_vars(&ref_varmap)?;
-    if resuming && last_dir.join(REF_FILE).is_file() {
-        load_vars(&ref_vars, &last_dir.join(REF_FILE))?;
-    } else {
+    if dirs.resuming && dirs.last.join(REF_FILE).is_file() {
+        load_vars(&ref_vars, &dirs.last.join(REF_FILE))?;
+    } else if dirs.resuming {
         hf::load_into_varmap(&args.init, &ref_varmap)?;
+    } else {
+        // A fresh run's reference is `--init`, whose weights the policy has just been given.
+        copy_vars(&vars, &ref_vars)?;
     }
-    let style = meta.prompt_style;
+    let tokenizer = &base.tokenizer;
 
     let ds = DatasetDir::discover(&args.data)?;
     let train_rows = ds.read_split(Split::Train)?;
-    let name = ds
-        .items
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".item.json"))
-        .unwrap_or("items")
-        .to_string();
-    let category = prompt::category_phrase(&name);
     let examples: Vec<RlExample> = RlDataBuilder {
-        style,
-        tokenizer: &tokenizer,
-        index: &index,
-        items: &items,
-        category: category.clone(),
+        prompts: base.prompts(),
+        items: &base.items,
+        category: category(&ds),
         max_prompt_len: args.max_prompt_len,
         title_history_rows: args.title_history_rows,
         seed: args.seed,
@@ -233,50 +213,18 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         args.num_generations
     );
 
-    let decoder = Decoder::new(
-        index.clone(),
-        tokenizer.sid_vocab().clone(),
-        tokenizer.newline_id(),
-        tokenizer.eos_id(),
-        &device,
-    )?;
+    let decoder = Decoder::for_checkpoint(&base, &device)?;
     // Validation: SFT's (beam-search HR@10/NDCG@10 with the eval prompt, and the seqrec loss),
     // on the first valid rows so that runs are comparable.
     let mut valid_rows = ds.read_split(Split::Valid)?;
     valid_rows.truncate(args.valid_rows);
-    let task_builder = TaskBuilder {
-        style,
-        tokenizer: &tokenizer,
-        index: &index,
-        items: &items,
-        category,
-        cutoff: args.max_prompt_len + 16,
-        history_loss: false,
-    };
-    let mut valid_prompts = Vec::new();
-    let mut valid_targets = Vec::new();
-    for r in &valid_rows {
-        let hist: Vec<String> = r
-            .history_item_id
-            .iter()
-            .filter_map(|&i| index.get(i).map(|s| s.to_string()))
-            .collect();
-        valid_prompts.push(tokenizer.encode_prompt(&prompt::eval_seqrec(style, &hist))?);
-        valid_targets.push(
-            index
-                .get(r.item_id)
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-        );
-    }
-    let validator = Validator {
-        prompts: valid_prompts,
-        targets: valid_targets,
-        examples: task_builder.build(&valid_rows, &[Task::SeqRec])?,
-        decoder: decoder.clone(),
-        num_beams: args.valid_beams,
-        batch_size: 16,
-    };
+    let validator = Validator::new(
+        base.prompts(),
+        &valid_rows,
+        args.max_prompt_len + 16,
+        decoder.clone(),
+        args.valid_beams,
+    )?;
     let roller = Roller {
         decoder,
         mode: rollout_mode,
@@ -284,7 +232,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         temperature: args.temperature,
     };
 
-    std::fs::create_dir_all(&args.out).map_err(|e| TrainerError::io(&args.out, e))?;
+    dirs.create()?;
     let mut opt = AdamW::new(
         vars.clone(),
         AdamWConfig {
@@ -292,12 +240,12 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
             ..AdamWConfig::default()
         },
     )?;
-    let metrics_path = args.out.join("metrics.jsonl");
+    let metrics_path = &dirs.metrics;
     let Some(mut state) = TrainState::start(
-        resuming,
+        dirs.resuming,
         crate::cli::BestBy::Ndcg10,
-        &last_dir,
-        &metrics_path,
+        &dirs.last,
+        metrics_path,
         &mut opt,
     )?
     else {
@@ -314,27 +262,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         epsilon: (args.num_iterations > 1).then_some(args.epsilon),
     };
     let pad = tokenizer.eos_id();
-    let save = |dir: &Path,
-                metrics: serde_json::Value,
-                extra_files: Vec<(String, Vec<u8>)>|
-     -> Result<()> {
-        checkpoint::write(
-            dir,
-            &NewCheckpoint {
-                model: &model,
-                tokenizer: &tokenizer,
-                index: &index,
-                items: &items,
-                prompt_style: style,
-                stage: "grpo",
-                collision_policy: &meta.collision_policy,
-                data_fingerprint: meta.data_fingerprint.clone(),
-                metrics,
-                extra_files,
-            },
-        )?;
-        Ok(())
-    };
+    let save_to = |dir: &Path, metrics, extra_files| save(dir, &base, "grpo", metrics, extra_files);
 
     let pb = progress::bar(total_steps as u64, "grpo");
     pb.set_position(state.step as u64);
@@ -346,7 +274,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         for (bi, idx) in batches.iter().enumerate().skip(first) {
             let t0 = Instant::now();
             let prompts: Vec<&[u32]> = idx.iter().map(|&i| examples[i].prompt.as_slice()).collect();
-            let mut groups = roller.generate(&model, &tokenizer, &prompts)?;
+            let mut groups = roller.generate(model, tokenizer, &prompts)?;
             let mut stats = RolloutStats::default();
             let mut hits = Vec::with_capacity(groups.len());
             for (&i, group) in idx.iter().zip(groups.iter_mut()) {
@@ -356,7 +284,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                 if args.add_target && !hit {
                     if let Some(last) = group.last_mut() {
                         let sid: Sid = ex.target_sid.parse()?;
-                        *last = sid_completion(&sid, vec![ex.target], &tokenizer)?;
+                        *last = sid_completion(&sid, vec![ex.target], tokenizer)?;
                     }
                 }
             }
@@ -407,7 +335,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                             ^ ((state.step as u64) << 24 | k as u64)
                                 .wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     );
-                    let logp = token_logps(&model, p, Mode::Train)?;
+                    let logp = token_logps(model, p, Mode::Train)?;
                     let (loss, kl) =
                         grpo_loss(&logp, &ref_logps[k], old[k].as_ref(), p, &loss_cfg)?;
                     acc.add(&vars, &loss.backward()?)?;
@@ -431,7 +359,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                 pb.set_message(format!("r {reward:.3} hit {hit_rate:.2} kl {kl:.4}"));
                 if state.step % args.log_every == 0 {
                     append_jsonl(
-                        &metrics_path,
+                        metrics_path,
                         &serde_json::json!({"step": state.step, "epoch": epoch, "iteration": it,
                             "loss": loss_sum, "reward": reward, "hit_rate": hit_rate, "kl": kl,
                             "lr": lr, "grad_norm": grad_norm, "prompts": stats.prompts,
@@ -449,20 +377,20 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
             let at_end =
                 state.step >= total_steps || (epoch + 1 == args.epochs && bi + 1 == batches.len());
             if state.step / args.eval_every > prev_step / args.eval_every || at_end {
-                let v = validator.run(&model, pad, &device)?;
+                let v = validator.run(model, pad, &device)?;
                 let (improved, record) =
-                    state.log_validation(&v, epoch, &metrics_path, &args.out, &pb)?;
+                    state.log_validation(&v, epoch, metrics_path, &args.out, &pb)?;
                 let stop = at_end || args.patience.is_some_and(|p| state.bad_evals >= p);
                 state.done = stop;
                 if improved {
-                    save(&best_dir, record.clone(), Vec::new())?;
+                    save_to(&dirs.best, record.clone(), Vec::new())?;
                 }
                 // The reference model, when it moves, rides in the same atomic write.
                 let mut extra = state.resume_files(&opt)?;
                 if args.sync_ref_every > 0 {
                     extra.push((REF_FILE.to_string(), vars_bytes(&ref_vars)?));
                 }
-                save(&last_dir, record, extra)?;
+                save_to(&dirs.last, record, extra)?;
                 if stop {
                     break 'epochs;
                 }
@@ -475,8 +403,8 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         state.step,
         started.elapsed().as_secs_f64(),
         state.best.unwrap_or(0.0),
-        best_dir.display(),
-        last_dir.display()
+        dirs.best.display(),
+        dirs.last.display()
     );
     Ok(())
 }

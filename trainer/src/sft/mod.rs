@@ -1,6 +1,5 @@
-//! Supervised fine-tuning: the reference's five tasks, batching, AdamW and the training loop.
+//! Supervised fine-tuning: the reference's five tasks and the training loop (the shared
+//! machinery is in [`crate::train`]).
 
-pub mod batch;
-pub mod optim;
 pub mod tasks;
 pub mod train;

@@ -1,6 +1,7 @@
 //! The five SFT tasks of the reference (MINIONEREC.md §2.1), as tokenised examples.
 //!
-//! Each example is `prompt ids ++ response ids ++ EOS` with loss only on the response and EOS.
+//! Each example is `prompt ids ++ response ids ++ EOS` with loss only on the response and EOS
+//! (see [`Example`]); tasks come out in the reference's order.
 //! Deliberate differences from the reference: alignment tasks use the full SID (the reference
 //! truncates to three tokens, which breaks 4-level SIDs), and a title missing from the item
 //! metadata drops the title tasks of that row instead of training on a placeholder.
@@ -9,11 +10,11 @@ use std::collections::BTreeMap;
 
 use rand_mt::Mt;
 use sidrec::data::{InteractionRow, Items};
-use sidrec::prompt::{self, Prompt, PromptStyle};
-use sidrec::tokenizer::SidTokenizer;
-use sidrec::{ItemId, SidIndex};
+use sidrec::prompt::{self, Prompt, PromptEncoder};
+use sidrec::ItemId;
 
-use crate::error::{Result, TrainerError};
+use crate::error::Result;
+use crate::train::batch::Example;
 
 /// Which of the five tasks an example comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,27 +53,6 @@ impl Task {
     }
 }
 
-/// One tokenised training example.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Example {
-    /// Prompt and response token ids.
-    pub ids: Vec<u32>,
-    /// Number of leading ids that carry no loss (the prompt, after truncation).
-    pub prompt_len: usize,
-    /// The task it belongs to.
-    pub task: Task,
-    /// Prompt positions whose token is also supervised (each predicted from the ids before
-    /// it): the SID tokens of every history item after the first, with `--history-loss`.
-    pub prompt_targets: Vec<usize>,
-}
-
-impl Example {
-    /// Number of supervised tokens (response + EOS).
-    pub fn target_len(&self) -> usize {
-        self.ids.len() - self.prompt_len
-    }
-}
-
 /// The reference's `random.seed(42); random.randint(0, 10)` sequence that picks the instruction
 /// variant of each title → title example (CPython: MT19937 seeded by `init_by_array([seed])`,
 /// `randint` by rejection over `getrandbits(4)`).
@@ -102,12 +82,8 @@ impl PythonRandInt {
 
 /// Build, tokenise and truncate the examples of the chosen tasks.
 pub struct TaskBuilder<'a> {
-    /// Prompt templates.
-    pub style: PromptStyle,
-    /// Tokenizer with the SID tokens.
-    pub tokenizer: &'a SidTokenizer,
-    /// Item → SID.
-    pub index: &'a SidIndex,
+    /// Prompt templates, tokenizer and item → SID: the library's one prompt path.
+    pub prompts: PromptEncoder<'a>,
     /// Item metadata (titles).
     pub items: &'a Items,
     /// Category phrase used by the title tasks (e.g. `industrial and scientific items`).
@@ -118,17 +94,9 @@ pub struct TaskBuilder<'a> {
     pub history_loss: bool,
 }
 
-/// The SID string of item `id`, or an error naming the item.
-pub fn sid_of(index: &SidIndex, id: ItemId) -> Result<String> {
-    index
-        .get(id)
-        .map(|s| s.to_string())
-        .ok_or_else(|| TrainerError::Invalid(format!("item {id} has no SID in the index")))
-}
-
 impl TaskBuilder<'_> {
     fn sid(&self, id: ItemId) -> Result<String> {
-        sid_of(self.index, id)
+        Ok(self.prompts.sid(id)?)
     }
 
     fn title(&self, id: ItemId) -> Option<&str> {
@@ -136,30 +104,17 @@ impl TaskBuilder<'_> {
     }
 
     fn encode(&self, p: &Prompt, task: Task) -> Result<Example> {
-        let mut ids = self.tokenizer.encode_prompt(p)?;
-        let prompt_len = ids.len();
-        ids.extend(self.tokenizer.encode_response(p)?);
-        // Left truncation keeps the response (the reference truncates the same way).
-        let cut = ids.len().saturating_sub(self.cutoff);
-        let ids = ids[cut..].to_vec();
-        let prompt_len = prompt_len.saturating_sub(cut);
-        let prompt_targets = if self.history_loss && task == Task::SeqRec {
-            self.history_targets(&ids[..prompt_len])
-        } else {
-            Vec::new()
-        };
-        Ok(Example {
-            ids,
-            prompt_len,
-            task,
-            prompt_targets,
-        })
+        let mut ex = Example::encode(&self.prompts, p, self.cutoff)?;
+        if self.history_loss && task == Task::SeqRec {
+            ex.prompt_targets = self.history_targets(&ex.ids[..ex.prompt_len]);
+        }
+        Ok(ex)
     }
 
     /// The SID tokens of the prompt except the first run of them (the first history item, or
     /// what truncation left of it), which has no earlier item to be predicted from.
     fn history_targets(&self, prompt: &[u32]) -> Vec<usize> {
-        let vocab = self.tokenizer.sid_vocab();
+        let vocab = self.prompts.tokenizer().sid_vocab();
         let is_sid = |id: u32| vocab.token(id).is_some();
         let Some(first) = prompt.iter().position(|&id| is_sid(id)) else {
             return Vec::new();
@@ -181,7 +136,8 @@ impl TaskBuilder<'_> {
                 Task::SeqRec => {
                     for r in rows {
                         let hist = self.history_sids(r)?;
-                        let p = prompt::sft_seqrec(self.style, &hist, &self.sid(r.item_id)?);
+                        let p =
+                            prompt::sft_seqrec(self.prompts.style(), &hist, &self.sid(r.item_id)?);
                         out.push(self.encode(&p, task)?);
                     }
                 }
@@ -192,7 +148,7 @@ impl TaskBuilder<'_> {
                     let mut title2sid: BTreeMap<String, String> = BTreeMap::new();
                     let mut title_order = Vec::new();
                     let mut sid_order = Vec::new();
-                    for (id, sid) in self.index.iter() {
+                    for (id, sid) in self.prompts.index().iter() {
                         let Some(title) = self.title(id) else {
                             continue;
                         };
@@ -205,11 +161,12 @@ impl TaskBuilder<'_> {
                         }
                     }
                     for sid in &sid_order {
-                        let p = prompt::sid_to_title(self.style, sid, &sid2title[sid]);
+                        let p = prompt::sid_to_title(self.prompts.style(), sid, &sid2title[sid]);
                         out.push(self.encode(&p, task)?);
                     }
                     for title in &title_order {
-                        let p = prompt::title_to_sid(self.style, title, &title2sid[title]);
+                        let p =
+                            prompt::title_to_sid(self.prompts.style(), title, &title2sid[title]);
                         out.push(self.encode(&p, task)?);
                     }
                 }
@@ -219,7 +176,7 @@ impl TaskBuilder<'_> {
                             continue;
                         };
                         let hist = self.history_sids(r)?;
-                        let p = prompt::seqrec_to_title(self.style, &hist, title);
+                        let p = prompt::seqrec_to_title(self.prompts.style(), &hist, title);
                         out.push(self.encode(&p, task)?);
                     }
                 }
@@ -228,7 +185,7 @@ impl TaskBuilder<'_> {
                     for r in rows {
                         let variant = rng.below(prompt::TITLE_TASK_INSTRUCTIONS.len() as u32);
                         let p = prompt::title_history_to_title(
-                            self.style,
+                            self.prompts.style(),
                             &self.category,
                             variant as usize,
                             &r.history_item_title,
@@ -240,7 +197,7 @@ impl TaskBuilder<'_> {
                 Task::TitleToSid => {
                     for r in rows {
                         let p = prompt::title_history_to_sid(
-                            self.style,
+                            self.prompts.style(),
                             &self.category,
                             &r.history_item_title,
                             &self.sid(r.item_id)?,
@@ -254,7 +211,7 @@ impl TaskBuilder<'_> {
     }
 
     fn history_sids(&self, r: &InteractionRow) -> Result<Vec<String>> {
-        r.history_item_id.iter().map(|&i| self.sid(i)).collect()
+        Ok(self.prompts.sids(&r.history_item_id)?)
     }
 }
 
@@ -262,7 +219,9 @@ impl TaskBuilder<'_> {
 mod tests {
     use super::*;
     use sidrec::data::ItemMeta;
-    use sidrec::Sid;
+    use sidrec::prompt::PromptStyle;
+    use sidrec::tokenizer::SidTokenizer;
+    use sidrec::{Sid, SidIndex};
 
     #[test]
     fn python_randint_sequence_matches_cpython() {
@@ -301,9 +260,7 @@ mod tests {
             item_sid: "<a_4><b_5><c_6>".into(),
         };
         let b = TaskBuilder {
-            style: PromptStyle::Compact,
-            tokenizer: &tk,
-            index: &index,
+            prompts: PromptEncoder::new(PromptStyle::Compact, &tk, &index),
             items: &items,
             category: "items".into(),
             cutoff: 512,
@@ -312,11 +269,16 @@ mod tests {
         let ex = b.build(std::slice::from_ref(&row), &Task::ALL).unwrap();
         // seqrec, 2 sid→title + 2 title→sid (one SID and one title are shared), seq2title,
         // title2title, title2sid.
-        let count = |t: Task| ex.iter().filter(|e| e.task == t).count();
+        let count = |t: Task| b.build(std::slice::from_ref(&row), &[t]).unwrap().len();
         assert_eq!(count(Task::SeqRec), 1);
         assert_eq!(count(Task::Alignment), 4);
         assert_eq!(ex.len(), 8);
         let seqrec = &ex[0];
+        assert_eq!(
+            seqrec,
+            &b.build(std::slice::from_ref(&row), &[Task::SeqRec])
+                .unwrap()[0]
+        );
         let expect: Vec<u32> = tk.encode_text("<a_4><b_5><c_6>\n").unwrap();
         let target = &seqrec.ids[seqrec.prompt_len..];
         assert_eq!(&target[..target.len() - 1], expect.as_slice());
@@ -353,9 +315,7 @@ mod tests {
             item_sid: String::new(),
         };
         let b = TaskBuilder {
-            style: PromptStyle::Compact,
-            tokenizer: &tk,
-            index: &index,
+            prompts: PromptEncoder::new(PromptStyle::Compact, &tk, &index),
             items: &items,
             category: "items".into(),
             cutoff: 512,

@@ -1,12 +1,48 @@
-//! Length-bucketed, deterministic batching of SFT examples into padded tensors.
+//! Supervised examples, their length-bucketed deterministic batching into padded tensors, and
+//! the loss of a batch.
 
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use sidrec::model::{Mode, Qwen2};
+use sidrec::prompt::{Prompt, PromptEncoder};
 
-use super::tasks::Example;
 use crate::error::Result;
+
+/// One tokenised training example: `prompt ids ++ response ids ++ EOS`, loss on the response
+/// and EOS (and on `prompt_targets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Prompt and response token ids.
+    pub ids: Vec<u32>,
+    /// Number of leading ids that carry no loss (the prompt, after truncation).
+    pub prompt_len: usize,
+    /// Prompt positions whose token is also supervised (each predicted from the ids before
+    /// it): the SID tokens of every history item after the first, with `--history-loss`.
+    pub prompt_targets: Vec<usize>,
+}
+
+impl Example {
+    /// `prompt` and its response through the prompt encoder; longer than `cutoff` ids, it keeps
+    /// its last `cutoff` (the response survives, as the reference truncates).
+    pub fn encode(prompts: &PromptEncoder<'_>, prompt: &Prompt, cutoff: usize) -> Result<Self> {
+        let (mut ids, response) = prompts.encode_with_response(prompt)?;
+        let prompt_len = ids.len();
+        ids.extend(response);
+        let cut = ids.len().saturating_sub(cutoff);
+        Ok(Self {
+            ids: ids[cut..].to_vec(),
+            prompt_len: prompt_len.saturating_sub(cut),
+            prompt_targets: Vec::new(),
+        })
+    }
+
+    /// Number of supervised tokens (response + EOS).
+    pub fn target_len(&self) -> usize {
+        self.ids.len() - self.prompt_len
+    }
+}
 
 /// A right-padded batch with the positions whose next token is supervised.
 pub struct Batch {
@@ -64,6 +100,13 @@ pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result
     })
 }
 
+/// Sum of negative log-likelihoods of the supervised tokens of `batch`.
+pub fn batch_nll(model: &Qwen2, batch: &Batch, mode: Mode) -> Result<Tensor> {
+    let picked = model.forward_hidden_at(&batch.ids, Some(&batch.mask), &batch.positions, mode)?;
+    let logits = model.logits(&picked)?;
+    Ok(sidrec::model::kernels::cross_entropy(&logits, &batch.targets)?.sum_all()?)
+}
+
 /// The batches of one epoch as example indices: shuffled with `seed + epoch`, then sorted by
 /// length within windows of 64 batches (less padding) and the batch order shuffled again. The
 /// same seed and epoch always give the same batches, which is what `--resume` relies on.
@@ -89,20 +132,17 @@ pub fn epoch_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sft::tasks::Task;
 
     #[test]
     fn supervised_positions_cover_response_and_eos() {
         let e = Example {
             ids: vec![5, 6, 7, 8, 9],
             prompt_len: 3,
-            task: Task::SeqRec,
             prompt_targets: Vec::new(),
         };
         let f = Example {
             ids: vec![1, 2],
             prompt_len: 1,
-            task: Task::SeqRec,
             prompt_targets: Vec::new(),
         };
         let b = make_batch(&[&e, &f], 0, &Device::Cpu).unwrap();

@@ -1,6 +1,8 @@
 //! Prompt templates of SFT, evaluation and RL (`rl_*`): the reference's strings verbatim
 //! (`minionerec`) and short ones (`compact`).
 //!
+//! [`PromptEncoder`] is the one path from a history of items to prompt token ids.
+//!
 //! A prompt is a list of parts that are tokenised SEPARATELY and concatenated, because that is
 //! what the reference does for SFT and evaluation (HEADER and USER are encoded apart, so BPE
 //! merges never cross the join); RL prompts are a single part. The response is the text the
@@ -12,6 +14,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+mod encoder;
+pub use encoder::{history_sids, item_sid, EncodedPrompt, PromptEncoder};
 
 /// Which family of templates a checkpoint was trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]

@@ -1,0 +1,117 @@
+//! A run's directories and checkpoints: where it starts (`--init`, or `last/` when resuming),
+//! the starting checkpoint loaded once with its weights as trainable variables, and the atomic
+//! `best/` and `last/` saves.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use sidrec::checkpoint::{self, Checkpoint, NewCheckpoint};
+use sidrec::data::DatasetDir;
+use sidrec::model::{checkpoint as hf, Qwen2, Qwen2Config};
+
+use crate::error::{Result, TrainerError};
+
+/// The directories of a training run.
+#[derive(Debug, Clone)]
+pub struct RunDirs {
+    /// `--out`.
+    pub out: PathBuf,
+    /// `out/last`: the newest save, with the resume state.
+    pub last: PathBuf,
+    /// `out/best`: the best validation so far.
+    pub best: PathBuf,
+    /// `out/metrics.jsonl`.
+    pub metrics: PathBuf,
+    /// Whether this run continues from `last/` (asked for and `last/` is complete).
+    pub resuming: bool,
+}
+
+impl RunDirs {
+    /// The directories under `out`; resuming only when asked and a complete `last/` exists.
+    pub fn new(out: &Path, resume: bool) -> Self {
+        let last = out.join("last");
+        Self {
+            out: out.to_path_buf(),
+            resuming: resume && checkpoint::is_complete(&last),
+            best: out.join("best"),
+            metrics: out.join("metrics.jsonl"),
+            last,
+        }
+    }
+
+    /// Where the weights and loop state come from: `last/` when resuming, else `init`.
+    pub fn start<'a>(&'a self, init: &'a Path) -> &'a Path {
+        if self.resuming {
+            &self.last
+        } else {
+            init
+        }
+    }
+
+    /// Create `out`.
+    pub fn create(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.out).map_err(|e| TrainerError::io(&self.out, e))
+    }
+}
+
+/// A fresh F32 model with the architecture of `cfg`, its weights in a new `VarMap`.
+pub fn var_model(cfg: &Qwen2Config, device: &Device) -> Result<(VarMap, Qwen2)> {
+    let varmap = VarMap::new();
+    let model = Qwen2::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    Ok((varmap, model))
+}
+
+/// The checkpoint in `dir` with its model as trainable F32 variables on `device` (the weights
+/// read once, straight into the variables), and the `VarMap` that holds them.
+pub fn load_trainable(dir: &Path, device: &Device) -> Result<(Checkpoint, VarMap)> {
+    let mut vars = None;
+    let ck = Checkpoint::load_with(dir, |dir| {
+        let cfg = hf::load_config(dir)?;
+        let varmap = VarMap::new();
+        let model = Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        hf::load_into_varmap(dir, &varmap)?;
+        vars = Some(varmap);
+        Ok(model)
+    })?;
+    let varmap = vars.ok_or_else(|| TrainerError::Invalid("model was not loaded".into()))?;
+    Ok((ck, varmap))
+}
+
+/// Save `ck` (its current model weights, tokenizer, index and items) as a `stage` checkpoint in
+/// `dir`, atomically, with `metrics` and the `extra_files` (e.g. the resume state).
+pub fn save(
+    dir: &Path,
+    ck: &Checkpoint,
+    stage: &str,
+    metrics: serde_json::Value,
+    extra_files: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    checkpoint::write(
+        dir,
+        &NewCheckpoint {
+            model: &ck.model,
+            tokenizer: &ck.tokenizer,
+            index: &ck.index,
+            items: &ck.items,
+            prompt_style: ck.meta.prompt_style,
+            stage,
+            collision_policy: &ck.meta.collision_policy,
+            data_fingerprint: ck.meta.data_fingerprint.clone(),
+            metrics,
+            extra_files,
+        },
+    )?;
+    Ok(())
+}
+
+/// The category phrase of the title prompts, from the dataset's item file name.
+pub fn category(ds: &DatasetDir) -> String {
+    let name = ds
+        .items
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".item.json"))
+        .unwrap_or("items");
+    sidrec::prompt::category_phrase(name)
+}

@@ -1,0 +1,137 @@
+//! Validation during training: beam-search HR@10 / NDCG@10 with the evaluation prompt and the
+//! mean loss of the SID-history task, on a fixed sample of the valid split.
+
+use candle_core::{DType, Device};
+use serde::Serialize;
+use sidrec::data::InteractionRow;
+use sidrec::decode::{DecodeRequest, Decoder, ScoreMode, SearchConfig};
+use sidrec::metrics::MetricsAccumulator;
+use sidrec::model::{Mode, Qwen2};
+use sidrec::prompt::{self, PromptEncoder};
+
+use super::batch::{batch_nll, make_batch, Example};
+use crate::error::Result;
+
+/// Validation: beam-search HR@10 / NDCG@10 and the mean loss on a sample of the valid split.
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    /// Rows evaluated.
+    pub rows: usize,
+    /// HR@10.
+    pub hr10: f64,
+    /// NDCG@10.
+    pub ndcg10: f64,
+    /// Mean per-token loss of the SID-history task on the sample.
+    pub loss: f64,
+}
+
+impl Validation {
+    /// One progress line: `valid HR@10 … NDCG@10 … loss …`, marked when it is the best so far.
+    pub fn summary(&self, best: bool) -> String {
+        format!(
+            "valid HR@10 {:.4} NDCG@10 {:.4} loss {:.4}{}",
+            self.hr10,
+            self.ndcg10,
+            self.loss,
+            if best { " (best)" } else { "" }
+        )
+    }
+}
+
+/// A fixed validation sample: beam-search prompts with their target SIDs, and loss examples.
+pub struct Validator {
+    /// Evaluation prompts (token ids).
+    pub prompts: Vec<Vec<u32>>,
+    /// Target SID string of each prompt.
+    pub targets: Vec<String>,
+    /// Examples whose mean loss is reported.
+    pub examples: Vec<Example>,
+    /// Constrained decoder of the catalogue.
+    pub decoder: Decoder,
+    /// Beams per prompt.
+    pub num_beams: usize,
+    /// Prompts per decoding batch.
+    pub batch_size: usize,
+}
+
+impl Validator {
+    /// The sample of `rows`: their next-item prompts and targets through the one prompt path,
+    /// and their SID-history training examples (cut to `cutoff` ids) for the loss, decoded
+    /// with `decoder` at `num_beams`.
+    pub fn new(
+        prompts: PromptEncoder<'_>,
+        rows: &[InteractionRow],
+        cutoff: usize,
+        decoder: Decoder,
+        num_beams: usize,
+    ) -> Result<Self> {
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut targets = Vec::with_capacity(rows.len());
+        let mut examples = Vec::with_capacity(rows.len());
+        for r in rows {
+            let history = prompts.sids(&r.history_item_id)?;
+            let target = prompts.sid(r.item_id)?;
+            ids.push(prompts.recommend_sids(&history)?.ids);
+            // The response loss only, whatever `--history-loss` says for training.
+            let p = prompt::sft_seqrec(prompts.style(), &history, &target);
+            examples.push(Example::encode(&prompts, &p, cutoff)?);
+            targets.push(target);
+        }
+        Ok(Self {
+            prompts: ids,
+            targets,
+            examples,
+            decoder,
+            num_beams,
+            batch_size: 16,
+        })
+    }
+
+    /// HR@10 / NDCG@10 and the mean loss of `model` on the sample.
+    pub fn run(&self, model: &Qwen2, pad: u32, device: &Device) -> Result<Validation> {
+        let cfg = SearchConfig {
+            num_beams: self.num_beams,
+            top_k: self.num_beams.min(10),
+            mode: ScoreMode::Exact,
+        };
+        let mut acc = MetricsAccumulator::new(vec![10]);
+        for (chunk, targets) in self
+            .prompts
+            .chunks(self.batch_size)
+            .zip(self.targets.chunks(self.batch_size))
+        {
+            let reqs: Vec<DecodeRequest> = chunk
+                .iter()
+                .map(|p| DecodeRequest {
+                    prompt: p,
+                    exclude: &[],
+                })
+                .collect();
+            for (hyps, target) in self
+                .decoder
+                .beam_search(model, &reqs, &cfg)?
+                .iter()
+                .zip(targets)
+            {
+                let rank = hyps.iter().position(|h| &h.sid.to_string() == target);
+                acc.add(rank, 0);
+            }
+        }
+        let report = acc.report();
+        let (mut nll, mut n) = (0f64, 0usize);
+        for chunk in self.examples.chunks(self.batch_size.max(1) * 4) {
+            let refs: Vec<&Example> = chunk.iter().collect();
+            let batch = make_batch(&refs, pad, device)?;
+            nll += batch_nll(model, &batch, Mode::Infer)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            n += batch.supervised;
+        }
+        Ok(Validation {
+            rows: self.prompts.len(),
+            hr10: report.hr.get(&10).copied().unwrap_or(0.0),
+            ndcg10: report.ndcg.get(&10).copied().unwrap_or(0.0),
+            loss: nll / n.max(1) as f64,
+        })
+    }
+}
