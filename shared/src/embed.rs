@@ -224,7 +224,7 @@ impl TextEncoder {
         let model = BertModel::load(vb, &cfg).map_err(|e| at(&weights, e))?;
 
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| at(&tok_path, e))?;
+        let mut tokenizer = crate::tokenizer::read_tokenizer_file(&tok_path)?;
         let padding = tokenizer.get_padding().cloned().unwrap_or_default();
         let (pad_id, pad_type_id) = (padding.pad_id, padding.pad_type_id);
         let truncation = TruncationParams {

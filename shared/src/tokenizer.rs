@@ -21,6 +21,27 @@ fn tok_err(what: impl std::fmt::Display, e: tokenizers::Error) -> Error {
     Error::Invalid(format!("{what}: {e}"))
 }
 
+/// Read a `tokenizer.json` with the tokenizers library. A damaged file is an error naming it,
+/// never a panic.
+pub fn read_tokenizer_file(path: &Path) -> Result<Tokenizer> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // Parsed into a JSON value first (which checks the syntax, UTF-8 and escapes of the whole
+    // file), then read from that value: the tokenizers library panics when its own parse of
+    // the `decoder` member fails (on a truncated file, invalid UTF-8 or a lone surrogate
+    // escape, found by fuzzing), which cannot happen on a value already parsed. Anything else
+    // it might panic on is caught.
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(json))
+        .map_err(|_| {
+            Error::Invalid(format!(
+                "{}: the tokenizers library cannot read this file",
+                path.display()
+            ))
+        })?
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+}
+
 /// A tokenizer that knows the catalogue's SID tokens, its EOS and its newline token.
 #[derive(Clone)]
 pub struct SidTokenizer {
@@ -82,21 +103,7 @@ impl SidTokenizer {
     /// Load `tokenizer.json`, checking it covers `index`. A damaged file is an error, never a
     /// panic.
     pub fn from_file(path: impl AsRef<Path>, eos_token: &str, index: &SidIndex) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        // The JSON syntax first: the tokenizers library panics on some malformed files (a
-        // truncated `decoder` member, found by fuzzing), and anything else it might panic on is
-        // caught below.
-        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        let inner = std::panic::catch_unwind(|| Tokenizer::from_bytes(&bytes))
-            .map_err(|_| {
-                Error::Invalid(format!(
-                    "{}: the tokenizers library cannot read this file",
-                    path.display()
-                ))
-            })?
-            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let inner = read_tokenizer_file(path.as_ref())?;
         Self::new(without_padding(inner), eos_token, index)
     }
 
@@ -334,6 +341,40 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    /// Regression (fuzzing, `checkpoint_files`): one byte of the `decoder` member flipped to
+    /// invalid UTF-8 made the tokenizers library panic (caught, but a panic all the same); a
+    /// lone surrogate escape did too. Both are now refused by the JSON check, before the
+    /// library parses anything (its panics would read "cannot read this file").
+    #[test]
+    fn a_tokenizer_file_with_invalid_text_is_an_error() {
+        let idx = index();
+        let texts = (0..20).map(|i| format!("item {i} <a_1><b_2><c_3>\n"));
+        let tk = SidTokenizer::train_bpe(texts, 300, &idx).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        tk.save(dir.path()).unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let whole = std::fs::read_to_string(&path).unwrap();
+        let decoder = whole.find("\"decoder\"").expect("a decoder member");
+        let at = decoder
+            + whole[decoder..]
+                .find("\"ByteLevel\"")
+                .expect("a ByteLevel decoder")
+            + 9;
+        let mut flipped = whole.clone().into_bytes();
+        flipped[at] ^= 0xff;
+        let surrogate = format!("{}\\ud800{}", &whole[..at], &whole[at..]);
+        for bad in [flipped, surrogate.into_bytes()] {
+            std::fs::write(&path, &bad).unwrap();
+            let e = SidTokenizer::from_file(&path, EOS_TOKEN, &idx).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+            assert!(!msg.contains("cannot read this file"), "{msg}");
+        }
+        // The undamaged file still loads.
+        std::fs::write(&path, &whole).unwrap();
+        SidTokenizer::from_file(&path, EOS_TOKEN, &idx).unwrap();
     }
 
     #[test]

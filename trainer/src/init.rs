@@ -18,7 +18,7 @@ use sidrec::tokenizer::SidTokenizer;
 use sidrec::SidIndex;
 
 use crate::cli::{InitArgs, Preset};
-use crate::error::{Result, TrainerError};
+use crate::error::Result;
 
 /// Texts the tokenizer is trained on: the prompts and responses of the training tasks, items
 /// mapped to SIDs by the prompt encoder's rule (an item without a SID is an error).
@@ -88,8 +88,7 @@ fn from_base(
     device: &Device,
 ) -> Result<(SidTokenizer, Qwen2)> {
     let tok_path = base.join("tokenizer.json");
-    let inner = tokenizers::Tokenizer::from_file(&tok_path)
-        .map_err(|e| TrainerError::Invalid(format!("{}: {e}", tok_path.display())))?;
+    let inner = sidrec::tokenizer::read_tokenizer_file(&tok_path)?;
     let (tokenizer, old_vocab) = SidTokenizer::extend(inner, eos, index)?;
     let mut cfg = hf::load_config(base)?;
     let rows = tokenizer.vocab_size();

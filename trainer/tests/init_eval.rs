@@ -388,3 +388,120 @@ fn init_from_a_hf_base_extends_the_tokenizer_and_keeps_the_old_weights() {
     assert_eq!(d, 0.0);
     assert_eq!(b.meta.prompt_style.to_string(), "minionerec");
 }
+
+/// A directory with room for `bytes` only: a tmpfs of that size mounted on it, unmounted on
+/// drop. `None` where this process may not mount (not root, or a container without the right).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, bytes: u64) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(dir.to_path_buf()))
+    }
+
+    /// Make room for `bytes` in all (the files stay).
+    fn grow(&self, bytes: u64) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_full_disk_during_a_save_keeps_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, probe) = setup(dir.path());
+    let size = dir_bytes(Path::new(&probe));
+    let weights = std::fs::metadata(Path::new(&probe).join("model.safetensors"))
+        .unwrap()
+        .len();
+    // Room for one checkpoint and a half: the first save fits, a second copy (a checkpoint is
+    // built beside the one it replaces) runs out of space. Where no filesystem can be mounted,
+    // a file-size limit makes the weights' write fail the same way (EFBIG instead of ENOSPC).
+    let models = dir.path().join("models");
+    let disk = SmallDisk::mount(&models, size + size / 2);
+    std::fs::create_dir_all(&models).unwrap();
+    let ck = models.join("ck");
+    let ck_s = ck.to_str().unwrap();
+    let init = [
+        "init",
+        "--data",
+        &data,
+        "--out",
+        ck_s,
+        "--vocab-size",
+        "600",
+    ];
+    ok(&init);
+    let before = Checkpoint::load(&ck, &Device::Cpu, None).unwrap().meta;
+    let o = if disk.is_some() {
+        run(&init)
+    } else {
+        eprintln!("tmpfs not mountable here: a file-size limit stands in for the full disk");
+        // The shell's `ulimit -f` counts 512- or 1024-byte blocks: either way the limit is at
+        // most half the weights file. SIGXFSZ is ignored so the write fails with EFBIG.
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"trap '' XFSZ; ulimit -f "$1"; shift; exec "$@""#)
+            .arg("sh")
+            .arg((weights / 2048).to_string())
+            .arg(env!("CARGO_BIN_EXE_sidrec-trainer"))
+            .args(init)
+            .output()
+            .unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // An I/O error (exit status 3) naming the file that could not be written and why.
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("model.safetensors"), "{stderr}");
+    let why = if disk.is_some() {
+        "No space left on device"
+    } else {
+        "File too large"
+    };
+    assert!(stderr.contains(why), "{stderr}");
+    // The previous checkpoint is whole (its hashes verify) and unchanged; nothing is left of the
+    // failed save, so a server watching `models` has only complete checkpoints to choose from.
+    let after = Checkpoint::load(&ck, &Device::Cpu, None).unwrap().meta;
+    assert_eq!(after, before);
+    let left: Vec<String> = std::fs::read_dir(&models)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["ck"]);
+    let files: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.starts_with('.'))
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
+    // With space again, the same save replaces it.
+    if let Some(disk) = &disk {
+        disk.grow(3 * size);
+    }
+    ok(&init);
+    let replaced = Checkpoint::load(&ck, &Device::Cpu, None).unwrap().meta;
+    assert_ne!(replaced.version, before.version);
+}
