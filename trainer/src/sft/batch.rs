@@ -18,6 +18,8 @@ pub struct Batch {
     pub positions: Tensor,
     /// The supervised tokens, aligned with `positions` (u32).
     pub targets: Tensor,
+    /// For each supervised position, the index of its example in the batch.
+    pub example_of: Vec<u32>,
     /// Real (unpadded) tokens in the batch.
     pub tokens: usize,
     /// Supervised tokens in the batch.
@@ -35,7 +37,7 @@ pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result
         .max(1);
     let mut ids = vec![pad_id; b * l];
     let mut mask = vec![0u32; b * l];
-    let (mut positions, mut targets) = (Vec::new(), Vec::new());
+    let (mut positions, mut targets, mut example_of) = (Vec::new(), Vec::new(), Vec::new());
     let mut tokens = 0;
     for (i, e) in examples.iter().enumerate() {
         let row = i * l;
@@ -52,6 +54,7 @@ pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result
             positions.push((row + t) as u32);
             targets.push(e.ids[t + 1]);
         }
+        example_of.resize(positions.len(), i as u32);
     }
     let n = positions.len();
     Ok(Batch {
@@ -59,6 +62,7 @@ pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result
         mask: Tensor::from_vec(mask, (b, l), device)?,
         positions: Tensor::from_vec(positions, n, device)?,
         targets: Tensor::from_vec(targets, n, device)?,
+        example_of,
         tokens,
         supervised: n,
     })
@@ -98,12 +102,14 @@ mod tests {
             prompt_len: 3,
             task: Task::SeqRec,
             prompt_targets: Vec::new(),
+            target: None,
         };
         let f = Example {
             ids: vec![1, 2],
             prompt_len: 1,
             task: Task::SeqRec,
             prompt_targets: Vec::new(),
+            target: None,
         };
         let b = make_batch(&[&e, &f], 0, &Device::Cpu).unwrap();
         assert_eq!(
@@ -113,6 +119,7 @@ mod tests {
         assert_eq!(b.positions.to_vec1::<u32>().unwrap(), [2, 3, 5]);
         assert_eq!(b.targets.to_vec1::<u32>().unwrap(), [8, 9, 2]);
         assert_eq!((b.tokens, b.supervised), (7, 3));
+        assert_eq!(b.example_of, [0, 0, 1]);
 
         // Supervised prompt tokens are predicted from the position before them.
         let g = Example {

@@ -4,3 +4,4 @@ pub mod batch;
 pub mod optim;
 pub mod tasks;
 pub mod train;
+pub mod value;

@@ -64,6 +64,9 @@ pub struct Example {
     /// Prompt positions whose token is also supervised (each predicted from the ids before
     /// it): the SID tokens of every history item after the first, with `--history-loss`.
     pub prompt_targets: Vec<usize>,
+    /// The item the response names: the next item of a history task, the item of an
+    /// alignment pair (`--value-weighting` weighs the example by its value).
+    pub target: Option<ItemId>,
 }
 
 impl Example {
@@ -135,7 +138,7 @@ impl TaskBuilder<'_> {
         self.items.get(&id).map(|m| m.title.as_str())
     }
 
-    fn encode(&self, p: &Prompt, task: Task) -> Result<Example> {
+    fn encode(&self, p: &Prompt, task: Task, target: ItemId) -> Result<Example> {
         let mut ids = self.tokenizer.encode_prompt(p)?;
         let prompt_len = ids.len();
         ids.extend(self.tokenizer.encode_response(p)?);
@@ -153,6 +156,7 @@ impl TaskBuilder<'_> {
             prompt_len,
             task,
             prompt_targets,
+            target: Some(target),
         })
     }
 
@@ -182,14 +186,14 @@ impl TaskBuilder<'_> {
                     for r in rows {
                         let hist = self.history_sids(r)?;
                         let p = prompt::sft_seqrec(self.style, &hist, &self.sid(r.item_id)?);
-                        out.push(self.encode(&p, task)?);
+                        out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
                 Task::Alignment => {
                     // As the reference: every SID → title first, then every title → SID, each a
                     // dict where the last writer wins (duplicate titles / shared SIDs).
-                    let mut sid2title: BTreeMap<String, String> = BTreeMap::new();
-                    let mut title2sid: BTreeMap<String, String> = BTreeMap::new();
+                    let mut sid2title: BTreeMap<String, (String, ItemId)> = BTreeMap::new();
+                    let mut title2sid: BTreeMap<String, (String, ItemId)> = BTreeMap::new();
                     let mut title_order = Vec::new();
                     let mut sid_order = Vec::new();
                     for (id, sid) in self.index.iter() {
@@ -197,20 +201,25 @@ impl TaskBuilder<'_> {
                             continue;
                         };
                         let sid = sid.to_string();
-                        if sid2title.insert(sid.clone(), title.to_string()).is_none() {
+                        if sid2title
+                            .insert(sid.clone(), (title.to_string(), id))
+                            .is_none()
+                        {
                             sid_order.push(sid.clone());
                         }
-                        if title2sid.insert(title.to_string(), sid).is_none() {
+                        if title2sid.insert(title.to_string(), (sid, id)).is_none() {
                             title_order.push(title.to_string());
                         }
                     }
                     for sid in &sid_order {
-                        let p = prompt::sid_to_title(self.style, sid, &sid2title[sid]);
-                        out.push(self.encode(&p, task)?);
+                        let (title, id) = &sid2title[sid];
+                        let p = prompt::sid_to_title(self.style, sid, title);
+                        out.push(self.encode(&p, task, *id)?);
                     }
                     for title in &title_order {
-                        let p = prompt::title_to_sid(self.style, title, &title2sid[title]);
-                        out.push(self.encode(&p, task)?);
+                        let (sid, id) = &title2sid[title];
+                        let p = prompt::title_to_sid(self.style, title, sid);
+                        out.push(self.encode(&p, task, *id)?);
                     }
                 }
                 Task::SeqToTitle => {
@@ -220,7 +229,7 @@ impl TaskBuilder<'_> {
                         };
                         let hist = self.history_sids(r)?;
                         let p = prompt::seqrec_to_title(self.style, &hist, title);
-                        out.push(self.encode(&p, task)?);
+                        out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
                 Task::TitleToTitle => {
@@ -234,7 +243,7 @@ impl TaskBuilder<'_> {
                             &r.history_item_title,
                             &r.item_title,
                         );
-                        out.push(self.encode(&p, task)?);
+                        out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
                 Task::TitleToSid => {
@@ -245,7 +254,7 @@ impl TaskBuilder<'_> {
                             &r.history_item_title,
                             &self.sid(r.item_id)?,
                         );
-                        out.push(self.encode(&p, task)?);
+                        out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
             }
