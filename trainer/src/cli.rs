@@ -1,4 +1,5 @@
-//! The command line: `sidrec-trainer data {synth, import-minionerec, amazon18, stats}`, `init`, `eval`,
+//! The command line: `sidrec-trainer data {synth, import-minionerec, amazon18, amazon23,
+//! features, stats}`, `init`, `eval`,
 //! `sid`, `sid-report`.
 //! `embed`.
 //! `sasrec`.
@@ -101,6 +102,11 @@ pub enum DataCommand {
     ImportMinionerec(ImportArgs),
     /// Preprocess raw Amazon-2018 reviews + metadata exactly as MiniOneRec does.
     Amazon18(Amazon18Args),
+    /// Preprocess raw Amazon Reviews 2023 (any category) + metadata; also writes features.json.
+    Amazon23(Amazon23Args),
+    /// Compute features.json (item value, user activity) from the train split's popularity,
+    /// for datasets without price or rating fields.
+    Features(FeaturesArgs),
     /// Print dataset statistics and evaluate popularity / last-item-transition baselines.
     Stats(StatsArgs),
 }
@@ -181,6 +187,40 @@ pub struct Amazon18Args {
     /// (the reference hard-codes 3000).
     #[arg(long, default_value_t = 3000)]
     pub min_items: usize,
+}
+
+/// Arguments of `data amazon23`.
+#[derive(Debug, Clone, Args)]
+pub struct Amazon23Args {
+    /// Reviews, one JSON object per line (`<Category>.jsonl`, optionally gzipped).
+    #[arg(long)]
+    pub reviews: PathBuf,
+    /// Item metadata, one JSON object per line (`meta_<Category>.jsonl`, optionally gzipped).
+    #[arg(long)]
+    pub meta: PathBuf,
+    /// Output dataset directory.
+    #[arg(long, env = "SIDREC_DATA")]
+    pub out: PathBuf,
+    /// K of the iterative k-core, applied to users AND items.
+    #[arg(long, default_value_t = 5)]
+    pub user_k: usize,
+    /// Start of the time window, `YYYY-MM` (UTC midnight of day 1).
+    #[arg(long, default_value = "1996-01")]
+    pub start: String,
+    /// End of the time window, `YYYY-MM` (UTC midnight of day 1; inclusive).
+    #[arg(long, default_value = "2025-01")]
+    pub end: String,
+}
+
+/// Arguments of `data features`.
+#[derive(Debug, Clone, Args)]
+pub struct FeaturesArgs {
+    /// Dataset directory (its train split and items are read; features.json is written there).
+    #[arg(long, env = "SIDREC_DATA")]
+    pub data: PathBuf,
+    /// Replace an existing features.json (e.g. the richer one `data amazon23` wrote).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `data stats`.
@@ -370,6 +410,13 @@ pub struct SftArgs {
     /// Also train on the valid split (report such runs as train+valid).
     #[arg(long)]
     pub include_valid: bool,
+    /// Weight each example's loss by the value of the item it names (VAFT): `1 + α·value`
+    /// from the dataset's features.json, normalised to mean 1 over supervised tokens.
+    #[arg(long)]
+    pub value_weighting: bool,
+    /// α of `--value-weighting` (0: plain SFT).
+    #[arg(long, default_value_t = 1.0, requires = "value_weighting")]
+    pub value_alpha: f64,
     /// Passes over the training examples.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -610,8 +657,8 @@ pub struct GrpoArgs {
     /// reference's `add_gt`, which replaces it in every group): every prompt then gives a signal.
     #[arg(long)]
     pub add_target: bool,
-    /// Reward: a comma list of rule, ranking, ranking_only, semantic, cf, each optionally
-    /// weighted as NAME:WEIGHT (e.g. `ranking,semantic:0.5`).
+    /// Reward: a comma list of rule, ranking, ranking_only, semantic, cf, hepo, each optionally
+    /// weighted as NAME:WEIGHT (e.g. `ranking,semantic:0.5` or `rule,hepo:0.5`).
     #[arg(long, default_value = "ranking")]
     pub reward: String,
     /// Item embeddings for the `semantic` reward: a `trainer embed` `.npy` (its row ids are read

@@ -1,7 +1,8 @@
 //! The `sidrec-trainer` library: everything behind the `sidrec-trainer` binary.
 //!
 //! * [`cli`] — the command-line interface (clap derive);
-//! * [`data`] — `data synth`, `data import-minionerec`, `data amazon18`, `data stats`;
+//! * [`data`] — `data synth`, `data import-minionerec`, `data amazon18`, `data amazon23`,
+//!   `data features`, `data stats`;
 //! * [`baselines`] — popularity and last-item-transition rankers used by `data stats` (scored
 //!   with `sidrec::metrics`);
 //! * [`init`] — `init`: an untrained from-scratch checkpoint;
@@ -43,6 +44,8 @@ pub fn run(cli: Cli) -> Result<()> {
             DataCommand::Synth(a) => data::synth::run(&a),
             DataCommand::ImportMinionerec(a) => data::minionerec::run(&a),
             DataCommand::Amazon18(a) => data::amazon18::run(&a),
+            DataCommand::Amazon23(a) => data::amazon23::run(&a),
+            DataCommand::Features(a) => data::features::run(&a),
             DataCommand::Stats(a) => data::stats::run(&a),
         },
         Command::Init(a) => init::run(&a),

@@ -70,12 +70,12 @@ impl Default for Amazon18Options {
     }
 }
 
-/// One review line.
+/// One review line: who reviewed which item when (Unix seconds).
 #[derive(Debug, Clone)]
-struct Review {
-    user: String,
-    asin: String,
-    time: i64,
+pub(crate) struct Review {
+    pub(crate) user: String,
+    pub(crate) asin: String,
+    pub(crate) time: i64,
 }
 
 /// One k-core pass.
@@ -230,7 +230,7 @@ fn py_repr(v: &Value) -> String {
 }
 
 /// Python's `str()` of a JSON value.
-fn py_str(v: &Value) -> String {
+pub(crate) fn py_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => py_repr(other),
@@ -250,7 +250,7 @@ fn py_truthy(v: &Value) -> bool {
 }
 
 /// Open a file, transparently gunzipping it when it starts with the gzip magic bytes.
-fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
+pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
     let mut file = File::open(path).map_err(|e| TrainerError::io(path, e))?;
     let mut magic = [0u8; 2];
     let n = file
@@ -362,7 +362,7 @@ fn read_meta(path: &Path) -> Result<Meta> {
 }
 
 /// The iterative k-core; returns indices of surviving reviews and the passes.
-fn k_core(
+pub(crate) fn k_core(
     reviews: &[Review],
     titles: &HashMap<String, String>,
     k: usize,
@@ -459,6 +459,62 @@ fn categories_of(meta: &serde_json::Map<String, Value>) -> String {
         .to_string()
 }
 
+/// The surviving reviews as per-user sequences, numbered as the reference numbers them.
+pub(crate) struct Sequences {
+    /// Users in order of first appearance among the surviving reviews (`A<uid>`), each with its
+    /// reviews sorted by time (stable).
+    pub(crate) users: Vec<UserSequence>,
+    /// Raw user ids, in uid order.
+    pub(crate) user_ids: Vec<String>,
+    /// Raw item ids in item-id order (order of first encounter walking the users).
+    pub(crate) item_asins: Vec<String>,
+    /// For each user, the index into the review list of each of its events.
+    pub(crate) review_of: Vec<Vec<usize>>,
+}
+
+/// Number users and items and sort each user's reviews by time, as both Amazon scripts do.
+pub(crate) fn sequences(reviews: &[Review], kept: &[usize]) -> Sequences {
+    let mut user_index: HashMap<&str, usize> = HashMap::new();
+    let mut per_user: Vec<Vec<usize>> = Vec::new();
+    let mut user_ids = Vec::new();
+    for &i in kept {
+        let r = &reviews[i];
+        let u = *user_index.entry(&r.user).or_insert_with(|| {
+            per_user.push(Vec::new());
+            user_ids.push(r.user.clone());
+            per_user.len() - 1
+        });
+        per_user[u].push(i);
+    }
+    let mut item_index: HashMap<&str, ItemId> = HashMap::new();
+    let mut item_asins: Vec<String> = Vec::new();
+    let mut users = Vec::with_capacity(per_user.len());
+    for (uid, rs) in per_user.iter_mut().enumerate() {
+        rs.sort_by_key(|&i| reviews[i].time);
+        let events = rs
+            .iter()
+            .map(|&i| {
+                let r = &reviews[i];
+                let id = *item_index.entry(&r.asin).or_insert_with(|| {
+                    item_asins.push(r.asin.clone());
+                    (item_asins.len() - 1) as ItemId
+                });
+                (id, r.time)
+            })
+            .collect();
+        users.push(UserSequence {
+            user_id: format!("A{uid}"),
+            events,
+        });
+    }
+    Sequences {
+        users,
+        user_ids,
+        item_asins,
+        review_of: per_user,
+    }
+}
+
 /// Run the whole preprocessing.
 pub fn process(
     reviews_path: &Path,
@@ -487,39 +543,8 @@ pub fn process(
         )));
     }
 
-    // Users in order of first appearance; per user, reviews sorted by time (stable).
-    let mut user_index: HashMap<&str, usize> = HashMap::new();
-    let mut per_user: Vec<Vec<&Review>> = Vec::new();
-    let mut user_ids = Vec::new();
-    for &i in &kept {
-        let r = &reviews[i];
-        let u = *user_index.entry(&r.user).or_insert_with(|| {
-            per_user.push(Vec::new());
-            user_ids.push(r.user.clone());
-            per_user.len() - 1
-        });
-        per_user[u].push(r);
-    }
-    let mut item_index: HashMap<&str, ItemId> = HashMap::new();
-    let mut item_asins: Vec<String> = Vec::new();
-    let mut users = Vec::with_capacity(per_user.len());
-    for (uid, mut rs) in per_user.into_iter().enumerate() {
-        rs.sort_by_key(|r| r.time);
-        let events = rs
-            .iter()
-            .map(|r| {
-                let id = *item_index.entry(&r.asin).or_insert_with(|| {
-                    item_asins.push(r.asin.clone());
-                    (item_asins.len() - 1) as ItemId
-                });
-                (id, r.time)
-            })
-            .collect();
-        users.push(UserSequence {
-            user_id: format!("A{uid}"),
-            events,
-        });
-    }
+    let seqs = sequences(&reviews, &kept);
+    let (users, user_ids, item_asins) = (seqs.users, seqs.user_ids, seqs.item_asins);
 
     let mut items = Items::new();
     for (id, asin) in item_asins.iter().enumerate() {

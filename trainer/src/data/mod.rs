@@ -1,6 +1,8 @@
 //! `sidrec-trainer data ...`: making dataset directories and looking at them.
 
 pub mod amazon18;
+pub mod amazon23;
+pub mod features;
 pub mod minionerec;
 pub mod samples;
 pub mod stats;

@@ -32,6 +32,8 @@ pub struct Sample {
     pub target: ItemId,
     /// Timestamp of the target interaction.
     pub timestamp: i64,
+    /// Index of the target in the user's events (its history is the events before it).
+    pub position: usize,
 }
 
 /// The three splits, in temporal order.
@@ -63,6 +65,7 @@ pub fn build_and_split(users: &[UserSequence]) -> SplitSamples {
                 history: seq.events[st..t].iter().map(|e| e.0).collect(),
                 target: seq.events[t].0,
                 timestamp: seq.events[t].1,
+                position: t,
             });
         }
     }

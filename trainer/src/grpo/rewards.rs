@@ -39,16 +39,19 @@ pub enum RewardKind {
     Semantic,
     /// A collaborative-filtering score of the completion given the history.
     Cf,
+    /// Hierarchical prefix match of the SID tokens (0.2 / 0.5 / 1.0, [`hepo_rewards`]).
+    Hepo,
 }
 
 impl RewardKind {
     /// Every kind, in the order the help text lists them.
-    pub const ALL: [RewardKind; 5] = [
+    pub const ALL: [RewardKind; 6] = [
         RewardKind::Rule,
         RewardKind::Ranking,
         RewardKind::RankingOnly,
         RewardKind::Semantic,
         RewardKind::Cf,
+        RewardKind::Hepo,
     ];
 
     /// Name used in `--reward`.
@@ -59,6 +62,7 @@ impl RewardKind {
             RewardKind::RankingOnly => "ranking_only",
             RewardKind::Semantic => "semantic",
             RewardKind::Cf => "cf",
+            RewardKind::Hepo => "hepo",
         }
     }
 }
@@ -181,6 +185,54 @@ pub fn ranking_penalty(target_sid: &str, cands: &[Candidate], weights: &[f64]) -
                 0.0
             } else {
                 weights.get(i).copied().unwrap_or(0.0)
+            }
+        })
+        .collect()
+}
+
+/// `hepo` rewards by the number of leading SID tokens a completion shares with the target:
+/// one level 0.2, two levels 0.5, the whole SID 1.0.
+pub const HEPO_LEVEL_REWARDS: [f64; 3] = [0.2, 0.5, 1.0];
+
+/// The `<...>` tokens of a SID string, in order (`<a_1><b_2>` → `["<a_1>", "<b_2>"]`).
+pub fn sid_tokens(sid: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = sid;
+    while let Some(lt) = rest.find('<') {
+        let after = &rest[lt..];
+        match after.find('>') {
+            Some(gt) if gt > 1 => {
+                out.push(&after[..=gt]);
+                rest = &after[gt + 1..];
+            }
+            Some(gt) => rest = &after[gt + 1..],
+            None => break,
+        }
+    }
+    out
+}
+
+/// `hepo`: the hierarchical prefix-match reward of GPR's HEPO as the reference's `rl_gpr.py`
+/// means it: 0 when the first SID token differs, 0.2 when only the first matches, 0.5 when the
+/// first two match, 1.0 when the completion is the target SID. The reference splits SIDs on
+/// `[...]` although they are written `<...>`, so its reward is always 0; here the tokens are
+/// the `<...>` groups. It also pays 1.0 for the first three tokens alone; with four-token SIDs
+/// (collisions resolved by an extra level) that would reward a different item as a hit, so a
+/// match of three tokens out of four pays the two-level 0.5.
+pub fn hepo_rewards(target_sid: &str, cands: &[Candidate]) -> Vec<f64> {
+    let target = sid_tokens(target_sid);
+    cands
+        .iter()
+        .map(|c| {
+            let toks = sid_tokens(&c.sid);
+            if !target.is_empty() && toks == target {
+                return HEPO_LEVEL_REWARDS[2];
+            }
+            let shared = toks.iter().zip(&target).take_while(|(a, b)| a == b).count();
+            match shared {
+                0 => 0.0,
+                1 => HEPO_LEVEL_REWARDS[0],
+                _ => HEPO_LEVEL_REWARDS[1],
             }
         })
         .collect()
@@ -315,6 +367,7 @@ impl Rewarder {
         for &(kind, w) in &self.spec.terms {
             match kind {
                 RewardKind::Rule => add(w, rule_rewards(target.sid, cands)),
+                RewardKind::Hepo => add(w, hepo_rewards(target.sid, cands)),
                 RewardKind::RankingOnly => {
                     add(w, ranking_penalty(target.sid, cands, &self.weights))
                 }
@@ -385,4 +438,78 @@ pub fn group_advantages(rewards: &[f64]) -> Vec<f64> {
     let var = rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     let std = var.sqrt();
     rewards.iter().map(|r| (r - mean) / (std + 1e-4)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(sid: &str) -> Candidate {
+        Candidate {
+            sid: sid.into(),
+            items: vec![],
+        }
+    }
+
+    #[test]
+    fn sid_tokens_are_the_angle_bracket_groups() {
+        assert_eq!(
+            sid_tokens("<a_60><b_159><c_203>"),
+            ["<a_60>", "<b_159>", "<c_203>"]
+        );
+        assert_eq!(sid_tokens("x<a_1> <b_2>y<>"), ["<a_1>", "<b_2>"]);
+        // The reference's `\[.*?\]` finds nothing in such a SID; these find nothing either way.
+        assert!(sid_tokens("[a_1][b_2]").is_empty());
+        assert!(sid_tokens("").is_empty());
+    }
+
+    #[test]
+    fn hepo_pays_per_level() {
+        let t = "<a_1><b_2><c_3>";
+        let cands = [
+            cand("<a_9><b_2><c_3>"), // first level differs: nothing, however much else matches
+            cand("<a_1><b_9><c_3>"), // level 1 only
+            cand("<a_1><b_2><c_9>"), // levels 1-2
+            cand("<a_1><b_2><c_3>"), // the target
+            cand(""),                // an empty completion
+        ];
+        assert_eq!(hepo_rewards(t, &cands), [0.0, 0.2, 0.5, 1.0, 0.0]);
+        // Four-level SIDs: three shared tokens are not the item; the full SID is.
+        let t4 = "<a_1><b_2><c_3><d_2>";
+        let r = hepo_rewards(
+            t4,
+            &[cand("<a_1><b_2><c_3><d_1>"), cand("<a_1><b_2><c_3><d_2>")],
+        );
+        assert_eq!(r, [0.5, 1.0]);
+        // A prefix of the target is not the target.
+        assert_eq!(hepo_rewards(t4, &[cand("<a_1><b_2><c_3>")]), [0.5]);
+    }
+
+    #[test]
+    fn hepo_combines_in_weighted_sums() {
+        let spec: RewardSpec = "rule,hepo:0.5".parse().unwrap();
+        assert_eq!(
+            spec.terms,
+            [(RewardKind::Rule, 1.0), (RewardKind::Hepo, 0.5)]
+        );
+        assert_eq!(spec.to_string(), "rule,hepo:0.5");
+        let rw = Rewarder::new(spec, 3, None, None).unwrap();
+        let target = GroupTarget {
+            item: 7,
+            sid: "<a_1><b_2><c_3>",
+            history: &[],
+        };
+        let cands = [
+            cand("<a_1><b_2><c_3>"),
+            cand("<a_1><b_5><c_3>"),
+            cand("<a_4><b_2><c_3>"),
+        ];
+        // rule 1 + 0.5·1.0; 0 + 0.5·0.2; 0 + 0.
+        let r = rw.group(&target, &cands).unwrap();
+        assert!((r[0] - 1.5).abs() < 1e-12 && (r[1] - 0.1).abs() < 1e-12 && r[2] == 0.0);
+        // hepo alone separates the misses that `rule` scores alike.
+        let hepo = Rewarder::new("hepo".parse().unwrap(), 3, None, None).unwrap();
+        let r = hepo.group(&target, &cands[1..]).unwrap();
+        assert!(group_advantages(&r)[0] > 0.0);
+    }
 }

@@ -3,3 +3,4 @@
 
 pub mod tasks;
 pub mod train;
+pub mod value;

@@ -103,8 +103,9 @@ impl TaskBuilder<'_> {
         self.items.get(&id).map(|m| m.title.as_str())
     }
 
-    fn encode(&self, p: &Prompt, task: Task) -> Result<Example> {
+    fn encode(&self, p: &Prompt, task: Task, target: ItemId) -> Result<Example> {
         let mut ex = Example::encode(&self.prompts, p, self.cutoff)?;
+        ex.target = Some(target);
         if self.history_loss && task == Task::SeqRec {
             ex.prompt_targets = self.history_targets(&ex.ids[..ex.prompt_len]);
         }
@@ -138,14 +139,14 @@ impl TaskBuilder<'_> {
                         let hist = self.history_sids(r)?;
                         let p =
                             prompt::sft_seqrec(self.prompts.style(), &hist, &self.sid(r.item_id)?);
-                        out.push(self.encode(&p, task)?);
+                        out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
                 Task::Alignment => {
                     // As the reference: every SID → title first, then every title → SID, each a
                     // dict where the last writer wins (duplicate titles / shared SIDs).
-                    let mut sid2title: BTreeMap<String, String> = BTreeMap::new();
-                    let mut title2sid: BTreeMap<String, String> = BTreeMap::new();
+                    let mut sid2title: BTreeMap<String, (String, ItemId)> = BTreeMap::new();
+                    let mut title2sid: BTreeMap<String, (String, ItemId)> = BTreeMap::new();
                     let mut title_order = Vec::new();
                     let mut sid_order = Vec::new();
                     for (id, sid) in self.prompts.index().iter() {
@@ -153,21 +154,25 @@ impl TaskBuilder<'_> {
                             continue;
                         };
                         let sid = sid.to_string();
-                        if sid2title.insert(sid.clone(), title.to_string()).is_none() {
+                        if sid2title
+                            .insert(sid.clone(), (title.to_string(), id))
+                            .is_none()
+                        {
                             sid_order.push(sid.clone());
                         }
-                        if title2sid.insert(title.to_string(), sid).is_none() {
+                        if title2sid.insert(title.to_string(), (sid, id)).is_none() {
                             title_order.push(title.to_string());
                         }
                     }
                     for sid in &sid_order {
-                        let p = prompt::sid_to_title(self.prompts.style(), sid, &sid2title[sid]);
-                        out.push(self.encode(&p, task)?);
+                        let (title, id) = &sid2title[sid];
+                        let p = prompt::sid_to_title(self.prompts.style(), sid, title);
+                        out.push(self.encode(&p, task, *id)?);
                     }
                     for title in &title_order {
-                        let p =
-                            prompt::title_to_sid(self.prompts.style(), title, &title2sid[title]);
-                        out.push(self.encode(&p, task)?);
+                        let (sid, id) = &title2sid[title];
+                        let p = prompt::title_to_sid(self.prompts.style(), title, sid);
+                        out.push(self.encode(&p, task, *id)?);
                     }
                 }
                 Task::SeqToTitle => {
@@ -177,7 +182,7 @@ impl TaskBuilder<'_> {
                         };
                         let hist = self.history_sids(r)?;
                         let p = prompt::seqrec_to_title(self.prompts.style(), &hist, title);
-                        out.push(self.encode(&p, task)?);
+                        out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
                 Task::TitleToTitle => {
@@ -191,7 +196,7 @@ impl TaskBuilder<'_> {
                             &r.history_item_title,
                             &r.item_title,
                         );
-                        out.push(self.encode(&p, task)?);
+                        out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
                 Task::TitleToSid => {
@@ -202,7 +207,7 @@ impl TaskBuilder<'_> {
                             &r.history_item_title,
                             &self.sid(r.item_id)?,
                         );
-                        out.push(self.encode(&p, task)?);
+                        out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
             }

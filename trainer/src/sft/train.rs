@@ -78,6 +78,20 @@ pub fn run(args: &SftArgs) -> Result<()> {
         return Err(TrainerError::Invalid("no training examples".into()));
     }
     let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+    let weights = if args.value_weighting {
+        let features = crate::data::features::Features::load(&ds.root)?;
+        let w = super::value::example_weights(&examples, &features, args.value_alpha)?;
+        let (lo, hi) = w
+            .iter()
+            .fold((f32::INFINITY, 0f32), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        eprintln!(
+            "--value-weighting: example weights {lo:.3}..{hi:.3} (alpha {})",
+            args.value_alpha
+        );
+        Some(w)
+    } else {
+        None
+    };
     eprintln!(
         "{} training examples ({} tokens) from {} rows; tasks: {}",
         examples.len(),
@@ -167,7 +181,13 @@ pub fn run(args: &SftArgs) -> Result<()> {
             model.seed_dropout(
                 args.seed ^ ((epoch as u64) << 32 | bi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            let nll = batch_nll(model, &batch, Mode::Train)?;
+            let nll = match &weights {
+                Some(w) => {
+                    let w: Vec<f32> = idx.iter().map(|&i| w[i]).collect();
+                    super::value::weighted_batch_nll(model, &batch, &w, Mode::Train)?
+                }
+                None => batch_nll(model, &batch, Mode::Train)?,
+            };
             let loss = (&nll / (batch.supervised.max(1) * args.grad_accum) as f64)?;
             acc.add(&vars, &loss.backward()?)?;
             group_nll += nll.to_dtype(DType::F64)?.to_scalar::<f64>()?;

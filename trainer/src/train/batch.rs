@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sidrec::model::{Mode, Qwen2};
 use sidrec::prompt::{Prompt, PromptEncoder};
+use sidrec::ItemId;
 
 use crate::error::Result;
 
@@ -21,6 +22,9 @@ pub struct Example {
     /// Prompt positions whose token is also supervised (each predicted from the ids before
     /// it): the SID tokens of every history item after the first, with `--history-loss`.
     pub prompt_targets: Vec<usize>,
+    /// The item the response names: the next item of a history task, the item of an
+    /// alignment pair (`sft --value-weighting` weighs the example by its value).
+    pub target: Option<ItemId>,
 }
 
 impl Example {
@@ -35,6 +39,7 @@ impl Example {
             ids: ids[cut..].to_vec(),
             prompt_len: prompt_len.saturating_sub(cut),
             prompt_targets: Vec::new(),
+            target: None,
         })
     }
 
@@ -54,6 +59,8 @@ pub struct Batch {
     pub positions: Tensor,
     /// The supervised tokens, aligned with `positions` (u32).
     pub targets: Tensor,
+    /// For each supervised position, the index of its example in the batch.
+    pub example_of: Vec<u32>,
     /// Real (unpadded) tokens in the batch.
     pub tokens: usize,
     /// Supervised tokens in the batch.
@@ -71,7 +78,7 @@ pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result
         .max(1);
     let mut ids = vec![pad_id; b * l];
     let mut mask = vec![0u32; b * l];
-    let (mut positions, mut targets) = (Vec::new(), Vec::new());
+    let (mut positions, mut targets, mut example_of) = (Vec::new(), Vec::new(), Vec::new());
     let mut tokens = 0;
     for (i, e) in examples.iter().enumerate() {
         let row = i * l;
@@ -88,6 +95,7 @@ pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result
             positions.push((row + t) as u32);
             targets.push(e.ids[t + 1]);
         }
+        example_of.resize(positions.len(), i as u32);
     }
     let n = positions.len();
     Ok(Batch {
@@ -95,6 +103,7 @@ pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result
         mask: Tensor::from_vec(mask, (b, l), device)?,
         positions: Tensor::from_vec(positions, n, device)?,
         targets: Tensor::from_vec(targets, n, device)?,
+        example_of,
         tokens,
         supervised: n,
     })
@@ -139,11 +148,13 @@ mod tests {
             ids: vec![5, 6, 7, 8, 9],
             prompt_len: 3,
             prompt_targets: Vec::new(),
+            target: None,
         };
         let f = Example {
             ids: vec![1, 2],
             prompt_len: 1,
             prompt_targets: Vec::new(),
+            target: None,
         };
         let b = make_batch(&[&e, &f], 0, &Device::Cpu).unwrap();
         assert_eq!(
@@ -153,6 +164,7 @@ mod tests {
         assert_eq!(b.positions.to_vec1::<u32>().unwrap(), [2, 3, 5]);
         assert_eq!(b.targets.to_vec1::<u32>().unwrap(), [8, 9, 2]);
         assert_eq!((b.tokens, b.supervised), (7, 3));
+        assert_eq!(b.example_of, [0, 0, 1]);
 
         // Supervised prompt tokens are predicted from the position before them.
         let g = Example {
