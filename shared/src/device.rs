@@ -41,23 +41,6 @@ fn cuda_device(_ordinal: usize) -> Result<Device> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_specs() {
-        assert!(parse_device("cpu").unwrap().is_cpu());
-        assert!(parse_device("gpu").is_err());
-        assert!(parse_device("cuda:x").is_err());
-        #[cfg(not(feature = "cuda"))]
-        assert!(parse_device("cuda:0")
-            .unwrap_err()
-            .to_string()
-            .contains("--features cuda"));
-    }
-}
-
 /// Keep freed tensor buffers in the process heap instead of returning them to the system.
 ///
 /// A training step allocates and frees hundreds of activation-sized buffers. glibc serves
@@ -97,4 +80,21 @@ pub fn run_in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         .stack_size(64 << 20)
         .build_global();
     rayon::scope(|_| f())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        assert!(parse_device("gpu").is_err());
+        assert!(parse_device("cuda:x").is_err());
+        #[cfg(not(feature = "cuda"))]
+        assert!(parse_device("cuda:0")
+            .unwrap_err()
+            .to_string()
+            .contains("--features cuda"));
+    }
 }

@@ -17,9 +17,9 @@
 use candle_core::Tensor;
 use sidrec::model::{Mode, Qwen2};
 
-use crate::train::batch::{Batch, Example};
 use crate::data::features::Features;
 use crate::error::{Result, TrainerError};
+use crate::train::batch::{Batch, Example};
 
 /// Supervised tokens of an example (as `make_batch` counts them).
 fn supervised_len(e: &Example) -> usize {
