@@ -17,7 +17,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-echo "==> building (release; the first build takes about 10 minutes on 2 cores)"
+echo "==> building (release; the first build takes about 6 minutes on 2 cores)"
 cargo build --release --locked -p sidrec-trainer -p sidrec-server
 T=target/release/sidrec-trainer
 
