@@ -609,10 +609,28 @@ pub fn run(args: &Amazon18Args) -> Result<()> {
             opts.min_items, r.start_year, opts.start.1
         );
     }
-    for (i, p) in r.passes.iter().enumerate() {
+    print_kcore_summary(
+        opts.k,
+        &r.passes,
+        (r.users, r.items, r.interactions),
+        &out.files,
+    );
+    for p in out.files.write(&args.out)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// The k-core passes and the kept totals of a conversion (`data amazon18` and `data amazon23`).
+pub(crate) fn print_kcore_summary(
+    k: usize,
+    passes: &[KcorePass],
+    (users, items, interactions): (usize, usize, usize),
+    files: &DatasetFiles,
+) {
+    for (i, p) in passes.iter().enumerate() {
         println!(
-            "{}-core pass {}: {} users, {} items, {} reviews; removed {} users, {} items",
-            opts.k,
+            "{k}-core pass {}: {} users, {} items, {} reviews; removed {} users, {} items",
             i + 1,
             p.users,
             p.items,
@@ -622,18 +640,11 @@ pub fn run(args: &Amazon18Args) -> Result<()> {
         );
     }
     println!(
-        "kept {} users, {} items, {} interactions: train {} / valid {} / test {} rows",
-        r.users,
-        r.items,
-        r.interactions,
-        out.files.train.len(),
-        out.files.valid.len(),
-        out.files.test.len()
+        "kept {users} users, {items} items, {interactions} interactions: train {} / valid {} / test {} rows",
+        files.train.len(),
+        files.valid.len(),
+        files.test.len()
     );
-    for p in out.files.write(&args.out)? {
-        println!("wrote {}", p.display());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -32,8 +32,8 @@ use sidrec::data::{DatasetFiles, ItemMeta, Items};
 use sidrec::ItemId;
 
 use super::amazon18::{
-    clean_text, k_core, month_start_utc, open_maybe_gz, parse_year_month, py_str, sequences,
-    KcorePass, Review,
+    clean_text, k_core, month_start_utc, open_maybe_gz, parse_year_month, print_kcore_summary,
+    py_str, sequences, KcorePass, Review,
 };
 use super::features::{FeatureSource, Features, ReviewAggregate, ReviewFacts};
 use super::samples;
@@ -460,26 +460,11 @@ pub fn run(args: &Amazon23Args) -> Result<()> {
     );
     print_malformed("review", &r.reviews_malformed);
     print_malformed("metadata", &r.meta_malformed);
-    for (i, p) in r.passes.iter().enumerate() {
-        println!(
-            "{}-core pass {}: {} users, {} items, {} reviews; removed {} users, {} items",
-            opts.k,
-            i + 1,
-            p.users,
-            p.items,
-            p.reviews,
-            p.removed_users.len(),
-            p.removed_items.len()
-        );
-    }
-    println!(
-        "kept {} users, {} items, {} interactions: train {} / valid {} / test {} rows",
-        r.users,
-        r.items,
-        r.interactions,
-        out.files.train.len(),
-        out.files.valid.len(),
-        out.files.test.len()
+    print_kcore_summary(
+        opts.k,
+        &r.passes,
+        (r.users, r.items, r.interactions),
+        &out.files,
     );
     for p in out.files.write(&args.out)? {
         println!("wrote {}", p.display());
