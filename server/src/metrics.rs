@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
@@ -233,8 +234,13 @@ impl Metrics {
     }
 }
 
+/// Response header giving the server's own time for the request (W3C Server Timing):
+/// `app;dur=<milliseconds>`, from routing to the answer, so a client can tell time spent
+/// in the server from time spent reaching it.
+pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
 /// Middleware (added with `Router::layer`, so it runs after routing and sees the route
-/// template): counts requests and observes their duration.
+/// template): counts requests, observes their duration and reports it in [`SERVER_TIMING`].
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -253,11 +259,15 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     metrics.in_flight.inc();
     let _guard = InFlight(metrics.in_flight.clone());
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    let took = start.elapsed();
     metrics
         .duration
         .with_label_values(&[route.as_str(), method])
-        .observe(start.elapsed().as_secs_f64());
+        .observe(took.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={:.3}", took.as_secs_f64() * 1e3)) {
+        resp.headers_mut().insert(SERVER_TIMING.clone(), v);
+    }
     metrics
         .requests
         .with_label_values(&[route.as_str(), method, resp.status().as_str()])

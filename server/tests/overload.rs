@@ -57,16 +57,29 @@ async fn server(ck: &std::path::Path, deadline: Duration) -> (TestServer, f64) {
     (s, rate)
 }
 
-async fn post_timed(url: String, body: Value) -> (u16, Option<u64>, Value, Duration) {
+/// Status, `Retry-After`, body and the time taken: as the client saw it, and as the server
+/// reported it in `server-timing`.
+async fn post_timed(url: String, body: Value) -> (u16, Option<u64>, Value, Duration, Duration) {
     let t = Instant::now();
     let r = client().post(url).json(&body).send().await.unwrap();
     let status = r.status().as_u16();
+    let timing = r
+        .headers()
+        .get("server-timing")
+        .expect("every answer reports its server time")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let ms: f64 = timing
+        .strip_prefix("app;dur=")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("server-timing `{timing}`"));
     let retry = r
         .headers()
         .get("retry-after")
         .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
     let body: Value = r.json().await.unwrap();
-    (status, retry, body, t.elapsed())
+    (status, retry, body, t.elapsed(), Duration::from_secs_f64(ms / 1e3))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,25 +103,28 @@ async fn a_burst_is_answered_in_time_or_refused_at_once() {
     }
     let (mut ok, mut refused) = (Vec::new(), Vec::new());
     for p in pending {
-        let (status, retry, body, elapsed) = p.await.unwrap();
+        let (status, retry, body, elapsed, in_server) = p.await.unwrap();
         match status {
             200 => ok.push(elapsed),
             429 => {
                 assert_eq!(code(&body), "overloaded", "{body}");
                 assert!(retry.is_some_and(|r| r >= 1), "429 without Retry-After");
-                refused.push(elapsed);
+                refused.push((in_server, elapsed));
             }
             other => panic!("{other}: {body} (rate {rate:.0} beams/s, deadline {deadline:?})"),
         }
     }
     let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
+    let refused_client: Vec<Duration> = refused.iter().map(|r| r.1).collect();
+    let mut refused: Vec<Duration> = refused.iter().map(|r| r.0).collect();
     eprintln!(
         "rate {rate:.0} beams/s, deadline {deadline:?}: {} answered (slowest {:?}), {} refused \
-         (slowest {:?})",
+         (slowest {:?} in the server, {:?} at the client)",
         ok.len(),
         max(&ok),
         refused.len(),
-        max(&refused)
+        max(&refused),
+        max(&refused_client),
     );
     assert!(
         ok.len() >= 10,
@@ -121,7 +137,9 @@ async fn a_burst_is_answered_in_time_or_refused_at_once() {
         refused.len()
     );
     // Refusals come at admission, not after a wait; a few may come later, from jobs shed when a
-    // slowdown of this shared machine made them miss their deadline.
+    // slowdown of this shared machine made them miss their deadline. The server's own time is
+    // what is bounded: on a 2-core machine the client half of this process, starved by the
+    // decoding, can take most of a deadline just to send a request.
     refused.sort();
     let p90 = refused[refused.len() * 9 / 10];
     assert!(
@@ -168,9 +186,10 @@ async fn small_requests_are_not_held_up_by_large_batch_calls() {
         .collect();
     let mut small_done = Vec::new();
     for p in small {
-        let (status, _, body, elapsed) = p.await.unwrap();
+        // The server's time, as in the burst test: what it answers for is its own queue.
+        let (status, _, body, _, in_server) = p.await.unwrap();
         assert_eq!(status, 200, "{body}");
-        small_done.push(elapsed);
+        small_done.push(in_server);
     }
     let slowest_small = small_done.iter().max().copied().unwrap();
     let mut big_answered = 0;
@@ -178,7 +197,7 @@ async fn small_requests_are_not_held_up_by_large_batch_calls() {
     let mut big_late = 0;
     let mut big_took = Duration::ZERO;
     for c in calls {
-        let (status, _, body, elapsed) = c.await.unwrap();
+        let (status, _, body, elapsed, _) = c.await.unwrap();
         assert_eq!(status, 200, "{body}");
         big_took = big_took.max(elapsed);
         for r in body["results"].as_array().unwrap() {
