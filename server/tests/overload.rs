@@ -79,7 +79,13 @@ async fn post_timed(url: String, body: Value) -> (u16, Option<u64>, Value, Durat
         .get("retry-after")
         .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
     let body: Value = r.json().await.unwrap();
-    (status, retry, body, t.elapsed(), Duration::from_secs_f64(ms / 1e3))
+    (
+        status,
+        retry,
+        body,
+        t.elapsed(),
+        Duration::from_secs_f64(ms / 1e3),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

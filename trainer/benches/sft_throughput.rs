@@ -24,7 +24,8 @@ use sidrec::tokenizer::SidTokenizer;
 use sidrec_trainer::cli::Preset;
 use sidrec_trainer::init::{preset_config, tokenizer_corpus};
 use sidrec_trainer::sft::tasks::{Task, TaskBuilder};
-use sidrec_trainer::train::batch::{batch_nll, make_batch, Batch, Example};
+use sidrec_trainer::train::batch::{make_batch, Batch, Example};
+use sidrec_trainer::train::objective::batch_nll;
 use sidrec_trainer::train::optim::{sorted_vars, AdamW, AdamWConfig, GradAccumulator};
 
 struct Opts {

@@ -268,6 +268,16 @@ impl BestBy {
     }
 }
 
+/// Softmax of the SID tokens' training loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SidSoftmax {
+    /// Over the whole vocabulary: the reference's loss, matching `exact` beam scores.
+    #[default]
+    Full,
+    /// Over the SID token's level only: matching `fast` beam scores.
+    Level,
+}
+
 /// Model size presets for from-scratch models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
@@ -410,6 +420,17 @@ pub struct SftArgs {
     /// Also train on the valid split (report such runs as train+valid).
     #[arg(long)]
     pub include_valid: bool,
+    /// Softmax of the SID tokens' loss: `full` (the whole vocabulary, as the reference) or
+    /// `level` (each SID token against its level's codes only, the scores `--mode fast`
+    /// decoding ranks by; validation then decodes in fast mode). Title text keeps the full one.
+    #[arg(long, value_enum, default_value_t = SidSoftmax::Full)]
+    pub sid_softmax: SidSoftmax,
+    /// Weight of an auxiliary next-item loss (0: off): at the last SID token of each history
+    /// item, the item-embedding table, used as an output head, is trained to name the item that
+    /// follows. A dense signal for item-to-item associations; decoding never reads it. Needs a
+    /// checkpoint with item embeddings (`init --item-embeddings`).
+    #[arg(long, default_value_t = 0.0)]
+    pub next_item_loss: f64,
     /// Weight each example's loss by the value of the item it names (VAFT): `1 + α·value`
     /// from the dataset's features.json, normalised to mean 1 over supervised tokens.
     #[arg(long)]

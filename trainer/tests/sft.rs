@@ -312,4 +312,39 @@ fn item_embeddings_train_resume_and_evaluate() {
         serde_json::from_str(&std::fs::read_to_string(eval.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["rows"], 12, "{report}");
     assert_eq!(report["metrics"]["invalid"], 0, "{report}");
+
+    // The next-item head trains (its loss falls) and leaves the language-model loss's record
+    // in place; a checkpoint without an item table is refused before any work, naming it.
+    let aux = dir.path().join("aux");
+    let mut args = sft_args(&data, ck, aux.to_str().unwrap());
+    args.extend(["--history-loss", "--next-item-loss", "1.0"]);
+    ok(&args);
+    let item_losses: Vec<f64> = std::fs::read_to_string(aux.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["next_item_loss"].as_f64()
+        })
+        .collect();
+    assert_eq!(item_losses.len(), losses(&aux).len(), "one per logged step");
+    let n = item_losses.len();
+    assert!(
+        item_losses[n - 3..].iter().sum::<f64>() < 0.9 * item_losses[..3].iter().sum::<f64>(),
+        "{item_losses:?}"
+    );
+    let plain = dir.path().join("plain");
+    let plain_ck = dir.path().join("init");
+    let mut args = sft_args(&data, plain_ck.to_str().unwrap(), plain.to_str().unwrap());
+    args.extend(["--next-item-loss", "1.0"]);
+    let o = std::process::Command::new(common::BIN)
+        .args(&args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("--next-item-loss needs a checkpoint with item embeddings")
+            && err.contains(plain_ck.to_str().unwrap()),
+        "{err}"
+    );
 }

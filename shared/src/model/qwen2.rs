@@ -650,6 +650,28 @@ impl Qwen2 {
             .map_err(|_| Error::Invalid("an item lookup is already attached".into()))
     }
 
+    /// For each token of one row of ids, the item-embedding row of the item whose SID ends
+    /// there (0: none); `None` for a model without item embeddings.
+    pub fn item_rows_of(&self, ids: &[u32]) -> Result<Option<Vec<u32>>> {
+        if self.embed_items.is_none() {
+            return Ok(None);
+        }
+        let lookup = self.item_lookup.get().ok_or_else(|| {
+            Error::Invalid("the model has item embeddings but no item lookup is attached".into())
+        })?;
+        Ok(Some(lookup.rows_of(ids)))
+    }
+
+    /// f32 scores `[P, rows]` of every item-embedding row for final hidden states `[P, hidden]`:
+    /// the item table used as an output head, tied to the input as the LM head is to the token
+    /// embeddings. Training reads it to predict the next item by id (`sft --next-item-loss`).
+    pub fn item_scores(&self, hidden: &Tensor) -> Result<Tensor> {
+        let table = self.embed_items.as_ref().ok_or_else(|| {
+            Error::Invalid("the model has no item embeddings (init --item-embeddings)".into())
+        })?;
+        project(hidden, table)
+    }
+
     /// The model's configuration.
     pub fn config(&self) -> &Qwen2Config {
         &self.cfg

@@ -15,10 +15,11 @@ use sidrec::decode::Decoder;
 use sidrec::model::Mode;
 
 use super::tasks::{Task, TaskBuilder};
-use crate::cli::SftArgs;
+use crate::cli::{SftArgs, SidSoftmax};
 use crate::error::{Result, TrainerError};
 use crate::progress;
-use crate::train::batch::{batch_nll, epoch_batches, make_batch, Example};
+use crate::train::batch::{epoch_batches, make_batch, Example};
+use crate::train::objective::{supervised_loss, LevelSets, LossOptions, SupervisedLoss};
 use crate::train::optim::{learning_rate, sorted_vars, AdamW, AdamWConfig, GradAccumulator};
 use crate::train::run::{category, load_trainable, save, RunDirs};
 use crate::train::state::{append_jsonl, TrainState};
@@ -58,6 +59,19 @@ pub fn run(args: &SftArgs) -> Result<()> {
     let (base, varmap) = load_trainable(dirs.start(&args.init), &device)?;
     let model = &base.model;
     model.set_dropout(args.dropout)?;
+    if !(args.next_item_loss.is_finite() && args.next_item_loss >= 0.0) {
+        return Err(TrainerError::Invalid(format!(
+            "--next-item-loss {}: must be a finite number >= 0",
+            args.next_item_loss
+        )));
+    }
+    if args.next_item_loss > 0.0 && !model.has_item_embeddings() {
+        return Err(TrainerError::Invalid(format!(
+            "--next-item-loss needs a checkpoint with item embeddings; {} has none \
+             (create it with init --item-embeddings)",
+            dirs.start(&args.init).display()
+        )));
+    }
     let tokenizer = &base.tokenizer;
     let tasks = parse_tasks(&args.tasks)?;
 
@@ -110,6 +124,14 @@ pub fn run(args: &SftArgs) -> Result<()> {
         Decoder::for_checkpoint(&base, &device)?,
         args.valid_beams,
     )?;
+    // The per-level sets: one for training, one the validator keeps.
+    let (levels, validator) = match args.sid_softmax {
+        SidSoftmax::Full => (None, validator),
+        SidSoftmax::Level => (
+            Some(LevelSets::new(&base.index, tokenizer, &device)?),
+            validator.with_levels(LevelSets::new(&base.index, tokenizer, &device)?),
+        ),
+    };
 
     dirs.create()?;
     let mut vars = sorted_vars(&varmap)?;
@@ -169,6 +191,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
     let mut acc = GradAccumulator::default();
     let mut in_group = 0usize;
     let (mut group_nll, mut group_sup, mut window_tokens) = (0f64, 0usize, 0usize);
+    let (mut group_item_nll, mut group_items) = (0f64, 0usize);
     let mut window_start = Instant::now();
     let started = Instant::now();
     'epochs: for epoch in state.epoch..args.epochs {
@@ -181,14 +204,27 @@ pub fn run(args: &SftArgs) -> Result<()> {
             model.seed_dropout(
                 args.seed ^ ((epoch as u64) << 32 | bi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             );
-            let nll = match &weights {
+            let token_weights = match &weights {
                 Some(w) => {
                     let w: Vec<f32> = idx.iter().map(|&i| w[i]).collect();
-                    super::value::weighted_batch_nll(model, &batch, &w, Mode::Train)?
+                    Some(super::value::token_weights(&batch, &w)?)
                 }
-                None => batch_nll(model, &batch, Mode::Train)?,
+                None => None,
             };
-            let loss = (&nll / (batch.supervised.max(1) * args.grad_accum) as f64)?;
+            let opts = LossOptions {
+                token_weights: token_weights.as_ref(),
+                levels: levels.as_ref(),
+                next_item: args.next_item_loss > 0.0,
+            };
+            let SupervisedLoss { nll, next_item } =
+                supervised_loss(model, &batch, opts, Mode::Train)?;
+            let mut loss = (&nll / (batch.supervised.max(1) * args.grad_accum) as f64)?;
+            if let Some((item_nll, k)) = &next_item {
+                let scale = args.next_item_loss / (k.max(&1) * args.grad_accum) as f64;
+                loss = (loss + (item_nll * scale)?)?;
+                group_item_nll += item_nll.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                group_items += k;
+            }
             acc.add(&vars, &loss.backward()?)?;
             group_nll += nll.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             group_sup += batch.supervised;
@@ -205,17 +241,19 @@ pub fn run(args: &SftArgs) -> Result<()> {
             state.step += 1;
             in_group = 0;
             let loss_value = group_nll / group_sup.max(1) as f64;
-            (group_nll, group_sup) = (0.0, 0);
+            let item_loss = (group_items > 0).then(|| group_item_nll / group_items as f64);
+            (group_nll, group_sup, group_item_nll, group_items) = (0.0, 0, 0.0, 0);
             let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
             pb.set_position(state.step as u64);
             pb.set_message(format!("loss {loss_value:.3} {tps:.0} tok/s"));
             if state.step % args.log_every == 0 {
-                append_jsonl(
-                    metrics_path,
-                    &serde_json::json!({"step": state.step, "epoch": epoch, "loss": loss_value,
-                        "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps,
-                        "elapsed_s": started.elapsed().as_secs_f64()}),
-                )?;
+                let mut record = serde_json::json!({"step": state.step, "epoch": epoch,
+                    "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps,
+                    "elapsed_s": started.elapsed().as_secs_f64()});
+                if let Some(l) = item_loss {
+                    record["next_item_loss"] = l.into();
+                }
+                append_jsonl(metrics_path, &record)?;
                 window_tokens = 0;
                 window_start = Instant::now();
             }

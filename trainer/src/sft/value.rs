@@ -20,6 +20,7 @@ use sidrec::model::{Mode, Qwen2};
 use crate::data::features::Features;
 use crate::error::{Result, TrainerError};
 use crate::train::batch::{Batch, Example};
+use crate::train::objective::{supervised_loss, LossOptions};
 
 /// Supervised tokens of an example (as `make_batch` counts them).
 fn supervised_len(e: &Example) -> usize {
@@ -47,6 +48,21 @@ pub fn example_weights(examples: &[Example], features: &Features, alpha: f64) ->
     Ok(raw.into_iter().map(|r| (r / mean) as f32).collect())
 }
 
+/// Per supervised token of `batch`, the weight of its example (`weights` indexed by the
+/// batch's examples), for [`crate::train::objective::LossOptions`].
+pub fn token_weights(batch: &Batch, weights: &[f32]) -> Result<Tensor> {
+    let per_token: Vec<f32> = batch
+        .example_of
+        .iter()
+        .map(|&e| weights.get(e as usize).copied().unwrap_or(1.0))
+        .collect();
+    Ok(Tensor::from_vec(
+        per_token,
+        batch.example_of.len(),
+        batch.targets.device(),
+    )?)
+}
+
 /// Weighted sum of the negative log-likelihoods of the supervised tokens of `batch`:
 /// `Σ_t weights[example_of[t]]·nll_t`, `weights` indexed by the batch's examples.
 pub fn weighted_batch_nll(
@@ -55,23 +71,20 @@ pub fn weighted_batch_nll(
     weights: &[f32],
     mode: Mode,
 ) -> Result<Tensor> {
-    let per_token: Vec<f32> = batch
-        .example_of
-        .iter()
-        .map(|&e| weights.get(e as usize).copied().unwrap_or(1.0))
-        .collect();
-    let w = Tensor::from_vec(per_token, batch.example_of.len(), batch.targets.device())?;
-    let picked = model.forward_hidden_at(&batch.ids, Some(&batch.mask), &batch.positions, mode)?;
-    let logits = model.logits(&picked)?;
-    let nll = sidrec::model::kernels::cross_entropy(&logits, &batch.targets)?;
-    Ok((nll * w)?.sum_all()?)
+    let w = token_weights(batch, weights)?;
+    let opts = LossOptions {
+        token_weights: Some(&w),
+        ..LossOptions::default()
+    };
+    Ok(supervised_loss(model, batch, opts, mode)?.nll)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::features::Features;
-    use crate::train::batch::{batch_nll, make_batch};
+    use crate::train::batch::make_batch;
+    use crate::train::objective::batch_nll;
     use candle_core::{DType, Device, Var};
     use candle_nn::{VarBuilder, VarMap};
     use sidrec::data::{InteractionRow, ItemMeta, Items};

@@ -1,11 +1,9 @@
-//! Supervised examples, their length-bucketed deterministic batching into padded tensors, and
-//! the loss of a batch.
+//! Supervised examples and their length-bucketed deterministic batching into padded tensors.
 
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sidrec::model::{Mode, Qwen2};
 use sidrec::prompt::{Prompt, PromptEncoder};
 use sidrec::ItemId;
 
@@ -107,13 +105,6 @@ pub fn make_batch(examples: &[&Example], pad_id: u32, device: &Device) -> Result
         tokens,
         supervised: n,
     })
-}
-
-/// Sum of negative log-likelihoods of the supervised tokens of `batch`.
-pub fn batch_nll(model: &Qwen2, batch: &Batch, mode: Mode) -> Result<Tensor> {
-    let picked = model.forward_hidden_at(&batch.ids, Some(&batch.mask), &batch.positions, mode)?;
-    let logits = model.logits(&picked)?;
-    Ok(sidrec::model::kernels::cross_entropy(&logits, &batch.targets)?.sum_all()?)
 }
 
 /// The batches of one epoch as example indices: shuffled with `seed + epoch`, then sorted by

@@ -9,7 +9,8 @@ use sidrec::metrics::MetricsAccumulator;
 use sidrec::model::{Mode, Qwen2};
 use sidrec::prompt::{self, PromptEncoder};
 
-use super::batch::{batch_nll, make_batch, Example};
+use super::batch::{make_batch, Example};
+use super::objective::{supervised_loss, LevelSets, LossOptions};
 use crate::error::Result;
 
 /// Validation: beam-search HR@10 / NDCG@10 and the mean loss on a sample of the valid split.
@@ -52,6 +53,10 @@ pub struct Validator {
     pub num_beams: usize,
     /// Prompts per decoding batch.
     pub batch_size: usize,
+    /// Beam scores: fast for a model trained with the per-level softmax, else exact.
+    pub mode: ScoreMode,
+    /// The per-level softmax the loss is reported with, when training uses it.
+    pub levels: Option<LevelSets>,
 }
 
 impl Validator {
@@ -84,7 +89,17 @@ impl Validator {
             decoder,
             num_beams,
             batch_size: 16,
+            mode: ScoreMode::Exact,
+            levels: None,
         })
+    }
+
+    /// Validate as a model trained with the per-level softmax is used: fast-mode beam scores,
+    /// and the loss over the same per-level sets.
+    pub fn with_levels(mut self, levels: LevelSets) -> Self {
+        self.mode = ScoreMode::Fast;
+        self.levels = Some(levels);
+        self
     }
 
     /// HR@10 / NDCG@10 and the mean loss of `model` on the sample.
@@ -92,7 +107,7 @@ impl Validator {
         let cfg = SearchConfig {
             num_beams: self.num_beams,
             top_k: self.num_beams.min(10),
-            mode: ScoreMode::Exact,
+            mode: self.mode,
         };
         let mut acc = MetricsAccumulator::new(vec![10]);
         for (chunk, targets) in self
@@ -122,7 +137,12 @@ impl Validator {
         for chunk in self.examples.chunks(self.batch_size.max(1) * 4) {
             let refs: Vec<&Example> = chunk.iter().collect();
             let batch = make_batch(&refs, pad, device)?;
-            nll += batch_nll(model, &batch, Mode::Infer)?
+            let opts = LossOptions {
+                levels: self.levels.as_ref(),
+                ..LossOptions::default()
+            };
+            nll += supervised_loss(model, &batch, opts, Mode::Infer)?
+                .nll
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
             n += batch.supervised;
