@@ -126,6 +126,7 @@ async fn publish(
                 collision_policy: &ck2.meta.collision_policy,
                 data_fingerprint: ck2.meta.data_fingerprint.clone(),
                 metrics: ck2.meta.metrics.clone(),
+                score_mode: None,
                 extra_files: Vec::new(),
             },
         )

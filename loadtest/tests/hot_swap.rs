@@ -70,6 +70,7 @@ fn write_checkpoint(dir: &Path) -> String {
             collision_policy: "as-indexed",
             data_fingerprint: None,
             metrics: serde_json::json!({}),
+            score_mode: None,
             extra_files: Vec::new(),
         },
     )

@@ -35,9 +35,11 @@ pub struct Config {
     #[arg(long, env = "SIDREC_DEVICE", default_value = "cpu")]
     pub device: String,
 
-    /// Beam scoring: `exact` (full-vocabulary log-softmax, the reference's scores) or `fast`.
-    #[arg(long, env = "SIDREC_SCORE_MODE", default_value = "exact")]
-    pub score_mode: sidrec::decode::ScoreMode,
+    /// Beam scoring: `exact` (full-vocabulary log-softmax, the reference's scores) or `fast`
+    /// (per-level log-softmax). Default: each checkpoint's own (`fast` for a model trained with
+    /// `sft --sid-softmax level`), else exact.
+    #[arg(long, env = "SIDREC_SCORE_MODE")]
+    pub score_mode: Option<sidrec::decode::ScoreMode>,
 
     /// Most prompts decoded together by the dynamic batcher.
     #[arg(long, env = "SIDREC_MAX_BATCH_SIZE", default_value_t = 8)]

@@ -82,8 +82,8 @@ pub struct ModelOptions {
     pub dir: PathBuf,
     /// Compute device.
     pub device: Device,
-    /// Beam scoring.
-    pub mode: ScoreMode,
+    /// Beam scoring; `None`: each checkpoint's own (exact unless it was trained for fast).
+    pub mode: Option<ScoreMode>,
     /// Batching limits.
     pub batcher: BatcherConfig,
     /// Beam limits of a request and of a call.

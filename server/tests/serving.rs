@@ -780,3 +780,34 @@ async fn a_relative_model_dir_is_served() {
     let ready = ready.expect("the server never became ready with a relative --model-dir");
     assert_eq!(ready["model"], v1.as_str());
 }
+
+/// Unless `--score-mode` says otherwise, a checkpoint is scored in the mode it was trained for
+/// (`score_mode` in its `sidrec.json`; absent means exact).
+#[tokio::test]
+async fn a_checkpoint_is_scored_as_it_was_trained_unless_told() {
+    let root = tempfile::tempdir().unwrap();
+    let ck = root.path().join("ck");
+    write_checkpoint(&ck, "v1");
+    let meta_path = ck.join("sidrec.json");
+    let mut meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["score_mode"] = json!("fast");
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    for (asked, served) in [
+        (None, "fast"),
+        (Some(sidrec::decode::ScoreMode::Exact), "exact"),
+    ] {
+        let mut options = model_options(&ck);
+        if let Some(m) = options.model.as_mut() {
+            m.mode = asked;
+        }
+        let s = model_server(options, HttpLimits::default()).await;
+        assert_eq!(
+            model_json(&s).await["score_mode"],
+            served,
+            "asked {asked:?}"
+        );
+        let (st, body) = post_checked(&s, "/v1/recommend", &json!({"history": [1, 2]})).await;
+        assert_eq!(st, 200, "{body}");
+    }
+}

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{index, items, Items};
+use crate::decode::ScoreMode;
 use crate::error::{Error, Result};
 use crate::model::{checkpoint as hf, ItemLookup, Qwen2};
 use crate::prompt::{PromptEncoder, PromptStyle};
@@ -57,6 +58,10 @@ pub struct CheckpointMeta {
     /// Free-form metrics (validation scores, step counts, ...).
     #[serde(default)]
     pub metrics: serde_json::Value,
+    /// Beam scores the model was trained for, used where none is asked for: `fast` after
+    /// `sft --sid-softmax level`; absent means `exact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_mode: Option<ScoreMode>,
     /// sha256 of every other file of the checkpoint.
     pub files: BTreeMap<String, String>,
 }
@@ -211,6 +216,8 @@ pub struct NewCheckpoint<'a> {
     pub metrics: serde_json::Value,
     /// Further files to store (name, bytes), e.g. a trainer's resume state; hashed like the rest.
     pub extra_files: Vec<(String, Vec<u8>)>,
+    /// Beam scores the model was trained for (`None`: exact).
+    pub score_mode: Option<ScoreMode>,
 }
 
 /// Write a checkpoint to `dir` atomically: build it in a temp directory beside `dir`, then
@@ -276,6 +283,7 @@ pub fn write(dir: impl AsRef<Path>, ck: &NewCheckpoint<'_>) -> Result<Checkpoint
             created_unix,
             data_fingerprint: ck.data_fingerprint.clone(),
             metrics: ck.metrics.clone(),
+            score_mode: ck.score_mode,
             files,
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;

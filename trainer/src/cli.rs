@@ -350,9 +350,10 @@ pub struct EvalArgs {
     /// Prompts decoded together.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Beam scores: `exact` (the reference's full-vocabulary log-probs) or `fast`.
-    #[arg(long, default_value = "exact")]
-    pub mode: sidrec::decode::ScoreMode,
+    /// Beam scores: `exact` (the reference's full-vocabulary log-probs) or `fast` (per-level
+    /// log-probs). Default: the checkpoint's (`fast` after `sft --sid-softmax level`), else exact.
+    #[arg(long)]
+    pub mode: Option<sidrec::decode::ScoreMode>,
     /// Prompt templates (default: the checkpoint's).
     #[arg(long)]
     pub prompt_style: Option<sidrec::prompt::PromptStyle>,

@@ -182,10 +182,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
 
     let decoder = Decoder::for_checkpoint(&ck, &device)?;
+    let mode = args.mode.or(ck.meta.score_mode).unwrap_or_default();
     let cfg = SearchConfig {
         num_beams: args.num_beams,
         top_k: args.num_beams,
-        mode: args.mode,
+        mode,
     };
     // Batches of similar length waste less compute on padding; results go back in row order.
     let mut order: Vec<usize> = (0..prompts.len()).collect();
@@ -223,7 +224,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         split: args.split.to_string(),
         rows: prompts.len(),
         num_beams: args.num_beams,
-        mode: args.mode.to_string(),
+        mode: mode.to_string(),
         prompt_style: style.to_string(),
         metrics,
         decode_seconds,

@@ -164,6 +164,7 @@ fn write_init(
             collision_policy: "as-indexed",
             data_fingerprint: Some(checkpoint::fingerprint(&files)?),
             metrics: serde_json::json!({}),
+            score_mode: None,
             extra_files: Vec::new(),
         },
     )?;

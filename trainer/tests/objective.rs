@@ -93,3 +93,86 @@ fn the_level_loss_of_a_response_is_minus_its_fast_beam_score() {
     }
     assert!(checked[0] > 0 && checked[1] > 0, "{checked:?}");
 }
+
+/// A model trained with the per-level softmax records it, and `eval` then scores beams in fast
+/// mode unless told otherwise.
+#[test]
+fn a_level_trained_checkpoint_is_evaluated_in_fast_mode_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (data, init, run) = (p("data"), p("init"), p("run"));
+    ok(&[
+        "data", "synth", "--items", "60", "--users", "60", "--seed", "4", "--out", &data,
+    ]);
+    ok(&[
+        "init",
+        "--data",
+        &data,
+        "--out",
+        &init,
+        "--vocab-size",
+        "300",
+    ]);
+    ok(&[
+        "sft",
+        "--init",
+        &init,
+        "--data",
+        &data,
+        "--out",
+        &run,
+        "--tasks",
+        "seqrec",
+        "--history-loss",
+        "--sid-softmax",
+        "level",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--valid-rows",
+        "4",
+        "--valid-beams",
+        "5",
+    ]);
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(&run).join("last/sidrec.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["score_mode"], "fast", "{meta}");
+    let init_meta = std::fs::read_to_string(std::path::Path::new(&init).join("sidrec.json"));
+    assert!(
+        !init_meta.unwrap().contains("score_mode"),
+        "absent means exact"
+    );
+    let eval = |extra: &[&str], out: &str| -> serde_json::Value {
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            "",
+            "--data",
+            &data,
+            "--split",
+            "test",
+            "--num-beams",
+            "5",
+            "--limit",
+            "4",
+            "--out",
+            out,
+        ];
+        let ck = format!("{run}/last");
+        args[2] = &ck;
+        args.extend(extra);
+        ok(&args);
+        serde_json::from_str(
+            &std::fs::read_to_string(std::path::Path::new(out).join("report.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(eval(&[], &p("eval-default"))["mode"], "fast");
+    assert_eq!(
+        eval(&["--mode", "exact"], &p("eval-exact"))["mode"],
+        "exact"
+    );
+}

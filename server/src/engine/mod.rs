@@ -79,9 +79,16 @@ pub fn device_name(device: &Device) -> String {
 
 impl Engine {
     /// Load (and hash-verify) the checkpoint in `dir` onto `device` and compile its decoder;
-    /// `name` is how clients see it. Blocking: run it off the async workers.
-    pub fn load(dir: &Path, name: &str, device: &Device, mode: ScoreMode) -> sidrec::Result<Self> {
+    /// `name` is how clients see it; beams are scored in `mode`, or by default in the mode the
+    /// checkpoint was trained for. Blocking: run it off the async workers.
+    pub fn load(
+        dir: &Path,
+        name: &str,
+        device: &Device,
+        mode: Option<ScoreMode>,
+    ) -> sidrec::Result<Self> {
         let ck = Checkpoint::load(dir, device, None)?;
+        let mode = mode.or(ck.meta.score_mode).unwrap_or_default();
         let catalogue = Catalogue::new(&ck.index, &ck.items)?;
         let decoder = Decoder::for_checkpoint(&ck, device)?;
         Ok(Self {

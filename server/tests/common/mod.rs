@@ -278,6 +278,7 @@ pub fn write_checkpoint(dir: &Path, stage: &str) -> String {
             collision_policy: "as-indexed",
             data_fingerprint: None,
             metrics: json!({"hr@10": 0.25, "valid": {"ndcg@10": 0.125}}),
+            score_mode: None,
             extra_files: Vec::new(),
         },
     )
@@ -291,7 +292,7 @@ pub fn model_options(model_dir: &Path) -> sidrec_server::ServerOptions {
         model: Some(sidrec_server::ModelOptions {
             dir: model_dir.to_path_buf(),
             device: candle_core::Device::Cpu,
-            mode: sidrec::decode::ScoreMode::Exact,
+            mode: Some(sidrec::decode::ScoreMode::Exact),
             batcher: sidrec_server::engine::batcher::BatcherConfig::default(),
             beams: sidrec_server::engine::BeamLimits::default(),
             reload_allow: Vec::new(),

@@ -56,7 +56,13 @@ pub fn run(args: &SftArgs) -> Result<()> {
     }
     let device = sidrec::device::parse_device(&args.device)?;
     let dirs = RunDirs::new(&args.out, args.resume);
-    let (base, varmap) = load_trainable(dirs.start(&args.init), &device)?;
+    let (mut base, varmap) = load_trainable(dirs.start(&args.init), &device)?;
+    // Saved checkpoints name the beam scores their loss trained, for eval and the server.
+    base.meta.score_mode = match args.sid_softmax {
+        SidSoftmax::Full => None,
+        SidSoftmax::Level => Some(sidrec::decode::ScoreMode::Fast),
+    };
+    let base = base;
     let model = &base.model;
     model.set_dropout(args.dropout)?;
     if !(args.next_item_loss.is_finite() && args.next_item_loss >= 0.0) {

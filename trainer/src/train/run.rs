@@ -100,6 +100,7 @@ pub fn save(
             data_fingerprint: ck.meta.data_fingerprint.clone(),
             metrics,
             extra_files,
+            score_mode: ck.meta.score_mode,
         },
     )?;
     Ok(())
