@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 RUN=${SIDREC_RUN_DIR:-runs/quickstart}
 PORT=${SIDREC_PORT:-8080}
-STEPS=${SIDREC_SFT_STEPS:-5000}
+STEPS=${SIDREC_SFT_STEPS:-4000}
 # A tiny model runs faster on one thread than on a pool that spins on barriers.
 export SIDREC_THREADS=${SIDREC_THREADS:-1}
 

@@ -146,7 +146,7 @@ fn the_server_encodes_a_history_exactly_as_eval_does() {
         Path::new(&ck),
         "ck",
         &Device::Cpu,
-        sidrec::decode::ScoreMode::Exact,
+        Some(sidrec::decode::ScoreMode::Exact),
     )
     .unwrap();
     let max_history = sidrec_server::ServerOptions::default().max_history;

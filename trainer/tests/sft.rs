@@ -317,6 +317,9 @@ fn item_embeddings_train_resume_and_evaluate() {
     // in place; a checkpoint without an item table is refused before any work, naming it.
     let aux = dir.path().join("aux");
     let mut args = sft_args(&data, ck, aux.to_str().unwrap());
+    // SID histories only, so that every batch has items followed by another.
+    let tasks = args.iter().position(|a| *a == "--tasks").unwrap() + 1;
+    args[tasks] = "seqrec";
     args.extend(["--history-loss", "--next-item-loss", "1.0"]);
     ok(&args);
     let item_losses: Vec<f64> = std::fs::read_to_string(aux.join("metrics.jsonl"))
