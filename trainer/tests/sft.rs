@@ -330,9 +330,11 @@ fn item_embeddings_train_resume_and_evaluate() {
         })
         .collect();
     assert_eq!(item_losses.len(), losses(&aux).len(), "one per logged step");
+    // From ln(121) ≈ 4.8 (uniform over the items); 16 steps move it by about 0.2.
     let n = item_losses.len();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(
-        item_losses[n - 3..].iter().sum::<f64>() < 0.9 * item_losses[..3].iter().sum::<f64>(),
+        mean(&item_losses[n - 4..]) < mean(&item_losses[..4]) - 0.1,
         "{item_losses:?}"
     );
     let plain = dir.path().join("plain");
