@@ -130,13 +130,12 @@ pub fn run(args: &SftArgs) -> Result<()> {
         Decoder::for_checkpoint(&base, &device)?,
         args.valid_beams,
     )?;
-    // The per-level sets: one for training, one the validator keeps.
     let (levels, validator) = match args.sid_softmax {
         SidSoftmax::Full => (None, validator),
-        SidSoftmax::Level => (
-            Some(LevelSets::new(&base.index, tokenizer, &device)?),
-            validator.with_levels(LevelSets::new(&base.index, tokenizer, &device)?),
-        ),
+        SidSoftmax::Level => {
+            let sets = LevelSets::new(&base.index, tokenizer, &device)?;
+            (Some(sets.clone()), validator.with_levels(sets))
+        }
     };
 
     dirs.create()?;

@@ -134,6 +134,7 @@ fn next_item_pairs(model: &Qwen2, batch: &Batch) -> Result<Option<(Tensor, Tenso
 ///
 /// Why: the model then spends nothing on pushing down thousands of tokens that constrained
 /// decoding can never pick, and training optimises exactly the scores fast decoding ranks by.
+#[derive(Clone)]
 pub struct LevelSets {
     vocab: SidVocab,
     newline: u32,
