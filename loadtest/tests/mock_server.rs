@@ -98,7 +98,13 @@ async fn a_stall_shows_in_the_latency_from_the_intended_send_time() {
         intended.p99_ms >= 0.9 * stall.as_millis() as f64,
         "{intended:?}"
     );
-    assert!(intended.max_ms >= stall.as_millis() as f64, "{intended:?}");
+    // The stall is timed from the mock server's start, a few milliseconds before the
+    // generator's: the first request due in it is on the 10 ms arrival grid and waits the stall
+    // less that offset, so up to one arrival interval less than the stall.
+    assert!(
+        intended.max_ms >= stall.as_millis() as f64 - 10.0,
+        "{intended:?}"
+    );
     assert!(
         intended.p90_ms >= 0.3 * stall.as_millis() as f64,
         "{intended:?}"
