@@ -10,6 +10,11 @@ fn main() -> ExitCode {
     if let Some(n) = cli.threads.filter(|&n| n > 0) {
         // candle and gemm size their pools from RAYON_NUM_THREADS; set it before any tensor op.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        // MKL's OpenMP pool ignores rayon's setting and would otherwise take every core.
+        #[cfg(feature = "mkl")]
+        for var in ["MKL_NUM_THREADS", "OMP_NUM_THREADS"] {
+            std::env::set_var(var, n.to_string());
+        }
     }
     match sidrec::device::run_in_pool(|| sidrec_trainer::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
