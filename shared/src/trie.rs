@@ -372,6 +372,27 @@ impl SidTrie {
         &self.levels[depth].level_tokens
     }
 
+    /// The tokens a beam step at `depth` chooses among in fast mode, which normalises over
+    /// them: the level's tokens ([`level_tokens`](Self::level_tokens), slot order), then
+    /// `newline` when some SID ends at `depth`. At the deepest depth only `newline`; past it,
+    /// nothing.
+    pub fn step_tokens(&self, depth: usize, newline: u32) -> Vec<u32> {
+        let mut tokens = if depth < self.num_levels() {
+            self.level_tokens(depth).to_vec()
+        } else {
+            Vec::new()
+        };
+        let nodes = if depth <= self.num_levels() {
+            self.num_nodes(depth)
+        } else {
+            0
+        };
+        if (0..nodes as u32).any(|u| self.is_terminal(depth, u)) {
+            tokens.push(newline);
+        }
+        tokens
+    }
+
     /// SID codes of [`level_tokens`](Self::level_tokens)`(depth)`, slot by slot.
     pub fn level_codes(&self, depth: usize) -> &[u32] {
         &self.levels[depth].level_codes

@@ -74,16 +74,9 @@ impl DecodeTables {
             let n_trie = trie_states(s);
             let n_next = trie_states(s + 1);
             let (nl_next, done_next) = (n_next as u32, n_next as u32 + 1);
-            let mut level_tokens: Vec<u32> = if s < levels {
-                trie.level_tokens(s).to_vec()
-            } else {
-                Vec::new()
-            };
-            let any_terminal = (0..n_trie as u32).any(|u| trie.is_terminal(s, u));
-            let newline_slot = level_tokens.len() as u32;
-            if any_terminal {
-                level_tokens.push(newline_id);
-            }
+            let mut level_tokens = trie.step_tokens(s, newline_id);
+            // Only the edges of terminal nodes use it, and then `\n` is the step's last token.
+            let newline_slot = level_tokens.len().saturating_sub(1) as u32;
             let mut offsets = Vec::with_capacity(n_trie + 3);
             let (mut tokens, mut next, mut slots, mut scored) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
