@@ -15,12 +15,10 @@
 //! item, or whose item `features.json` does not list, counts as `v = 0`.
 
 use candle_core::Tensor;
-use sidrec::model::{Mode, Qwen2};
 
 use crate::data::features::Features;
 use crate::error::{Result, TrainerError};
 use crate::train::batch::{Batch, Example};
-use crate::train::objective::{supervised_loss, LossOptions};
 
 /// Supervised tokens of an example (as `make_batch` counts them).
 fn supervised_len(e: &Example) -> usize {
@@ -63,32 +61,33 @@ pub fn token_weights(batch: &Batch, weights: &[f32]) -> Result<Tensor> {
     )?)
 }
 
-/// Weighted sum of the negative log-likelihoods of the supervised tokens of `batch`:
-/// `Σ_t weights[example_of[t]]·nll_t`, `weights` indexed by the batch's examples.
-pub fn weighted_batch_nll(
-    model: &Qwen2,
-    batch: &Batch,
-    weights: &[f32],
-    mode: Mode,
-) -> Result<Tensor> {
-    let w = token_weights(batch, weights)?;
-    let opts = LossOptions {
-        token_weights: Some(&w),
-        ..LossOptions::default()
-    };
-    Ok(supervised_loss(model, batch, opts, mode)?.nll)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::features::Features;
-    use crate::train::batch::make_batch;
-    use crate::train::objective::batch_nll;
     use candle_core::{DType, Device, Var};
     use candle_nn::{VarBuilder, VarMap};
     use sidrec::data::{InteractionRow, ItemMeta, Items};
-    use sidrec::model::Qwen2Config;
+    use sidrec::model::{Mode, Qwen2, Qwen2Config};
+
+    use crate::data::features::Features;
+    use crate::train::batch::make_batch;
+    use crate::train::objective::{batch_nll, supervised_loss, LossOptions};
+
+    /// Weighted sum of the negative log-likelihoods of the supervised tokens of `batch`:
+    /// `Σ_t weights[example_of[t]]·nll_t`, `weights` indexed by the batch's examples.
+    fn weighted_batch_nll(
+        model: &Qwen2,
+        batch: &Batch,
+        weights: &[f32],
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let w = token_weights(batch, weights)?;
+        let opts = LossOptions {
+            token_weights: Some(&w),
+            ..LossOptions::default()
+        };
+        Ok(supervised_loss(model, batch, opts, mode)?.nll)
+    }
 
     fn example(ids: Vec<u32>, prompt_len: usize, target: u32) -> Example {
         Example {

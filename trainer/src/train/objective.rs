@@ -178,10 +178,7 @@ impl LevelSets {
     ) -> Result<Self> {
         let mut depths = Vec::with_capacity(trie.num_levels());
         for d in 0..trie.num_levels() {
-            let mut tokens = trie.level_tokens(d).to_vec();
-            if (0..trie.num_nodes(d) as u32).any(|u| trie.is_terminal(d, u)) {
-                tokens.push(newline);
-            }
+            let tokens = trie.step_tokens(d, newline);
             let slots = tokens
                 .iter()
                 .enumerate()
@@ -201,12 +198,14 @@ impl LevelSets {
     /// How the token `row[t + 1]`, predicted at `t`, is scored.
     fn classify(&self, row: &[u32], t: usize) -> Scored {
         let target = row[t + 1];
-        // SID tokens written just before the target, back to the start of the SID.
-        let run = row[..=t]
-            .iter()
-            .rev()
-            .take_while(|&&id| self.vocab.token(id).is_some())
-            .count();
+        // How many SID tokens end just before `end`: the depth of a SID being written there.
+        let sid_run = |end: usize| {
+            row[..end]
+                .iter()
+                .rev()
+                .take_while(|&&id| self.vocab.token(id).is_some())
+                .count()
+        };
         let at_depth = |depth: usize| match self.depths.get(depth) {
             Some((_, slots)) => slots
                 .get(&target)
@@ -216,18 +215,14 @@ impl LevelSets {
         if let Some(tok) = self.vocab.token(target) {
             return at_depth(tok.level as usize);
         }
-        if target == self.newline && run > 0 {
-            return at_depth(run);
-        }
-        if target == self.eos && t > 0 && row[t] == self.newline {
-            let before = row[..t]
-                .iter()
-                .rev()
-                .take_while(|&&id| self.vocab.token(id).is_some())
-                .count();
-            if before > 0 {
-                return Scored::Forced;
+        if target == self.newline {
+            let run = sid_run(t + 1);
+            if run > 0 {
+                return at_depth(run);
             }
+        }
+        if target == self.eos && t > 0 && row[t] == self.newline && sid_run(t) > 0 {
+            return Scored::Forced;
         }
         Scored::Full
     }
