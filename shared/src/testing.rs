@@ -1,4 +1,5 @@
-//! Locating the reference dataset and the text encoder for tests and benchmarks.
+//! Locating the reference dataset and the text encoder for tests and benchmarks, and the
+//! tensor comparisons the tests of every crate share.
 //!
 //! The Industrial_and_Scientific split lives outside the repository, in the read-only
 //! `../shared/data/industrial` folder beside the checkout. Tests that need it call
@@ -10,6 +11,8 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+
+use candle_core::Tensor;
 
 /// Environment variable that overrides the location of the `shared` folder.
 pub const SHARED_DIR_ENV: &str = "SIDREC_SHARED_DIR";
@@ -127,4 +130,20 @@ pub fn encoder_dir() -> Option<PathBuf> {
         dir.display()
     ));
     None
+}
+
+/// Largest absolute element of `t` (as f32). Panics on a tensor error: for tests.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .and_then(|a| a.flatten_all())
+        .and_then(|a| a.max(0))
+        .and_then(|a| a.to_dtype(candle_core::DType::F32))
+        .and_then(|a| a.to_scalar::<f32>())
+        .expect("max |t| of a tensor")
+}
+
+/// Largest `|a - b|` over two tensors of the same shape. Panics otherwise: for tests.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    max_abs(&(a - b).expect("a - b"))
 }

@@ -10,6 +10,7 @@ use common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sidrec::model::{left_padded_mask, BeamCache, Mode, Qwen2Config};
+use sidrec::testing::{max_abs, max_abs_diff as max_diff};
 
 const TOL: f32 = 1e-4;
 
@@ -499,15 +500,7 @@ fn fused_kernels_equal_the_composite_path_values_and_gradients() {
                 gf.get(var.as_tensor()).unwrap(),
                 gc.get(var.as_tensor()).unwrap(),
             );
-            let scale = b
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = max_abs(b);
             let d = max_diff(a, b);
             assert!(
                 d <= 1e-3 * scale.max(1e-3),
@@ -585,15 +578,7 @@ fn hidden_states_at_positions_skip_padding_and_match_the_composite_path() {
             gf.get(var.as_tensor()).unwrap(),
             gc.get(var.as_tensor()).unwrap(),
         );
-        let scale = b
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(b);
         let d = max_diff(a, b);
         assert!(
             d <= 1e-3 * scale.max(1e-3),

@@ -78,21 +78,6 @@ pub fn row(ids: &[u32]) -> Tensor {
     Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap()
 }
 
-/// Max |a - b| over two tensors of the same shape.
-pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 /// Full-vocabulary logits of the last position of `ids` run alone through the training path.
 pub fn alone_last_logits(model: &Qwen2, ids: &[u32]) -> Tensor {
     let logits = model.forward_train(&row(ids), None).unwrap();

@@ -354,18 +354,7 @@ mod tests {
             }
             assert!((norms[0] - norms[1]).abs() < 1e-4 * norms[1], "{norms:?}");
         }
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = sidrec::testing::max_abs_diff;
         assert!(diff(wa.as_tensor(), wb.as_tensor()) < 1e-5);
         assert!(diff(&fused.m[0], &plain.m[0]) < 1e-5);
         assert!(diff(&fused.v[0], &plain.v[0]) < 1e-5);

@@ -9,6 +9,7 @@ use super::linear::linear;
 use super::norm::rms_norm;
 use super::rope::rope;
 use super::swiglu::swiglu;
+use crate::testing::{max_abs, max_abs_diff as max_diff};
 
 const TOL: f32 = 2e-4;
 
@@ -27,23 +28,6 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
         })
         .collect();
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-}
-
-/// Largest absolute element of `t`.
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    max_abs(&(a - b).unwrap())
 }
 
 /// Values and gradients (under a random upstream gradient `w`) of `fused` and `reference`
