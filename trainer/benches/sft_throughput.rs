@@ -160,6 +160,7 @@ fn bench() {
         category: "industrial and scientific items".into(),
         cutoff: 512,
         history_loss: o.history_loss,
+        drop_covered_rows: false,
     };
     let examples: Vec<Example> = builder.build(&rows, &[Task::SeqRec]).unwrap();
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());

@@ -414,6 +414,13 @@ pub struct SftArgs {
     /// supervised tokens per forward pass. A deliberate extension of the reference.
     #[arg(long)]
     pub history_loss: bool,
+    /// With `--history-loss`: leave out the SID-history rows whose history and target begin a
+    /// longer row of the same user (the early windows of a sliding-window split). The longer
+    /// row's history loss already predicts each of their items from the same earlier items, so
+    /// an epoch covers every transition in about half the tokens. Assumes `--cutoff` keeps
+    /// whole rows.
+    #[arg(long)]
+    pub drop_covered_rows: bool,
     /// Train only the SID tokens' rows of the embeddings (and of an untied output head); every
     /// other parameter stays bit-identical. For adapting a pretrained base model cheaply.
     #[arg(long)]

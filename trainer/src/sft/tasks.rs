@@ -92,6 +92,31 @@ pub struct TaskBuilder<'a> {
     pub cutoff: usize,
     /// Also supervise the SIDs inside SID histories (a deliberate extension; see `--history-loss`).
     pub history_loss: bool,
+    /// Leave out SID-history rows that [`covered_rows`] marks (see `--drop-covered-rows`).
+    pub drop_covered_rows: bool,
+}
+
+/// Which rows are the start of a longer row of the same user: their history and target,
+/// in order, begin that row's history. Sliding-window splits (MiniOneRec's) hold one such row
+/// per early position of each user. With the history loss, the longer row already predicts
+/// each of those items from exactly the items before it, so the shorter row repeats that work.
+pub fn covered_rows(rows: &[InteractionRow]) -> Vec<bool> {
+    let mut by_user: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        by_user.entry(r.user_id.as_str()).or_default().push(i);
+    }
+    let mut covered = vec![false; rows.len()];
+    for members in by_user.values() {
+        for &i in members {
+            let short = &rows[i];
+            let n = short.history_item_id.len();
+            covered[i] = members.iter().any(|&j| {
+                let long = &rows[j].history_item_id;
+                long.len() > n && long[..n] == short.history_item_id[..] && long[n] == short.item_id
+            });
+        }
+    }
+    covered
 }
 
 impl TaskBuilder<'_> {
@@ -135,7 +160,12 @@ impl TaskBuilder<'_> {
         for &task in Task::ALL.iter().filter(|t| tasks.contains(t)) {
             match task {
                 Task::SeqRec => {
-                    for r in rows {
+                    let covered = if self.drop_covered_rows {
+                        covered_rows(rows)
+                    } else {
+                        vec![false; rows.len()]
+                    };
+                    for (r, _) in rows.iter().zip(covered).filter(|(_, c)| !c) {
                         let hist = self.history_sids(r)?;
                         let p =
                             prompt::sft_seqrec(self.prompts.style(), &hist, &self.sid(r.item_id)?);
@@ -270,6 +300,7 @@ mod tests {
             category: "items".into(),
             cutoff: 512,
             history_loss: false,
+            drop_covered_rows: false,
         };
         let ex = b.build(std::slice::from_ref(&row), &Task::ALL).unwrap();
         // seqrec, 2 sid→title + 2 title→sid (one SID and one title are shared), seq2title,
@@ -325,6 +356,7 @@ mod tests {
             category: "items".into(),
             cutoff: 512,
             history_loss: true,
+            drop_covered_rows: false,
         };
         let ex = b
             .build(std::slice::from_ref(&row), &[Task::SeqRec])
@@ -337,11 +369,76 @@ mod tests {
         // Without the flag only the response is supervised.
         let plain = TaskBuilder {
             history_loss: false,
+            drop_covered_rows: false,
             ..b
         };
         let ex = plain
             .build(std::slice::from_ref(&row), &[Task::SeqRec])
             .unwrap();
         assert!(ex[0].prompt_targets.is_empty());
+    }
+
+    fn window(user: &str, history: &[ItemId], target: ItemId) -> InteractionRow {
+        InteractionRow {
+            user_id: user.into(),
+            history_item_title: vec![],
+            item_title: String::new(),
+            history_item_id: history.to_vec(),
+            item_id: target,
+            history_item_sid: vec![],
+            item_sid: String::new(),
+        }
+    }
+
+    #[test]
+    fn covered_rows_are_the_starts_of_longer_rows_of_the_same_user() {
+        let rows = [
+            window("A1", &[0], 1),       // starts row 2: covered
+            window("A1", &[0, 1], 2),    // starts row 2: covered
+            window("A1", &[0, 1, 2], 3), // the longest window
+            window("A1", &[1, 2, 3], 4), // slid: no row starts with it
+            window("A2", &[0], 1),       // another user's: row 2 does not cover it
+            window("A1", &[0], 2),       // same start, another target: not covered
+            window("A1", &[0, 1, 2], 3), // a duplicate of row 2, not longer: kept
+        ];
+        assert_eq!(
+            covered_rows(&rows),
+            [true, true, false, false, false, false, false]
+        );
+        assert_eq!(covered_rows(&[]), Vec::<bool>::new());
+    }
+
+    #[test]
+    fn dropping_covered_rows_keeps_every_supervised_item() {
+        let index: SidIndex = (0..4)
+            .map(|i| (i, Sid::from_codes(vec![i + 1, i + 2])))
+            .collect();
+        let items = Items::new();
+        let texts = ["history: <a_1><b_2> <a_2><b_3> <a_3><b_4>\nnext:\n<a_4><b_5>\n"; 20];
+        let tk = SidTokenizer::train_bpe(texts.iter(), 300, &index).unwrap();
+        let rows = [
+            window("A1", &[0], 1),
+            window("A1", &[0, 1], 2),
+            window("A1", &[0, 1, 2], 3),
+        ];
+        let b = TaskBuilder {
+            prompts: PromptEncoder::new(PromptStyle::Compact, &tk, &index),
+            items: &items,
+            category: "items".into(),
+            cutoff: 512,
+            history_loss: true,
+            drop_covered_rows: true,
+        };
+        let ex = b.build(&rows, &[Task::SeqRec]).unwrap();
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].target, Some(3));
+        // Items 1 and 2, the dropped rows' targets, are supervised inside the kept row's history.
+        let supervised: Vec<u32> = ex[0].prompt_targets.iter().map(|&t| ex[0].ids[t]).collect();
+        let mut expect = tk.encode_text("<a_2><b_3>").unwrap();
+        expect.extend(tk.encode_text("<a_3><b_4>").unwrap());
+        assert_eq!(supervised, expect);
+        // Other tasks still see every row.
+        let all = b.build(&rows, &[Task::SeqRec, Task::TitleToSid]).unwrap();
+        assert_eq!(all.len(), 1 + rows.len());
     }
 }

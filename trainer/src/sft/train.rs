@@ -80,6 +80,13 @@ pub fn run(args: &SftArgs) -> Result<()> {
     }
     let tokenizer = &base.tokenizer;
     let tasks = parse_tasks(&args.tasks)?;
+    if args.drop_covered_rows && !(args.history_loss && tasks.contains(&Task::SeqRec)) {
+        return Err(TrainerError::Invalid(
+            "--drop-covered-rows needs --history-loss and the seqrec task: only then does \
+             a longer row supervise what a covered row would"
+                .into(),
+        ));
+    }
 
     let ds = DatasetDir::discover(&args.data)?;
     let mut train_rows = ds.read_split(Split::Train)?;
@@ -92,6 +99,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
         category: category(&ds),
         cutoff: args.cutoff,
         history_loss: args.history_loss,
+        drop_covered_rows: args.drop_covered_rows,
     };
     let examples = builder.build(&train_rows, &tasks)?;
     if examples.is_empty() {
@@ -112,8 +120,17 @@ pub fn run(args: &SftArgs) -> Result<()> {
     } else {
         None
     };
+    let dropped = if args.drop_covered_rows {
+        let n = super::tasks::covered_rows(&train_rows)
+            .into_iter()
+            .filter(|&c| c)
+            .count();
+        format!(" ({n} covered SID-history rows left out)")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{} training examples ({} tokens) from {} rows; tasks: {}",
+        "{} training examples ({} tokens) from {} rows{dropped}; tasks: {}",
         examples.len(),
         lengths.iter().sum::<usize>(),
         train_rows.len(),
