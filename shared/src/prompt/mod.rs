@@ -1,5 +1,5 @@
 //! Prompt templates of SFT, evaluation and RL (`rl_*`): the reference's strings verbatim
-//! (`minionerec`) and short ones (`compact`, `sequence`).
+//! (`minionerec`) and short ones (`compact`).
 //!
 //! [`PromptEncoder`] is the one path from a history of items to prompt token ids.
 //!
@@ -27,10 +27,6 @@ pub enum PromptStyle {
     Minionerec,
     /// Short prompts for small from-scratch models: fewer tokens, same information.
     Compact,
-    /// `compact`, except that a SID history is one SID per line and the next item is simply the
-    /// next line. Every history item is then predicted exactly as a response is, so the history
-    /// loss (`sft --history-loss`) trains the response task at every position of every row.
-    Sequence,
 }
 
 impl fmt::Display for PromptStyle {
@@ -38,7 +34,6 @@ impl fmt::Display for PromptStyle {
         f.write_str(match self {
             PromptStyle::Minionerec => "minionerec",
             PromptStyle::Compact => "compact",
-            PromptStyle::Sequence => "sequence",
         })
     }
 }
@@ -49,9 +44,8 @@ impl FromStr for PromptStyle {
         match s {
             "minionerec" => Ok(PromptStyle::Minionerec),
             "compact" => Ok(PromptStyle::Compact),
-            "sequence" => Ok(PromptStyle::Sequence),
             _ => Err(Error::Invalid(format!(
-                "unknown prompt style `{s}` (expected minionerec, compact or sequence)"
+                "unknown prompt style `{s}` (expected minionerec or compact)"
             ))),
         }
     }
@@ -132,7 +126,6 @@ pub fn eval_seqrec<S: AsRef<str>>(style: PromptStyle, history_sids: &[S]) -> Pro
             response: String::new(),
         },
         PromptStyle::Compact => compact_seqrec(history_sids, String::new()),
-        PromptStyle::Sequence => sequence_seqrec(history_sids, String::new()),
     }
 }
 
@@ -156,20 +149,6 @@ pub fn sft_seqrec<S: AsRef<str>>(
             response,
         },
         PromptStyle::Compact => compact_seqrec(history_sids, response),
-        PromptStyle::Sequence => sequence_seqrec(history_sids, response),
-    }
-}
-
-/// `history:` and one SID per line; the response (the next SID and its newline) is the next line.
-fn sequence_seqrec<S: AsRef<str>>(history_sids: &[S], response: String) -> Prompt {
-    let mut text = String::from("history:\n");
-    for sid in history_sids {
-        text.push_str(sid.as_ref());
-        text.push('\n');
-    }
-    Prompt {
-        parts: vec![text],
-        response,
     }
 }
 
@@ -191,7 +170,7 @@ pub fn title_to_sid(style: PromptStyle, title: &str, sid: &str) -> Prompt {
             ],
             response,
         },
-        PromptStyle::Compact | PromptStyle::Sequence => Prompt {
+        PromptStyle::Compact => Prompt {
             parts: vec![format!("title: {title}\nsid:\n")],
             response,
         },
@@ -209,7 +188,7 @@ pub fn sid_to_title(style: PromptStyle, sid: &str, title: &str) -> Prompt {
             ],
             response,
         },
-        PromptStyle::Compact | PromptStyle::Sequence => Prompt {
+        PromptStyle::Compact => Prompt {
             parts: vec![format!("sid: {sid}\ntitle:\n")],
             response,
         },
@@ -237,7 +216,7 @@ pub fn seqrec_to_title<S: AsRef<str>>(
             ],
             response,
         },
-        PromptStyle::Compact | PromptStyle::Sequence => Prompt {
+        PromptStyle::Compact => Prompt {
             parts: vec![format!(
                 "history: {}\nnext title:\n",
                 join(history_sids, " ")
@@ -270,7 +249,7 @@ pub fn title_history_to_sid<S: AsRef<str>>(
             ],
             response,
         },
-        PromptStyle::Compact | PromptStyle::Sequence => Prompt {
+        PromptStyle::Compact => Prompt {
             parts: vec![format!(
                 "titles: {}\nnext sid:\n",
                 join(history_titles, " | ")
@@ -326,7 +305,7 @@ pub fn title_history_to_title<S: AsRef<str>>(
                 response: format!("\"{title}\"\n"),
             }
         }
-        PromptStyle::Compact | PromptStyle::Sequence => Prompt {
+        PromptStyle::Compact => Prompt {
             parts: vec![format!(
                 "titles: {}\nnext title:\n",
                 join(history_titles, " | ")
@@ -356,7 +335,7 @@ pub fn rl_seqrec<S: AsRef<str>>(style: PromptStyle, history_sids: &[S]) -> Promp
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        PromptStyle::Compact | PromptStyle::Sequence => Prompt {
+        PromptStyle::Compact => Prompt {
             response: String::new(),
             ..sft_seqrec(style, history_sids, "")
         },
@@ -367,7 +346,7 @@ pub fn rl_seqrec<S: AsRef<str>>(style: PromptStyle, history_sids: &[S]) -> Promp
 pub fn rl_title(style: PromptStyle, title: &str) -> Prompt {
     match style {
         PromptStyle::Minionerec => user_only(format!("Which item has the title: {title}?")),
-        PromptStyle::Compact | PromptStyle::Sequence => Prompt {
+        PromptStyle::Compact => Prompt {
             response: String::new(),
             ..title_to_sid(style, title, "")
         },
@@ -380,7 +359,7 @@ pub fn rl_description(style: PromptStyle, description: &str) -> Prompt {
         PromptStyle::Minionerec => user_only(format!(
             "An item can be described as follows: \"{description}\". Which item is it describing?"
         )),
-        PromptStyle::Compact | PromptStyle::Sequence => Prompt {
+        PromptStyle::Compact => Prompt {
             parts: vec![format!("description: {description}\nsid:\n")],
             response: String::new(),
         },
@@ -399,7 +378,7 @@ pub fn rl_title_history<S: AsRef<str>>(style: PromptStyle, category: &str, title
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        PromptStyle::Compact | PromptStyle::Sequence => Prompt {
+        PromptStyle::Compact => Prompt {
             response: String::new(),
             ..title_history_to_sid(style, category, titles, "")
         },
@@ -494,29 +473,5 @@ mod tests {
         );
         let c = eval_seqrec(PromptStyle::Compact, &["<a_1><b_2>", "<a_3><b_4>"]);
         assert_eq!(c.text(), "history: <a_1><b_2> <a_3><b_4>\nnext:\n");
-    }
-
-    #[test]
-    fn sequence_prompts_make_the_response_the_next_history_line() {
-        let s = PromptStyle::Sequence;
-        let eval = eval_seqrec(s, &["<a_1><b_2>", "<a_3><b_4>"]);
-        assert_eq!(eval.text(), "history:\n<a_1><b_2>\n<a_3><b_4>\n");
-        let sft = sft_seqrec(s, &["<a_1><b_2>", "<a_3><b_4>"], "<a_5><b_6>");
-        assert_eq!(sft.parts, eval.parts);
-        assert_eq!(sft.response, "<a_5><b_6>\n");
-        // The longer history's prompt is the shorter row's prompt and response: the same task.
-        let longer = eval_seqrec(s, &["<a_1><b_2>", "<a_3><b_4>", "<a_5><b_6>"]);
-        assert_eq!(longer.text(), format!("{}{}", sft.text(), sft.response));
-        assert_eq!(
-            rl_seqrec(s, &["<a_1><b_2>"]).text(),
-            "history:\n<a_1><b_2>\n"
-        );
-        // Other tasks keep the compact templates.
-        assert_eq!(
-            title_to_sid(s, "T", "<a_1>").text(),
-            title_to_sid(PromptStyle::Compact, "T", "<a_1>").text()
-        );
-        assert_eq!("sequence".parse::<PromptStyle>().unwrap(), s);
-        assert_eq!(s.to_string(), "sequence");
     }
 }
