@@ -302,6 +302,14 @@ pub struct InitArgs {
     /// Model size.
     #[arg(long, value_enum, default_value = "tiny")]
     pub preset: Preset,
+    /// Number of transformer layers, instead of the preset's.
+    #[arg(long, conflicts_with = "base")]
+    pub layers: Option<usize>,
+    /// Width of each layer's MLP (`intermediate_size`), instead of the preset's. Wide and shallow
+    /// learns item-to-item associations fastest per CPU-second (BENCHMARKS.md, "Quickstart
+    /// model"): the quickstart uses `--layers 2 --intermediate-size 2048`.
+    #[arg(long, conflicts_with = "base")]
+    pub intermediate_size: Option<usize>,
     /// Prompt templates the model will be trained with.
     #[arg(long, default_value = "compact")]
     pub prompt_style: sidrec::prompt::PromptStyle,

@@ -18,7 +18,7 @@ use sidrec::tokenizer::SidTokenizer;
 use sidrec::SidIndex;
 
 use crate::cli::{InitArgs, Preset};
-use crate::error::Result;
+use crate::error::{Result, TrainerError};
 
 /// Texts the tokenizer is trained on: the prompts and responses of the training tasks, items
 /// mapped to SIDs by the prompt encoder's rule (an item without a SID is an error).
@@ -134,6 +134,20 @@ pub fn run(args: &InitArgs) -> Result<()> {
     );
     let tokenizer = SidTokenizer::train_bpe(corpus.iter(), args.vocab_size, &index)?;
     let mut cfg = preset_config(args.preset, tokenizer.vocab_size(), tokenizer.eos_id());
+    for (flag, value, field) in [
+        ("--layers", args.layers, &mut cfg.num_hidden_layers),
+        (
+            "--intermediate-size",
+            args.intermediate_size,
+            &mut cfg.intermediate_size,
+        ),
+    ] {
+        match value {
+            Some(0) => return Err(TrainerError::Invalid(format!("{flag} must be at least 1"))),
+            Some(v) => *field = v,
+            None => {}
+        }
+    }
     if args.item_embeddings {
         cfg.item_embeddings = Some(index.len() + 1);
     }

@@ -37,6 +37,49 @@ fn setup(dir: &Path) -> (String, String) {
 }
 
 #[test]
+fn init_takes_the_depth_and_mlp_width_over_the_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let wide = dir.path().join("wide").to_str().unwrap().to_string();
+    let args = [
+        "init",
+        "--data",
+        &data,
+        "--out",
+        &wide,
+        "--vocab-size",
+        "600",
+    ];
+    ok(&[&args[..], &["--layers", "2", "--intermediate-size", "96"]].concat());
+    let config = |ck: &str| read_json(&Path::new(ck).join("config.json"));
+    let (tiny, w) = (config(&ck), config(&wide));
+    assert_eq!(tiny["num_hidden_layers"], 4);
+    assert_eq!(tiny["intermediate_size"], 512);
+    assert_eq!(w["num_hidden_layers"], 2);
+    assert_eq!(w["intermediate_size"], 96);
+    assert_eq!(w["hidden_size"], tiny["hidden_size"]);
+    let loaded = Checkpoint::load(&wide, &Device::Cpu, None).unwrap();
+    assert_eq!(loaded.model.config().num_hidden_layers, 2);
+    let ev = dir.path().join("ev").to_str().unwrap().to_string();
+    ok(&[
+        "eval",
+        "--checkpoint",
+        &wide,
+        "--data",
+        &data,
+        "--limit",
+        "3",
+        "--num-beams",
+        "5",
+        "--out",
+        &ev,
+    ]);
+    let o = run(&[&args[..], &["--layers", "0"]].concat());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--layers must be at least 1"));
+}
+
+#[test]
 fn eval_reports_metrics_and_reference_shaped_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let (data, ck) = setup(dir.path());
