@@ -13,6 +13,7 @@ use sidrec::data::{InteractionRow, Items};
 use sidrec::prompt::{self, Prompt, PromptEncoder};
 use sidrec::ItemId;
 
+use crate::data::features::RowContexts;
 use crate::error::Result;
 use crate::train::batch::Example;
 
@@ -92,6 +93,8 @@ pub struct TaskBuilder<'a> {
     pub cutoff: usize,
     /// Also supervise the SIDs inside SID histories (a deliberate extension; see `--history-loss`).
     pub history_loss: bool,
+    /// Each row's prompt context (user segment), for checkpoints with prompt tokens.
+    pub contexts: &'a RowContexts,
 }
 
 impl TaskBuilder<'_> {
@@ -135,10 +138,11 @@ impl TaskBuilder<'_> {
         for &task in Task::ALL.iter().filter(|t| tasks.contains(t)) {
             match task {
                 Task::SeqRec => {
-                    for r in rows {
-                        let hist = self.history_sids(r)?;
-                        let p =
-                            prompt::sft_seqrec(self.prompts.style(), &hist, &self.sid(r.item_id)?);
+                    for (n, r) in rows.iter().enumerate() {
+                        let ctx = self.contexts.training(r, n);
+                        let p = self
+                            .prompts
+                            .sft_seqrec(&r.history_item_id, r.item_id, &ctx)?;
                         out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
@@ -270,6 +274,7 @@ mod tests {
             category: "items".into(),
             cutoff: 512,
             history_loss: false,
+            contexts: &RowContexts::none(),
         };
         let ex = b.build(std::slice::from_ref(&row), &Task::ALL).unwrap();
         // seqrec, 2 sid→title + 2 title→sid (one SID and one title are shared), seq2title,
@@ -325,6 +330,7 @@ mod tests {
             category: "items".into(),
             cutoff: 512,
             history_loss: true,
+            contexts: &RowContexts::none(),
         };
         let ex = b
             .build(std::slice::from_ref(&row), &[Task::SeqRec])
