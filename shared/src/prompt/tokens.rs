@@ -162,7 +162,7 @@ impl fmt::Display for PromptTokens {
 macro_rules! token_enum {
     ($(#[$doc:meta])* $name:ident, $what:literal, { $($(#[$vdoc:meta])* $v:ident = $wire:literal => $tok:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $wire)] $v),+
         }
@@ -213,7 +213,8 @@ token_enum!(
         Mid = "mid" => "[USER_MID]",
         /// Lower mean rating, or the least active third.
         Low = "low" => "[USER_LOW]",
-        /// Not known (a new user, or a request that does not say).
+        /// Not known (a new user, or a request that does not say); the default.
+        #[default]
         Unknown = "unknown" => "[USER_UNKNOWN]",
     }
 );
@@ -226,6 +227,7 @@ token_enum!(
         /// A search page.
         Search = "search" => "[CTX_SEARCH]",
         /// The home page (the default, and every training row of a dataset without contexts).
+        #[default]
         Homepage = "homepage" => "[CTX_HOMEPAGE]",
     }
 );
@@ -235,23 +237,12 @@ token_enum!(
     /// popular items (I) and the rest (O).
     ItemType, "item type", {
         /// The rest, and any item without a recorded type.
+        #[default]
         Organic = "O" => "[O_TOKEN]",
         /// High-value or popular items.
         Premium = "I" => "[I_TOKEN]",
     }
 );
-
-impl Default for UserSegment {
-    fn default() -> Self {
-        UserSegment::Unknown
-    }
-}
-
-impl Default for RequestContext {
-    fn default() -> Self {
-        RequestContext::Homepage
-    }
-}
 
 /// The per-prompt values of the U and E groups (unused groups are ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
