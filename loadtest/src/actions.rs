@@ -127,6 +127,7 @@ async fn publish(
                 data_fingerprint: ck2.meta.data_fingerprint.clone(),
                 metrics: ck2.meta.metrics.clone(),
                 score_mode: None,
+                prompt_tokens: Default::default(),
                 extra_files: Vec::new(),
             },
         )

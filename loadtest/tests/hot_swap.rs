@@ -71,6 +71,7 @@ fn write_checkpoint(dir: &Path) -> String {
             data_fingerprint: None,
             metrics: serde_json::json!({}),
             score_mode: None,
+            prompt_tokens: Default::default(),
             extra_files: Vec::new(),
         },
     )

@@ -18,7 +18,7 @@ use crate::data::{index, items, Items};
 use crate::decode::ScoreMode;
 use crate::error::{Error, Result};
 use crate::model::{checkpoint as hf, ItemLookup, Qwen2};
-use crate::prompt::{PromptEncoder, PromptStyle};
+use crate::prompt::{ItemTypes, PromptEncoder, PromptStyle, PromptTokens};
 use crate::sid::SidIndex;
 use crate::tokenizer::SidTokenizer;
 
@@ -62,6 +62,10 @@ pub struct CheckpointMeta {
     /// `sft --sid-softmax level`; absent means `exact`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_mode: Option<ScoreMode>,
+    /// Optional prompt-token groups its prompts carry (`["user", "item-type"]`); absent means
+    /// none, the plain prompts of checkpoints written before the field existed.
+    #[serde(default, skip_serializing_if = "PromptTokens::is_empty")]
+    pub prompt_tokens: PromptTokens,
     /// sha256 of every other file of the checkpoint.
     pub files: BTreeMap<String, String>,
 }
@@ -81,6 +85,8 @@ pub struct Checkpoint {
     pub index: Arc<SidIndex>,
     /// Item metadata.
     pub items: Arc<Items>,
+    /// Item types of the item table, by SID (empty unless the item-type group is on).
+    pub item_types: Arc<ItemTypes>,
 }
 
 /// sha256 of a file, hex.
@@ -158,6 +164,8 @@ impl Checkpoint {
         let index = index::read_index(dir.join(SID_INDEX_FILE))?;
         let items = items::read_items(dir.join(ITEMS_FILE))?;
         let tokenizer = SidTokenizer::from_file(dir.join(TOKENIZER_FILE), &meta.eos_token, &index)?;
+        tokenizer.check_prompt_tokens(&meta.prompt_tokens)?;
+        let item_types = prompt_item_types(&meta.prompt_tokens, &items, &index)?;
         let model = load_model(&dir)?;
         attach_item_lookup(&model, &tokenizer, &index)?;
         if model.config().vocab_size < tokenizer.vocab_size() {
@@ -175,12 +183,29 @@ impl Checkpoint {
             tokenizer,
             index: Arc::new(index),
             items: Arc::new(items),
+            item_types: Arc::new(item_types),
         })
     }
 
-    /// Its prompts: the one path from a history to token ids, in its prompt style.
+    /// Its prompts: the one path from a history to token ids, in its prompt style, with the
+    /// prompt tokens it was trained with.
     pub fn prompts(&self) -> PromptEncoder<'_> {
         PromptEncoder::new(self.meta.prompt_style, &self.tokenizer, &self.index)
+            .with_tokens(self.meta.prompt_tokens, &self.item_types)
+    }
+}
+
+/// The item types prompts with `tokens` need: read from the item table when the item-type
+/// group is on, else none.
+pub fn prompt_item_types(
+    tokens: &PromptTokens,
+    items: &Items,
+    index: &SidIndex,
+) -> Result<ItemTypes> {
+    if tokens.has(crate::prompt::TokenGroup::ItemType) {
+        ItemTypes::from_items(items, index)
+    } else {
+        Ok(ItemTypes::default())
     }
 }
 
@@ -218,6 +243,8 @@ pub struct NewCheckpoint<'a> {
     pub extra_files: Vec<(String, Vec<u8>)>,
     /// Beam scores the model was trained for (`None`: exact).
     pub score_mode: Option<ScoreMode>,
+    /// Optional prompt-token groups the tokenizer holds and the prompts carry.
+    pub prompt_tokens: PromptTokens,
 }
 
 /// Write a checkpoint to `dir` atomically: build it in a temp directory beside `dir`, then
@@ -244,6 +271,8 @@ pub fn write(dir: impl AsRef<Path>, ck: &NewCheckpoint<'_>) -> Result<Checkpoint
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let result = (|| {
+        // A checkpoint whose prompts name tokens its tokenizer lacks could never be served.
+        ck.tokenizer.check_prompt_tokens(&ck.prompt_tokens)?;
         hf::save(ck.model, &tmp)?;
         ck.tokenizer.save(&tmp)?;
         index::write_index(tmp.join(SID_INDEX_FILE), ck.index)?;
@@ -284,6 +313,7 @@ pub fn write(dir: impl AsRef<Path>, ck: &NewCheckpoint<'_>) -> Result<Checkpoint
             data_fingerprint: ck.data_fingerprint.clone(),
             metrics: ck.metrics.clone(),
             score_mode: ck.score_mode,
+            prompt_tokens: ck.prompt_tokens,
             files,
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;

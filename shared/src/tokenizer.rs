@@ -10,7 +10,7 @@ use tokenizers::{AddedToken, DecoderWrapper, PostProcessorWrapper, PreTokenizerW
 use tokenizers::{Tokenizer, TokenizerBuilder};
 
 use crate::error::{Error, Result};
-use crate::prompt::Prompt;
+use crate::prompt::{Prompt, PromptTokens};
 use crate::sid::SidIndex;
 use crate::trie::SidVocab;
 
@@ -162,6 +162,38 @@ impl SidTokenizer {
             .collect();
         tokenizer.add_tokens(&added);
         Self::new(tokenizer, EOS_TOKEN, index)
+    }
+
+    /// Add the tokens of `tokens`' groups as single special tokens (after every other token,
+    /// so the BPE and SID ids stay those of the same tokenizer without them). Idempotent.
+    pub fn add_prompt_tokens(&mut self, tokens: &PromptTokens) -> Result<()> {
+        let added: Vec<AddedToken> = tokens
+            .token_strings()
+            .into_iter()
+            .map(|t| AddedToken::from(t, true))
+            .collect();
+        self.inner.add_special_tokens(&added);
+        self.check_prompt_tokens(tokens)
+    }
+
+    /// An error naming the first token of `tokens`' groups that is not a single token here.
+    pub fn check_prompt_tokens(&self, tokens: &PromptTokens) -> Result<()> {
+        for t in tokens.token_strings() {
+            let single = self
+                .inner
+                .encode_fast(t, false)
+                .map(|e| {
+                    e.get_ids().len() == 1 && self.inner.token_to_id(t) == Some(e.get_ids()[0])
+                })
+                .unwrap_or(false);
+            if !single {
+                return Err(Error::Invalid(format!(
+                    "the tokenizer has no single token `{t}` (prompt tokens {tokens}); \
+                     it was not built with them"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Tokens of `text`, without special tokens.

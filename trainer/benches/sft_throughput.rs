@@ -22,6 +22,7 @@ use sidrec::model::{Mode, Qwen2};
 use sidrec::prompt::{PromptEncoder, PromptStyle};
 use sidrec::tokenizer::SidTokenizer;
 use sidrec_trainer::cli::Preset;
+use sidrec_trainer::data::features::RowContexts;
 use sidrec_trainer::init::{preset_config, tokenizer_corpus};
 use sidrec_trainer::sft::tasks::{Task, TaskBuilder};
 use sidrec_trainer::train::batch::{make_batch, Batch, Example};
@@ -161,6 +162,7 @@ fn bench() {
         cutoff: 512,
         history_loss: o.history_loss,
         drop_covered_rows: false,
+        contexts: &RowContexts::none(),
     };
     let examples: Vec<Example> = builder.build(&rows, &[Task::SeqRec]).unwrap();
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());

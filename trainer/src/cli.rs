@@ -290,6 +290,27 @@ pub enum Preset {
     Small,
 }
 
+/// A group of optional prompt tokens (`init --prompt-tokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PromptTokenGroup {
+    /// A user-segment token before the history ([USER_HIGH|MID|LOW|UNKNOWN]).
+    User,
+    /// A request-context token before the history ([CTX_BROWSE|SEARCH|HOMEPAGE]).
+    Context,
+    /// An item-type token ([I_TOKEN]/[O_TOKEN]) before every history SID.
+    ItemType,
+}
+
+impl From<PromptTokenGroup> for sidrec::prompt::TokenGroup {
+    fn from(g: PromptTokenGroup) -> Self {
+        match g {
+            PromptTokenGroup::User => Self::User,
+            PromptTokenGroup::Context => Self::Context,
+            PromptTokenGroup::ItemType => Self::ItemType,
+        }
+    }
+}
+
 /// Arguments of `init`.
 #[derive(Debug, Clone, Args)]
 pub struct InitArgs {
@@ -316,6 +337,11 @@ pub struct InitArgs {
     /// Target size of the byte-level BPE vocabulary (before the SID tokens are added).
     #[arg(long, default_value_t = 4000)]
     pub vocab_size: usize,
+    /// Optional prompt tokens, comma-separated (e.g. `user,item-type`): added to the tokenizer,
+    /// recorded in the checkpoint, and carried by every SID-history prompt it is trained,
+    /// evaluated and served with. `user` and `item-type` read the dataset's `features.json`.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub prompt_tokens: Vec<PromptTokenGroup>,
     /// Add a learned embedding per catalogue item to the input, at the last SID token of each
     /// history item (a sidrec extension: such checkpoints are not loadable by HF transformers).
     #[arg(long)]

@@ -17,6 +17,7 @@ use sidrec::prompt::{PromptEncoder, PromptStyle};
 use sidrec::ItemId;
 
 use crate::cli::EvalArgs;
+use crate::data::features::RowContexts;
 use crate::error::{Result, TrainerError};
 use crate::progress;
 
@@ -156,8 +157,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let device = sidrec::device::parse_device(&args.device)?;
     let ck = Checkpoint::load(checkpoint, &device, None)?;
     let style: PromptStyle = args.prompt_style.unwrap_or(ck.meta.prompt_style);
-    let (_, split_path, rows) = read_rows(args)?;
-    let encoder = PromptEncoder::new(style, &ck.tokenizer, &ck.index);
+    let (ds, split_path, rows) = read_rows(args)?;
+    let encoder = PromptEncoder::new(style, &ck.tokenizer, &ck.index)
+        .with_tokens(ck.meta.prompt_tokens, &ck.item_types);
+    let contexts = RowContexts::load(&ck.meta.prompt_tokens, &ds.root)?;
     let path = split_path.as_path();
     let at_line = |line: u64| {
         move |e: sidrec::Error| match e {
@@ -174,7 +177,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let mut targets = Vec::with_capacity(rows.len());
     for (line, r) in &rows {
         let p = encoder
-            .recommend(&r.history_item_id)
+            .recommend(&r.history_item_id, &contexts.of(r))
             .map_err(at_line(*line))?;
         prompts.push(p.ids);
         inputs.push(p.text);

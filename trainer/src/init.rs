@@ -13,11 +13,12 @@ use sidrec::checkpoint::{self, NewCheckpoint};
 use sidrec::data::{DatasetDir, InteractionRow, Items, Split};
 use sidrec::model::checkpoint as hf;
 use sidrec::model::{Qwen2, Qwen2Config, TokenIds};
-use sidrec::prompt::{self, PromptStyle};
+use sidrec::prompt::{self, PromptStyle, PromptTokens, TokenGroup, ITEM_TYPE_FIELD};
 use sidrec::tokenizer::SidTokenizer;
 use sidrec::SidIndex;
 
 use crate::cli::{InitArgs, Preset};
+use crate::data::features::{Features, RowContexts};
 use crate::error::{Result, TrainerError};
 
 /// Texts the tokenizer is trained on: the prompts and responses of the training tasks, items
@@ -65,7 +66,6 @@ pub fn preset_config(preset: Preset, vocab: usize, eos_id: u32) -> Qwen2Config {
     cfg
 }
 
-/// `sidrec-trainer init`.
 /// `rows` of `t` (a `[n, hidden]` matrix): the first `keep` rows of `t`, then rows at the mean
 /// of those `keep` rows (HF's `resize_token_embeddings` with mean initialisation, except that
 /// rows past the old tokenizer are never reused: in Qwen2 checkpoints they are untrained padding).
@@ -85,11 +85,13 @@ fn from_base(
     base: &Path,
     eos: &str,
     index: &SidIndex,
+    tokens: &PromptTokens,
     device: &Device,
 ) -> Result<(SidTokenizer, Qwen2)> {
     let tok_path = base.join("tokenizer.json");
     let inner = sidrec::tokenizer::read_tokenizer_file(&tok_path)?;
-    let (tokenizer, old_vocab) = SidTokenizer::extend(inner, eos, index)?;
+    let (mut tokenizer, old_vocab) = SidTokenizer::extend(inner, eos, index)?;
+    tokenizer.add_prompt_tokens(tokens)?;
     let mut cfg = hf::load_config(base)?;
     let rows = tokenizer.vocab_size();
     let mut tensors: HashMap<String, Tensor> = hf::load_tensors(base, &Device::Cpu)?
@@ -108,7 +110,7 @@ fn from_base(
         .collect::<candle_core::Result<HashMap<_, _>>>()?;
     let model = Qwen2::new(&cfg, VarBuilder::from_tensors(tensors, DType::F32, device))?;
     eprintln!(
-        "{}: {} SID tokens added to a {}-token vocabulary; embeddings resized to {rows} rows",
+        "{}: {} SID and prompt tokens added to a {}-token vocabulary; embeddings resized to {rows} rows",
         base.display(),
         rows.saturating_sub(old_vocab),
         old_vocab
@@ -116,23 +118,55 @@ fn from_base(
     Ok((tokenizer, model))
 }
 
+/// The item table a checkpoint with `tokens` is written with: with the item-type group, every
+/// item's type ([`Features::item_types`]) in its `item_type` field.
+pub fn items_for_tokens(tokens: &PromptTokens, ds: &DatasetDir, items: &Items) -> Result<Items> {
+    let mut items = items.clone();
+    if tokens.has(TokenGroup::ItemType) {
+        let types = Features::load(&ds.root)?.item_types(&items);
+        let n_i = types
+            .values()
+            .filter(|&&t| t == prompt::ItemType::Premium)
+            .count();
+        eprintln!("item types: {n_i} I, {} O", types.len() - n_i);
+        for (id, meta) in items.iter_mut() {
+            let t = types.get(id).copied().unwrap_or(prompt::ItemType::Organic);
+            meta.extra.insert(ITEM_TYPE_FIELD.into(), t.name().into());
+        }
+    }
+    Ok(items)
+}
+
+/// `sidrec-trainer init`.
 pub fn run(args: &InitArgs) -> Result<()> {
     let device = sidrec::device::parse_device(&args.device)?;
     let ds = DatasetDir::discover(&args.data)?;
     let index = ds.read_index()?;
-    let items = ds.read_items()?;
+    let tokens = PromptTokens::new(
+        &args
+            .prompt_tokens
+            .iter()
+            .map(|&g| g.into())
+            .collect::<Vec<TokenGroup>>(),
+    );
+    // Fail here, not at the first `sft`, when the features the tokens need are missing.
+    RowContexts::load(&tokens, &ds.root)?;
+    let items = items_for_tokens(&tokens, &ds, &ds.read_items()?)?;
     let train = ds.read_split(Split::Train)?;
     if let Some(base) = &args.base {
-        let (tokenizer, model) = from_base(base, &args.eos_token, &index, &device)?;
-        return write_init(args, &ds, &index, &items, &tokenizer, &model);
+        let (tokenizer, model) = from_base(base, &args.eos_token, &index, &tokens, &device)?;
+        return write_init(args, &ds, &index, &items, &tokens, &tokenizer, &model);
     }
+    // The BPE is trained on the plain prompts, so a checkpoint with prompt tokens has the same
+    // BPE and SID ids as one without, plus the prompt tokens at the end of the vocabulary.
     let corpus = tokenizer_corpus(args.prompt_style, &train, &items, &index)?;
     eprintln!(
         "training a {}-token BPE on {} texts ...",
         args.vocab_size,
         corpus.len()
     );
-    let tokenizer = SidTokenizer::train_bpe(corpus.iter(), args.vocab_size, &index)?;
+    let mut tokenizer = SidTokenizer::train_bpe(corpus.iter(), args.vocab_size, &index)?;
+    tokenizer.add_prompt_tokens(&tokens)?;
     let mut cfg = preset_config(args.preset, tokenizer.vocab_size(), tokenizer.eos_id());
     for (flag, value, field) in [
         ("--layers", args.layers, &mut cfg.num_hidden_layers),
@@ -153,7 +187,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
     }
     let varmap = VarMap::new();
     let model = Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-    write_init(args, &ds, &index, &items, &tokenizer, &model)
+    write_init(args, &ds, &index, &items, &tokens, &tokenizer, &model)
 }
 
 fn write_init(
@@ -161,11 +195,15 @@ fn write_init(
     ds: &DatasetDir,
     index: &SidIndex,
     items: &Items,
+    tokens: &PromptTokens,
     tokenizer: &SidTokenizer,
     model: &Qwen2,
 ) -> Result<()> {
     let mut files = vec![ds.items.clone(), ds.split_path(Split::Train)];
     files.extend(ds.index.clone());
+    if tokens.has(TokenGroup::User) || tokens.has(TokenGroup::ItemType) {
+        files.push(Features::path_in(&ds.root));
+    }
     let meta = checkpoint::write(
         &args.out,
         &NewCheckpoint {
@@ -179,15 +217,21 @@ fn write_init(
             data_fingerprint: Some(checkpoint::fingerprint(&files)?),
             metrics: serde_json::json!({}),
             score_mode: None,
+            prompt_tokens: *tokens,
             extra_files: Vec::new(),
         },
     )?;
     println!(
-        "wrote {} ({} parameters, vocab {}, version {})",
+        "wrote {} ({} parameters, vocab {}, version {}{})",
         args.out.display(),
         model.config().num_parameters(),
         tokenizer.vocab_size(),
-        meta.version
+        meta.version,
+        if tokens.is_empty() {
+            String::new()
+        } else {
+            format!(", prompt tokens {tokens}")
+        }
     );
     Ok(())
 }

@@ -531,6 +531,7 @@ fn truncated_histories_are_newest_suffixes_with_the_row_target() {
     let build = |extra: usize, seed: u64| {
         RlDataBuilder {
             prompts: c.prompts(),
+            contexts: &sidrec_trainer::data::features::RowContexts::none(),
             items: &c.items,
             category: "items".into(),
             max_prompt_len: 512,

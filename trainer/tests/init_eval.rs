@@ -193,6 +193,7 @@ fn the_server_encodes_a_history_exactly_as_eval_does() {
     )
     .unwrap();
     let max_history = sidrec_server::ServerOptions::default().max_history;
+    let ctx = sidrec::prompt::PromptContext::default();
     let rows = preds.as_array().unwrap();
     assert_eq!(rows.len(), 60);
     for row in rows {
@@ -201,17 +202,19 @@ fn the_server_encodes_a_history_exactly_as_eval_does() {
         assert!(history.len() <= max_history, "{history:?}");
         // `history` (item ids) and `history_sids` requests both encode to eval's prompt.
         assert_eq!(
-            engine.encode_items(&history, max_history).unwrap(),
+            engine.encode_items(&history, max_history, &ctx).unwrap(),
             eval_ids
         );
         let sids: Vec<sidrec::Sid> = history
             .iter()
             .map(|&i| engine.catalogue.catalogue.get(i).unwrap().sid.clone())
             .collect();
-        assert_eq!(engine.encode(&sids, max_history).unwrap(), eval_ids);
+        assert_eq!(engine.encode(&sids, max_history, &ctx).unwrap(), eval_ids);
     }
     // An item outside the checkpoint's index is refused, not dropped.
-    let e = engine.encode_items(&[u32::MAX], max_history).unwrap_err();
+    let e = engine
+        .encode_items(&[u32::MAX], max_history, &ctx)
+        .unwrap_err();
     assert!(
         matches!(e, sidrec::Error::NoSid(id) if id == u32::MAX),
         "{e}"

@@ -51,7 +51,10 @@ fn the_level_loss_of_a_response_is_minus_its_fast_beam_score() {
         "the catalogue should have SIDs of both lengths"
     );
     let history = prompts.sids(&[items[0].0, items[1].0, items[2].0]).unwrap();
-    let request = prompts.recommend_sids(&history).unwrap().ids;
+    let request = prompts
+        .recommend_sids(&history, &sidrec::prompt::PromptContext::default())
+        .unwrap()
+        .ids;
     // As many beams as items: every SID survives to the end, so each has its score.
     let cfg = SearchConfig {
         num_beams: items.len(),

@@ -93,7 +93,11 @@ impl Infer {
         let Some(first) = engine.catalogue.catalogue.iter().next() else {
             return Ok(());
         };
-        let prompt = engine.encode(std::slice::from_ref(&first.sid), 1)?;
+        let prompt = engine.encode(
+            std::slice::from_ref(&first.sid),
+            1,
+            &sidrec::prompt::PromptContext::default(),
+        )?;
         let prompts = cfg.max_batch_size.max(1);
         let beams = (cfg.max_batch_beams / prompts).clamp(1, self.limits.per_request);
         let batch: Vec<(&[u32], &[ItemId])> = vec![(prompt.as_slice(), &[][..]); prompts];

@@ -25,7 +25,7 @@ use sidrec::catalogue::Catalogue;
 use sidrec::checkpoint::{Checkpoint, CheckpointMeta};
 use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, ScoreMode, SearchConfig};
 use sidrec::model::Qwen2;
-use sidrec::prompt::{self, PromptEncoder};
+use sidrec::prompt::{self, ItemTypes, PromptContext, PromptEncoder};
 use sidrec::tokenizer::SidTokenizer;
 use sidrec::{ItemId, Sid, SidIndex};
 
@@ -55,6 +55,7 @@ pub struct Engine {
     model: Qwen2,
     tokenizer: SidTokenizer,
     index: Arc<SidIndex>,
+    item_types: Arc<ItemTypes>,
     decoder: Decoder,
 }
 
@@ -103,6 +104,7 @@ impl Engine {
             model: ck.model,
             tokenizer: ck.tokenizer,
             index: ck.index,
+            item_types: ck.item_types,
             decoder,
         })
     }
@@ -119,7 +121,11 @@ impl Engine {
             self.catalogue.catalogue.iter().next().ok_or_else(|| {
                 sidrec::Error::Invalid("the checkpoint's catalogue is empty".into())
             })?;
-        let prompt = self.encode(std::slice::from_ref(&first.sid), 1)?;
+        let prompt = self.encode(
+            std::slice::from_ref(&first.sid),
+            1,
+            &PromptContext::default(),
+        )?;
         let out = self.decode(&[(prompt.as_slice(), &[][..])], VERIFY_BEAMS)?;
         let hyps = out.first().map(Vec::as_slice).unwrap_or_default();
         if hyps.is_empty() {
@@ -138,24 +144,37 @@ impl Engine {
         Ok(())
     }
 
-    /// Its prompts: the library's one path from a history to token ids, so that a history is
-    /// served exactly the prompt `eval` scores and training builds.
+    /// Its prompts: the library's one path from a history to token ids, with the prompt tokens
+    /// the checkpoint was trained with, so that a history is served exactly the prompt `eval`
+    /// scores and training builds.
     pub fn prompts(&self) -> PromptEncoder<'_> {
         PromptEncoder::new(self.meta.prompt_style, &self.tokenizer, &self.index)
+            .with_tokens(self.meta.prompt_tokens, &self.item_types)
     }
 
     /// Prompt tokens for a history of catalogue items (oldest first), of which the newest
-    /// `max_history` are used: what `/v1/recommend` decodes for `history` and `user_id`.
-    pub fn encode_items(&self, history: &[ItemId], max_history: usize) -> sidrec::Result<Vec<u32>> {
+    /// `max_history` are used, in context `ctx` (used only by a checkpoint with prompt
+    /// tokens): what `/v1/recommend` decodes for `history` and `user_id`.
+    pub fn encode_items(
+        &self,
+        history: &[ItemId],
+        max_history: usize,
+        ctx: &PromptContext,
+    ) -> sidrec::Result<Vec<u32>> {
         let recent = &history[history.len().saturating_sub(max_history)..];
-        Ok(self.prompts().recommend(recent)?.ids)
+        Ok(self.prompts().recommend(recent, ctx)?.ids)
     }
 
     /// Prompt tokens for a history of SIDs (oldest first), of which the newest `max_history`
-    /// are used: what `/v1/recommend` decodes for `history_sids`.
-    pub fn encode(&self, history: &[Sid], max_history: usize) -> sidrec::Result<Vec<u32>> {
+    /// are used, in context `ctx`: what `/v1/recommend` decodes for `history_sids`.
+    pub fn encode(
+        &self,
+        history: &[Sid],
+        max_history: usize,
+        ctx: &PromptContext,
+    ) -> sidrec::Result<Vec<u32>> {
         let recent = &history[history.len().saturating_sub(max_history)..];
-        Ok(self.prompts().recommend_parsed(recent)?.ids)
+        Ok(self.prompts().recommend_parsed(recent, ctx)?.ids)
     }
 
     /// Prompt tokens of the title→SID task for `title`, in the checkpoint's prompt style.

@@ -79,6 +79,7 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         "checkpoint": e.name,
         "model_type": "qwen2",
         "prompt_style": e.meta.prompt_style.to_string(),
+        "prompt_tokens": e.meta.prompt_tokens.groups().iter().map(|g| g.name()).collect::<Vec<_>>(),
         "sid_levels": e.meta.sid_levels,
         "items": e.catalogue.info.items,
         "stage": e.meta.stage,

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sidrec::prompt::PromptContext;
 use sidrec::{ItemId, Sid};
 
 use super::body::{self, json_body};
@@ -42,7 +43,7 @@ pub const MAX_BATCH_REQUESTS: usize = 64;
 /// Longest `user_id`.
 pub const MAX_USER_ID_CHARS: usize = 128;
 
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 9] = [
     "history",
     "history_sids",
     "user_id",
@@ -50,6 +51,8 @@ const FIELDS: [&str; 7] = [
     "num_beams",
     "exclude",
     "exclude_history",
+    "user_segment",
+    "context",
 ];
 
 /// Where the history comes from.
@@ -76,6 +79,9 @@ pub struct RecommendParams {
     pub exclude: Vec<ItemId>,
     /// Never return history items.
     pub exclude_history: bool,
+    /// `user_segment` and `context` (defaults: unknown, homepage); only a checkpoint trained
+    /// with those prompt tokens reads them.
+    pub context: PromptContext,
 }
 
 /// Parse and bound-check one request object (no catalogue needed).
@@ -148,13 +154,34 @@ pub fn parse_request(v: &Value) -> Result<RecommendParams, ApiError> {
             ))
         }
     };
+    let context = PromptContext {
+        user: closed_enum(obj, "user_segment")?.unwrap_or_default(),
+        context: closed_enum(obj, "context")?.unwrap_or_default(),
+    };
     Ok(RecommendParams {
         source,
         k,
         num_beams,
         exclude,
         exclude_history,
+        context,
     })
+}
+
+/// Optional member `field` of `obj` as a value of a closed enum (a user segment, a context): 400 when not a string, 422 naming the allowed values when unknown.
+fn closed_enum<T: std::str::FromStr<Err = sidrec::Error>>(
+    obj: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<T>, ApiError> {
+    let Some(v) = obj.get(field) else {
+        return Ok(None);
+    };
+    let s = v
+        .as_str()
+        .ok_or_else(|| ApiError::invalid_request(field, format!("{field} must be a string")))?;
+    s.parse::<T>()
+        .map(Some)
+        .map_err(|e| ApiError::invalid_argument(field, format!("{field}: {e}")))
 }
 
 /// A `user_id` value: a string of 1 to 128 characters.
@@ -268,9 +295,10 @@ pub async fn prepare(
             item_ids: unknown,
         });
     }
+    // A checkpoint without prompt tokens builds its plain prompts whatever the context says.
     let prompt = match &sids {
-        Some(sids) => engine.encode(sids, max_history),
-        None => engine.encode_items(&hist_items, max_history),
+        Some(sids) => engine.encode(sids, max_history, &p.context),
+        None => engine.encode_items(&hist_items, max_history, &p.context),
     }
     .map_err(|e| crate::engine::EngineError::Encode(e.to_string()))?;
     let mut exclude = p.exclude;
@@ -572,6 +600,7 @@ pub async fn recommend_batch(
 mod tests {
     use super::*;
     use serde_json::json;
+    use sidrec::prompt::{RequestContext, UserSegment};
 
     fn code(v: Value) -> &'static str {
         parse_request(&v).unwrap_err().code()
@@ -609,6 +638,25 @@ mod tests {
         assert_eq!(
             code(json!({"history": [1], "exclude_history": 1})),
             "invalid_request"
+        );
+        let p =
+            parse_request(&json!({"history": [1], "user_segment": "high", "context": "search"}))
+                .unwrap();
+        assert_eq!(p.context.user, UserSegment::High);
+        assert_eq!(p.context.context, RequestContext::Search);
+        assert_eq!(
+            parse_request(&json!({"history": [1]})).unwrap().context,
+            PromptContext::default()
+        );
+        let e = parse_request(&json!({"history": [1], "user_segment": "vip"})).unwrap_err();
+        assert_eq!(
+            (e.code(), e.field().as_deref()),
+            ("invalid_argument", Some("user_segment"))
+        );
+        let e = parse_request(&json!({"history": [1], "context": 3})).unwrap_err();
+        assert_eq!(
+            (e.code(), e.field().as_deref()),
+            ("invalid_request", Some("context"))
         );
         let many: Vec<u32> = (0..51).collect();
         assert_eq!(code(json!({ "history": many })), "invalid_argument");

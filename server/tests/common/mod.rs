@@ -233,6 +233,15 @@ pub fn code(body: &Value) -> &str {
 /// Write a tiny random-weight checkpoint of the fixture catalogue into `dir` (atomically, as
 /// the trainer does); `stage` tells checkpoints apart. Returns its version.
 pub fn write_checkpoint(dir: &Path, stage: &str) -> String {
+    write_checkpoint_with(dir, stage, sidrec::prompt::PromptTokens::none())
+}
+
+/// [`write_checkpoint`] whose prompts carry `tokens` (items 0 and 1 of type `I`, the rest `O`).
+pub fn write_checkpoint_with(
+    dir: &Path,
+    stage: &str,
+    tokens: sidrec::prompt::PromptTokens,
+) -> String {
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
     use sidrec::checkpoint::{self, NewCheckpoint};
@@ -244,7 +253,13 @@ pub fn write_checkpoint(dir: &Path, stage: &str) -> String {
     let mut index = SidIndex::new();
     let mut items = Items::new();
     for &(id, title, sid) in FIXTURE {
-        items.insert(id, ItemMeta::new(title, "a description"));
+        let mut meta = ItemMeta::new(title, "a description");
+        if !tokens.is_empty() {
+            let t = if id < 2 { "I" } else { "O" };
+            meta.extra
+                .insert(sidrec::prompt::ITEM_TYPE_FIELD.into(), t.into());
+        }
+        items.insert(id, meta);
         index.insert(id, sid.parse::<Sid>().unwrap());
     }
     let sids: Vec<String> = FIXTURE.iter().map(|f| f.2.to_string()).collect();
@@ -255,7 +270,8 @@ pub fn write_checkpoint(dir: &Path, stage: &str) -> String {
             corpus.push(p.text() + &p.response);
         }
     }
-    let tokenizer = SidTokenizer::train_bpe(corpus.iter(), 300, &index).unwrap();
+    let mut tokenizer = SidTokenizer::train_bpe(corpus.iter(), 300, &index).unwrap();
+    tokenizer.add_prompt_tokens(&tokens).unwrap();
     let mut cfg = Qwen2Config::tiny(tokenizer.vocab_size());
     cfg.max_position_embeddings = 1024;
     cfg.bos_token_id = Some(tokenizer.eos_id());
@@ -279,6 +295,7 @@ pub fn write_checkpoint(dir: &Path, stage: &str) -> String {
             data_fingerprint: None,
             metrics: json!({"hr@10": 0.25, "valid": {"ndcg@10": 0.125}}),
             score_mode: None,
+            prompt_tokens: tokens,
             extra_files: Vec::new(),
         },
     )

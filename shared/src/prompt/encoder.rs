@@ -9,8 +9,15 @@
 //! string (the model would see a prompt shape it was never trained on). A caller that knowingly
 //! accepts stale items, such as the server's history store written under an older catalogue,
 //! drops them itself before encoding, where that policy is visible.
+//!
+//! The SID-history prompts (SFT, RL, evaluation and serving) carry the checkpoint's optional
+//! prompt tokens ([`PromptTokens`]): the U/E tokens of a [`PromptContext`] before the history and
+//! an item-type token before each history SID. They are built only here.
 
-use super::{eval_seqrec, Prompt, PromptStyle};
+use super::{
+    eval_seqrec_led, rl_seqrec_led, sft_seqrec_led, ItemTypes, Prompt, PromptContext, PromptStyle,
+    PromptTokens, TokenGroup,
+};
 use crate::error::{Error, Result};
 use crate::sid::{ItemId, Sid, SidIndex};
 use crate::tokenizer::SidTokenizer;
@@ -34,6 +41,8 @@ pub struct PromptEncoder<'a> {
     style: PromptStyle,
     tokenizer: &'a SidTokenizer,
     index: &'a SidIndex,
+    tokens: PromptTokens,
+    item_types: Option<&'a ItemTypes>,
 }
 
 /// A prompt encoded for decoding: its text (for reports) and its token ids.
@@ -47,12 +56,30 @@ pub struct EncodedPrompt {
 
 impl<'a> PromptEncoder<'a> {
     /// An encoder for prompts of `style`, tokenised by `tokenizer`, items mapped through `index`.
+    /// Its prompts carry no optional tokens; see [`Self::with_tokens`].
     pub fn new(style: PromptStyle, tokenizer: &'a SidTokenizer, index: &'a SidIndex) -> Self {
         Self {
             style,
             tokenizer,
             index,
+            tokens: PromptTokens::none(),
+            item_types: None,
         }
+    }
+
+    /// The same encoder whose SID-history prompts carry the groups of `tokens`, item types
+    /// taken from `item_types` (a SID it does not know is `O`).
+    pub fn with_tokens(self, tokens: PromptTokens, item_types: &'a ItemTypes) -> Self {
+        Self {
+            tokens,
+            item_types: Some(item_types),
+            ..self
+        }
+    }
+
+    /// The optional prompt tokens its SID-history prompts carry.
+    pub fn tokens(&self) -> PromptTokens {
+        self.tokens
     }
 
     /// The prompt templates.
@@ -93,14 +120,57 @@ impl<'a> PromptEncoder<'a> {
         ))
     }
 
+    /// History SIDs as the SID-history prompts write them: each prefixed with its item-type
+    /// token when that group is on.
+    pub fn decorate<S: AsRef<str>>(&self, sids: &[S]) -> Vec<String> {
+        if !self.tokens.has(TokenGroup::ItemType) {
+            return sids.iter().map(|s| s.as_ref().to_owned()).collect();
+        }
+        sids.iter()
+            .map(|s| {
+                let s = s.as_ref();
+                let t = self
+                    .item_types
+                    .map_or(super::ItemType::Organic, |types| types.get(s));
+                format!("{}{s}", t.token())
+            })
+            .collect()
+    }
+
+    /// The SFT example for `history` → `target` in context `ctx` (the response is the bare SID).
+    pub fn sft_seqrec(
+        &self,
+        history: &[ItemId],
+        target: ItemId,
+        ctx: &PromptContext,
+    ) -> Result<Prompt> {
+        let hist = self.decorate(&self.sids(history)?);
+        Ok(sft_seqrec_led(
+            self.style,
+            &self.tokens.lead(ctx),
+            &hist,
+            &self.sid(target)?,
+        ))
+    }
+
+    /// The RL prompt for `history` in context `ctx`.
+    pub fn rl_seqrec(&self, history: &[ItemId], ctx: &PromptContext) -> Result<Prompt> {
+        let hist = self.decorate(&self.sids(history)?);
+        Ok(rl_seqrec_led(self.style, &self.tokens.lead(ctx), &hist))
+    }
+
     /// The next-item prompt for a history of items: what `eval` decodes and the server serves.
-    pub fn recommend(&self, history: &[ItemId]) -> Result<EncodedPrompt> {
-        self.recommend_sids(&self.sids(history)?)
+    pub fn recommend(&self, history: &[ItemId], ctx: &PromptContext) -> Result<EncodedPrompt> {
+        self.recommend_sids(&self.sids(history)?, ctx)
     }
 
     /// The next-item prompt for a history already given as SIDs (oldest first).
-    pub fn recommend_sids<S: AsRef<str>>(&self, history: &[S]) -> Result<EncodedPrompt> {
-        let p = eval_seqrec(self.style, history);
+    pub fn recommend_sids<S: AsRef<str>>(
+        &self,
+        history: &[S],
+        ctx: &PromptContext,
+    ) -> Result<EncodedPrompt> {
+        let p = eval_seqrec_led(self.style, &self.tokens.lead(ctx), &self.decorate(history));
         Ok(EncodedPrompt {
             ids: self.encode(&p)?,
             text: p.text(),
@@ -108,9 +178,9 @@ impl<'a> PromptEncoder<'a> {
     }
 
     /// [`Self::recommend_sids`] for parsed SIDs.
-    pub fn recommend_parsed(&self, history: &[Sid]) -> Result<EncodedPrompt> {
+    pub fn recommend_parsed(&self, history: &[Sid], ctx: &PromptContext) -> Result<EncodedPrompt> {
         let sids: Vec<String> = history.iter().map(Sid::to_string).collect();
-        self.recommend_sids(&sids)
+        self.recommend_sids(&sids, ctx)
     }
 }
 
@@ -134,13 +204,81 @@ mod tests {
         let corpus = ["history: <a_1><b_2> <a_3><b_4>\nnext:\n<a_1><b_2>\n"];
         let tk = SidTokenizer::train_bpe(corpus.iter(), 300, &index).unwrap();
         let enc = PromptEncoder::new(PromptStyle::Compact, &tk, &index);
-        let by_items = enc.recommend(&[1, 2]).unwrap();
+        let ctx = PromptContext::default();
+        let by_items = enc.recommend(&[1, 2], &ctx).unwrap();
         assert_eq!(by_items.text, "history: <a_1><b_2> <a_3><b_4>\nnext:\n");
         let sids: Vec<Sid> = ["<a_1><b_2>", "<a_3><b_4>"]
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        assert_eq!(enc.recommend_parsed(&sids).unwrap(), by_items);
-        assert!(matches!(enc.recommend(&[1, 9]), Err(Error::NoSid(9))));
+        assert_eq!(enc.recommend_parsed(&sids, &ctx).unwrap(), by_items);
+        assert!(matches!(enc.recommend(&[1, 9], &ctx), Err(Error::NoSid(9))));
+    }
+
+    #[test]
+    fn prompts_with_tokens_are_exact_and_the_response_is_the_bare_sid() {
+        use crate::prompt::{ItemType, RequestContext, UserSegment};
+        use std::collections::BTreeMap;
+        let mut index = SidIndex::new();
+        index.insert(1, "<a_1><b_2>".parse().unwrap());
+        index.insert(2, "<a_3><b_4>".parse().unwrap());
+        let corpus = ["history: <a_1><b_2> <a_3><b_4>\nnext:\n<a_1><b_2>\n"];
+        let mut tk = SidTokenizer::train_bpe(corpus.iter(), 300, &index).unwrap();
+        let all = PromptTokens::new(&TokenGroup::ALL);
+        let plain_vocab = tk.vocab_size();
+        tk.add_prompt_tokens(&all).unwrap();
+        assert_eq!(tk.vocab_size(), plain_vocab + 9);
+        let types = ItemTypes::from_map(&BTreeMap::from([(2, ItemType::Premium)]), &index);
+        let ctx = PromptContext {
+            user: UserSegment::Low,
+            context: RequestContext::Browse,
+        };
+
+        let enc = PromptEncoder::new(PromptStyle::Compact, &tk, &index).with_tokens(all, &types);
+        let p = enc.recommend(&[1, 2], &ctx).unwrap();
+        assert_eq!(
+            p.text,
+            "[USER_LOW] [CTX_BROWSE] history: [O_TOKEN]<a_1><b_2> [I_TOKEN]<a_3><b_4>\nnext:\n"
+        );
+        // Each prompt token is one id.
+        for t in all.token_strings() {
+            let id = tk.inner().token_to_id(t).unwrap();
+            assert_eq!(
+                p.ids.iter().filter(|&&x| x == id).count(),
+                usize::from(p.text.contains(t))
+            );
+        }
+        let s = enc.sft_seqrec(&[1], 2, &ctx).unwrap();
+        assert_eq!(
+            s.text(),
+            "[USER_LOW] [CTX_BROWSE] history: [O_TOKEN]<a_1><b_2>\nnext:\n"
+        );
+        assert_eq!(s.response, "<a_3><b_4>\n");
+        // The SID-history form gives the same prompt as the item form.
+        assert_eq!(
+            enc.recommend_sids(&["<a_1><b_2>", "<a_3><b_4>"], &ctx)
+                .unwrap(),
+            p
+        );
+
+        let mm = PromptEncoder::new(PromptStyle::Minionerec, &tk, &index).with_tokens(
+            PromptTokens::new(&[TokenGroup::User, TokenGroup::ItemType]),
+            &types,
+        );
+        assert_eq!(
+            mm.rl_seqrec(&[2, 1], &PromptContext::default()).unwrap().text(),
+            "### User Input: \n[USER_UNKNOWN] The user has interacted with items [I_TOKEN]<a_3><b_4>, [O_TOKEN]<a_1><b_2> in chronological order. Can you predict the next possible item that the user may expect?\n\n### Response:\n"
+        );
+        let e = mm.recommend(&[1], &ctx).unwrap();
+        assert!(e.text.ends_with(
+            "### User Input: \n[USER_LOW] Can you predict the next possible item the user may expect, given the following chronological interaction history: [O_TOKEN]<a_1><b_2>\n\n### Response:\n"
+        ), "{}", e.text);
+
+        // Without tokens the prompts are the plain ones, whatever the context says.
+        let plain = PromptEncoder::new(PromptStyle::Compact, &tk, &index);
+        assert_eq!(
+            plain.recommend(&[1, 2], &ctx).unwrap().text,
+            "history: <a_1><b_2> <a_3><b_4>\nnext:\n"
+        );
     }
 }

@@ -16,7 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod encoder;
+mod tokens;
 pub use encoder::{history_sids, item_sid, EncodedPrompt, PromptEncoder};
+pub use tokens::{
+    ItemType, ItemTypes, PromptContext, PromptTokens, RequestContext, TokenGroup, UserSegment,
+    ITEM_TYPE_FIELD,
+};
 
 /// Which family of templates a checkpoint was trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -113,19 +118,29 @@ fn join_titles<S: AsRef<str>>(titles: &[S]) -> String {
 ///
 /// `minionerec`: its test-time phrasing, which differs from the SFT phrasing (MINIONEREC.md §9.1).
 pub fn eval_seqrec<S: AsRef<str>>(style: PromptStyle, history_sids: &[S]) -> Prompt {
+    eval_seqrec_led(style, "", history_sids)
+}
+
+/// [`eval_seqrec`] with `lead` (the U/E prompt tokens, see [`PromptTokens::lead`]) written
+/// before the history's sentence.
+pub fn eval_seqrec_led<S: AsRef<str>>(
+    style: PromptStyle,
+    lead: &str,
+    history_sids: &[S],
+) -> Prompt {
     match style {
         PromptStyle::Minionerec => Prompt {
             parts: vec![
                 minionerec_header(SEQREC_INSTRUCTION),
                 minionerec_user(&format!(
-                    "Can you predict the next possible item the user may expect, given the \
+                    "{lead}Can you predict the next possible item the user may expect, given the \
                      following chronological interaction history: {}",
                     join_sids(history_sids)
                 )),
             ],
             response: String::new(),
         },
-        PromptStyle::Compact => compact_seqrec(history_sids, String::new()),
+        PromptStyle::Compact => compact_seqrec(lead, history_sids, String::new()),
     }
 }
 
@@ -135,26 +150,40 @@ pub fn sft_seqrec<S: AsRef<str>>(
     history_sids: &[S],
     target_sid: &str,
 ) -> Prompt {
+    sft_seqrec_led(style, "", history_sids, target_sid)
+}
+
+/// [`sft_seqrec`] with `lead` (the U/E prompt tokens) before the history's sentence; the
+/// response stays the bare SID.
+pub fn sft_seqrec_led<S: AsRef<str>>(
+    style: PromptStyle,
+    lead: &str,
+    history_sids: &[S],
+    target_sid: &str,
+) -> Prompt {
     let response = format!("{target_sid}\n");
     match style {
         PromptStyle::Minionerec => Prompt {
             parts: vec![
                 minionerec_header(SEQREC_INSTRUCTION),
                 minionerec_user(&format!(
-                    "The user has interacted with items {} in chronological order. Can you \
+                    "{lead}The user has interacted with items {} in chronological order. Can you \
                      predict the next possible item that the user may expect?",
                     join_sids(history_sids)
                 )),
             ],
             response,
         },
-        PromptStyle::Compact => compact_seqrec(history_sids, response),
+        PromptStyle::Compact => compact_seqrec(lead, history_sids, response),
     }
 }
 
-fn compact_seqrec<S: AsRef<str>>(history_sids: &[S], response: String) -> Prompt {
+fn compact_seqrec<S: AsRef<str>>(lead: &str, history_sids: &[S], response: String) -> Prompt {
     Prompt {
-        parts: vec![format!("history: {}\nnext:\n", join(history_sids, " "))],
+        parts: vec![format!(
+            "{lead}history: {}\nnext:\n",
+            join(history_sids, " ")
+        )],
         response,
     }
 }
@@ -325,19 +354,20 @@ fn user_only(input: String) -> Prompt {
 
 /// RL SID history prompt (rl.py `SidDataset`): the SFT phrasing without the header.
 pub fn rl_seqrec<S: AsRef<str>>(style: PromptStyle, history_sids: &[S]) -> Prompt {
+    rl_seqrec_led(style, "", history_sids)
+}
+
+/// [`rl_seqrec`] with `lead` (the U/E prompt tokens) before the history's sentence.
+pub fn rl_seqrec_led<S: AsRef<str>>(style: PromptStyle, lead: &str, history_sids: &[S]) -> Prompt {
     match style {
         PromptStyle::Minionerec => user_only(format!(
-            "The user has interacted with items {} in chronological order. Can you predict the \
-             next possible item that the user may expect?",
-            history_sids
-                .iter()
-                .map(|s| s.as_ref())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "{lead}The user has interacted with items {} in chronological order. Can you predict \
+             the next possible item that the user may expect?",
+            join_sids(history_sids)
         )),
         PromptStyle::Compact => Prompt {
             response: String::new(),
-            ..sft_seqrec(style, history_sids, "")
+            ..sft_seqrec_led(style, lead, history_sids, "")
         },
     }
 }

@@ -18,12 +18,15 @@
 //! log-popularity. This is the reference's GPR value (`ln(1+price) + ln(1+#reviews)`, min-max),
 //! with the review count taken from the train split instead of from all reviews.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sidrec::data::{DatasetDir, InteractionRow, Items, Split};
+use sidrec::prompt::{
+    ItemType, PromptContext, PromptTokens, TokenGroup, UserSegment, ITEM_TYPE_FIELD,
+};
 use sidrec::ItemId;
 
 use crate::cli::FeaturesArgs;
@@ -264,6 +267,191 @@ impl Features {
     }
 }
 
+/// Price above which an item is of type `I` (the reference's GPR rule).
+pub const ITEM_TYPE_PRICE: f64 = 50.0;
+
+/// Every how many training examples one is shown `[USER_UNKNOWN]` instead of its user's
+/// segment, so that the token requests without a segment (and new users) get is trained.
+pub const UNKNOWN_USER_EVERY: usize = 10;
+
+/// How user segments were derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentBasis {
+    /// Mean train rating: > 4.5 high, > 3.5 mid, else low (the reference's rule).
+    Rating,
+    /// Train rows per user, cut at the users' tertiles `(t1, t2)`: `< t1` low, `< t2` mid,
+    /// else high.
+    Activity(u64, u64),
+}
+
+impl Features {
+    /// True when the file has review ratings of users (`data amazon23`).
+    pub fn has_user_ratings(&self) -> bool {
+        self.users.values().any(|u| u.mean_rating.is_some())
+    }
+
+    /// True when the file has item prices.
+    pub fn has_prices(&self) -> bool {
+        self.items.values().any(|f| f.price.is_some())
+    }
+
+    /// Every listed user's segment, and how they were derived: by mean rating where the file
+    /// has ratings (a user without one is unknown), else by train activity.
+    pub fn user_segments(&self) -> (SegmentBasis, BTreeMap<String, UserSegment>) {
+        if self.has_user_ratings() {
+            let seg = |u: &UserFeatures| match u.mean_rating {
+                Some(r) if r > 4.5 => UserSegment::High,
+                Some(r) if r > 3.5 => UserSegment::Mid,
+                Some(_) => UserSegment::Low,
+                None => UserSegment::Unknown,
+            };
+            let map = self
+                .users
+                .iter()
+                .map(|(k, u)| (k.clone(), seg(u)))
+                .collect();
+            return (SegmentBasis::Rating, map);
+        }
+        let mut counts: Vec<u64> = self.users.values().map(|u| u.train_count).collect();
+        counts.sort_unstable();
+        let n = counts.len();
+        let (t1, t2) = if n == 0 {
+            (0, 0)
+        } else {
+            (counts[n / 3], counts[2 * n / 3])
+        };
+        let seg = |c: u64| {
+            if c < t1 {
+                UserSegment::Low
+            } else if c < t2 {
+                UserSegment::Mid
+            } else {
+                UserSegment::High
+            }
+        };
+        let map = self
+            .users
+            .iter()
+            .map(|(k, u)| (k.clone(), seg(u.train_count)))
+            .collect();
+        (SegmentBasis::Activity(t1, t2), map)
+    }
+
+    /// Every catalogue item's type. A type the item file already records (field
+    /// `item_type`, `"I"`/`"O"`) is kept. Otherwise, where the file has prices, the
+    /// reference's rule: `I` when the price is above [`ITEM_TYPE_PRICE`] or the item has a brand
+    /// (not empty, not `Unknown`); without prices, `I` when the item's train count is above the
+    /// catalogue's median, so the head of the popularity curve is `I` and the tail `O`.
+    pub fn item_types(&self, items: &Items) -> BTreeMap<ItemId, ItemType> {
+        let recorded = |id: &ItemId| {
+            items
+                .get(id)
+                .and_then(|m| m.extra.get(ITEM_TYPE_FIELD))
+                .and_then(|v| v.as_str())
+                .and_then(|s| s.parse::<ItemType>().ok())
+        };
+        let by_price = self.has_prices();
+        let mut counts: Vec<u64> = self.items.values().map(|f| f.train_count).collect();
+        counts.sort_unstable();
+        let median = counts.get(counts.len() / 2).copied().unwrap_or(0);
+        let mut out = BTreeMap::new();
+        for id in items.keys().chain(self.items.keys()) {
+            if out.contains_key(id) {
+                continue;
+            }
+            let f = self.items.get(id);
+            let t = recorded(id).unwrap_or_else(|| {
+                let is_item = if by_price {
+                    let price = f.and_then(|f| f.price).unwrap_or(0.0);
+                    let brand = items
+                        .get(id)
+                        .and_then(|m| m.extra.get("brand"))
+                        .and_then(|v| v.as_str())
+                        .map(str::trim)
+                        .is_some_and(|b| !b.is_empty() && b != "Unknown");
+                    price > ITEM_TYPE_PRICE || brand
+                } else {
+                    f.is_some_and(|f| f.train_count > median)
+                };
+                if is_item {
+                    ItemType::Premium
+                } else {
+                    ItemType::Organic
+                }
+            });
+            out.insert(*id, t);
+        }
+        out
+    }
+}
+
+/// The prompt context of each dataset row for a checkpoint's prompt tokens: the user's segment
+/// from `features.json` (unknown for a user it does not list) and the home-page context, since
+/// the dataset files carry no request context.
+#[derive(Debug, Clone, Default)]
+pub struct RowContexts {
+    users: HashMap<String, UserSegment>,
+}
+
+impl RowContexts {
+    /// Contexts for prompts without the user group (every row the default context).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Contexts for `tokens` from the dataset in `dir`: reads `features.json` when the user
+    /// group is on (an error naming the file and the command that writes it when it is missing).
+    pub fn load(tokens: &PromptTokens, dir: &Path) -> Result<Self> {
+        if !tokens.has(TokenGroup::User) {
+            return Ok(Self::none());
+        }
+        let f = Features::load(dir)?;
+        let (basis, users) = f.user_segments();
+        let mut n = [0usize; 4];
+        for s in users.values() {
+            n[UserSegment::ALL.iter().position(|x| x == s).unwrap_or(3)] += 1;
+        }
+        eprintln!(
+            "user segments ({}): {} high, {} mid, {} low, {} unknown of {} users",
+            match basis {
+                SegmentBasis::Rating => "by mean train rating".to_string(),
+                SegmentBasis::Activity(t1, t2) =>
+                    format!("by train rows: low < {t1} <= mid < {t2} <= high"),
+            },
+            n[0],
+            n[1],
+            n[2],
+            n[3],
+            users.len()
+        );
+        Ok(Self {
+            users: users.into_iter().collect(),
+        })
+    }
+
+    /// The context of `row` at evaluation and validation.
+    pub fn of(&self, row: &InteractionRow) -> PromptContext {
+        PromptContext {
+            user: self
+                .users
+                .get(&row.user_id)
+                .copied()
+                .unwrap_or(UserSegment::Unknown),
+            ..PromptContext::default()
+        }
+    }
+
+    /// The context of training example `n` (row `row`): as [`Self::of`], except that one
+    /// example in [`UNKNOWN_USER_EVERY`] is shown an unknown user.
+    pub fn training(&self, row: &InteractionRow, n: usize) -> PromptContext {
+        if n % UNKNOWN_USER_EVERY == UNKNOWN_USER_EVERY - 1 {
+            PromptContext::default()
+        } else {
+            self.of(row)
+        }
+    }
+}
+
 /// `sidrec-trainer data features`.
 pub fn run(args: &FeaturesArgs) -> Result<()> {
     let ds = DatasetDir::discover(&args.data)?;
@@ -332,5 +520,115 @@ mod tests {
         // All equal → 0.5.
         let g = Features::from_train(&[], &items);
         assert!(g.items.values().all(|x| x.value == 0.5));
+    }
+
+    #[test]
+    fn segments_and_types_fall_back_to_train_activity_and_popularity() {
+        let items: Items = (0..4)
+            .map(|i| (i, sidrec::data::ItemMeta::new(format!("t{i}"), "")))
+            .collect();
+        // Users: A0 3 rows, A1 1 row, A2 2 rows; items: 1 → 4, 2 → 2, 0 and 3 → 0.
+        let train = vec![
+            row("A0", &[0], 1),
+            row("A0", &[1], 1),
+            row("A0", &[1], 2),
+            row("A1", &[2], 1),
+            row("A2", &[0], 1),
+            row("A2", &[1], 2),
+        ];
+        let f = Features::from_train(&train, &items);
+        let (basis, seg) = f.user_segments();
+        // Sorted counts [1, 2, 3]: t1 = counts[1] = 2, t2 = counts[2] = 3.
+        assert_eq!(basis, SegmentBasis::Activity(2, 3));
+        assert_eq!(seg["A1"], UserSegment::Low);
+        assert_eq!(seg["A2"], UserSegment::Mid);
+        assert_eq!(seg["A0"], UserSegment::High);
+        // Sorted item counts [0, 0, 2, 4]: median counts[2] = 2; only item 1 is above it.
+        let t = f.item_types(&items);
+        assert_eq!(
+            t.values().copied().collect::<Vec<_>>(),
+            [
+                ItemType::Organic,
+                ItemType::Premium,
+                ItemType::Organic,
+                ItemType::Organic
+            ]
+        );
+
+        let ctx = RowContexts {
+            users: seg.into_iter().collect(),
+        };
+        assert_eq!(ctx.of(&train[0]).user, UserSegment::High);
+        assert_eq!(ctx.of(&row("new", &[0], 1)).user, UserSegment::Unknown);
+        assert_eq!(
+            ctx.of(&train[0]).context,
+            sidrec::prompt::RequestContext::Homepage
+        );
+        let shown: Vec<UserSegment> = (0..20).map(|n| ctx.training(&train[3], n).user).collect();
+        assert_eq!(
+            shown.iter().filter(|&&s| s == UserSegment::Unknown).count(),
+            2
+        );
+        assert_eq!(shown[9], UserSegment::Unknown);
+        assert_eq!(shown[0], UserSegment::Low);
+    }
+
+    #[test]
+    fn segments_and_types_use_ratings_prices_and_brands_when_known() {
+        let mut items: Items = (0..4)
+            .map(|i| (i, sidrec::data::ItemMeta::new(format!("t{i}"), "")))
+            .collect();
+        items
+            .get_mut(&1)
+            .unwrap()
+            .extra
+            .insert("brand".into(), "Acme".into());
+        items
+            .get_mut(&2)
+            .unwrap()
+            .extra
+            .insert("brand".into(), "Unknown".into());
+        items
+            .get_mut(&3)
+            .unwrap()
+            .extra
+            .insert(ITEM_TYPE_FIELD.into(), "I".into());
+        let train = vec![row("A0", &[0], 1), row("A1", &[1], 2), row("A2", &[1], 2)];
+        let mut f = Features::from_train(&train, &items);
+        f.items.get_mut(&0).unwrap().price = Some(50.01);
+        f.items.get_mut(&2).unwrap().price = Some(50.0);
+        f.users.get_mut("A0").unwrap().mean_rating = Some(4.6);
+        f.users.get_mut("A1").unwrap().mean_rating = Some(4.5);
+        f.users.get_mut("A2").unwrap().mean_rating = Some(3.5);
+        f.users.insert(
+            "A3".into(),
+            UserFeatures {
+                train_count: 1,
+                mean_rating: None,
+                verified_share: None,
+            },
+        );
+        let (basis, seg) = f.user_segments();
+        assert_eq!(basis, SegmentBasis::Rating);
+        assert_eq!(
+            ["A0", "A1", "A2", "A3"].map(|u| seg[u]),
+            [
+                UserSegment::High,
+                UserSegment::Mid,
+                UserSegment::Low,
+                UserSegment::Unknown
+            ]
+        );
+        // 0: price > 50; 1: branded; 2: price 50 and brand "Unknown"; 3: recorded in the item file.
+        let t = f.item_types(&items);
+        assert_eq!(
+            t.values().copied().collect::<Vec<_>>(),
+            [
+                ItemType::Premium,
+                ItemType::Premium,
+                ItemType::Organic,
+                ItemType::Premium
+            ]
+        );
     }
 }

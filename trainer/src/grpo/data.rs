@@ -16,6 +16,7 @@ use sidrec::data::{InteractionRow, Items};
 use sidrec::prompt::{self, Prompt, PromptEncoder};
 use sidrec::ItemId;
 
+use crate::data::features::RowContexts;
 use crate::error::{Result, TrainerError};
 
 /// Which RL dataset an example comes from.
@@ -95,6 +96,8 @@ pub fn description_text(raw: &str) -> String {
 pub struct RlDataBuilder<'a> {
     /// Prompt templates, tokenizer and item → SID (the checkpoint's): the one prompt path.
     pub prompts: PromptEncoder<'a>,
+    /// Each row's prompt context (user segment), for checkpoints with prompt tokens.
+    pub contexts: &'a RowContexts,
     /// Item metadata.
     pub items: &'a Items,
     /// Category phrase of the title prompts.
@@ -140,10 +143,11 @@ impl RlDataBuilder<'_> {
             match task {
                 RlTask::SeqRec => {
                     let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7a11_c0de);
-                    for r in rows {
-                        let hist = self.prompts.sids(&r.history_item_id)?;
-                        let p = prompt::rl_seqrec(self.prompts.style(), &hist);
-                        out.push(self.example(task, &p, r.item_id, r.history_item_id.clone())?);
+                    for (n, r) in rows.iter().enumerate() {
+                        let ctx = self.contexts.training(r, n);
+                        let hist = &r.history_item_id;
+                        let p = self.prompts.rl_seqrec(hist, &ctx)?;
+                        out.push(self.example(task, &p, r.item_id, hist.clone())?);
                         if self.truncated_histories == 0 || hist.len() < 2 {
                             continue;
                         }
@@ -153,9 +157,8 @@ impl RlDataBuilder<'_> {
                         keep.sort_unstable();
                         for m in keep {
                             let cut = hist.len() - m;
-                            let p = prompt::rl_seqrec(self.prompts.style(), &hist[cut..]);
-                            let ids = r.history_item_id[cut..].to_vec();
-                            out.push(self.example(task, &p, r.item_id, ids)?);
+                            let p = self.prompts.rl_seqrec(&hist[cut..], &ctx)?;
+                            out.push(self.example(task, &p, r.item_id, hist[cut..].to_vec())?);
                         }
                     }
                 }

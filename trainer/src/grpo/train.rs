@@ -26,6 +26,7 @@ use super::rewards::{
 };
 use super::rollout::{sid_completion, Roller, RolloutMode};
 use crate::cli::GrpoArgs;
+use crate::data::features::RowContexts;
 use crate::error::{Result, TrainerError};
 use crate::progress;
 use crate::train::batch::epoch_batches;
@@ -189,8 +190,10 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
 
     let ds = DatasetDir::discover(&args.data)?;
     let train_rows = ds.read_split(Split::Train)?;
+    let contexts = RowContexts::load(&base.meta.prompt_tokens, &ds.root)?;
     let examples: Vec<RlExample> = RlDataBuilder {
         prompts: base.prompts(),
+        contexts: &contexts,
         items: &base.items,
         category: category(&ds),
         max_prompt_len: args.max_prompt_len,
@@ -220,6 +223,7 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
     valid_rows.truncate(args.valid_rows);
     let validator = Validator::new(
         base.prompts(),
+        &contexts,
         &valid_rows,
         args.max_prompt_len + 16,
         decoder.clone(),

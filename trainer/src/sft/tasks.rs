@@ -13,6 +13,7 @@ use sidrec::data::{InteractionRow, Items};
 use sidrec::prompt::{self, Prompt, PromptEncoder};
 use sidrec::ItemId;
 
+use crate::data::features::RowContexts;
 use crate::error::Result;
 use crate::train::batch::Example;
 
@@ -94,6 +95,8 @@ pub struct TaskBuilder<'a> {
     pub history_loss: bool,
     /// Leave out SID-history rows that [`covered_rows`] marks (see `--drop-covered-rows`).
     pub drop_covered_rows: bool,
+    /// Each row's prompt context (user segment), for checkpoints with prompt tokens.
+    pub contexts: &'a RowContexts,
 }
 
 /// Which rows are the start of a longer row of the same user: their history and target,
@@ -165,10 +168,14 @@ impl TaskBuilder<'_> {
                     } else {
                         vec![false; rows.len()]
                     };
-                    for (r, _) in rows.iter().zip(covered).filter(|(_, c)| !c) {
-                        let hist = self.history_sids(r)?;
-                        let p =
-                            prompt::sft_seqrec(self.prompts.style(), &hist, &self.sid(r.item_id)?);
+                    for (n, (r, c)) in rows.iter().zip(covered).enumerate() {
+                        if c {
+                            continue;
+                        }
+                        let ctx = self.contexts.training(r, n);
+                        let p = self
+                            .prompts
+                            .sft_seqrec(&r.history_item_id, r.item_id, &ctx)?;
                         out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
@@ -301,6 +308,7 @@ mod tests {
             cutoff: 512,
             history_loss: false,
             drop_covered_rows: false,
+            contexts: &RowContexts::none(),
         };
         let ex = b.build(std::slice::from_ref(&row), &Task::ALL).unwrap();
         // seqrec, 2 sid→title + 2 title→sid (one SID and one title are shared), seq2title,
@@ -357,6 +365,7 @@ mod tests {
             cutoff: 512,
             history_loss: true,
             drop_covered_rows: false,
+            contexts: &RowContexts::none(),
         };
         let ex = b
             .build(std::slice::from_ref(&row), &[Task::SeqRec])
@@ -428,6 +437,7 @@ mod tests {
             cutoff: 512,
             history_loss: true,
             drop_covered_rows: true,
+            contexts: &RowContexts::none(),
         };
         let ex = b.build(&rows, &[Task::SeqRec]).unwrap();
         assert_eq!(ex.len(), 1);

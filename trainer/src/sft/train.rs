@@ -16,6 +16,7 @@ use sidrec::model::Mode;
 
 use super::tasks::{Task, TaskBuilder};
 use crate::cli::{SftArgs, SidSoftmax};
+use crate::data::features::RowContexts;
 use crate::error::{Result, TrainerError};
 use crate::progress;
 use crate::train::batch::{epoch_batches, make_batch, Example};
@@ -93,6 +94,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
     if args.include_valid {
         train_rows.extend(ds.read_split(Split::Valid)?);
     }
+    let contexts = RowContexts::load(&base.meta.prompt_tokens, &ds.root)?;
     let builder = TaskBuilder {
         prompts: base.prompts(),
         items: &base.items,
@@ -100,6 +102,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
         cutoff: args.cutoff,
         history_loss: args.history_loss,
         drop_covered_rows: args.drop_covered_rows,
+        contexts: &contexts,
     };
     let examples = builder.build(&train_rows, &tasks)?;
     if examples.is_empty() {
@@ -142,6 +145,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
     valid_rows.truncate(args.valid_rows);
     let validator = Validator::new(
         base.prompts(),
+        &contexts,
         &valid_rows,
         args.cutoff,
         Decoder::for_checkpoint(&base, &device)?,

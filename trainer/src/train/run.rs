@@ -101,6 +101,7 @@ pub fn save(
             metrics,
             extra_files,
             score_mode: ck.meta.score_mode,
+            prompt_tokens: ck.meta.prompt_tokens,
         },
     )?;
     Ok(())

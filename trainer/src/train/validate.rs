@@ -7,10 +7,11 @@ use sidrec::data::InteractionRow;
 use sidrec::decode::{DecodeRequest, Decoder, ScoreMode, SearchConfig};
 use sidrec::metrics::MetricsAccumulator;
 use sidrec::model::{Mode, Qwen2};
-use sidrec::prompt::{self, PromptEncoder};
+use sidrec::prompt::PromptEncoder;
 
 use super::batch::{make_batch, Example};
 use super::objective::{supervised_loss, LevelSets, LossOptions};
+use crate::data::features::RowContexts;
 use crate::error::Result;
 
 /// Validation: beam-search HR@10 / NDCG@10 and the mean loss on a sample of the valid split.
@@ -65,6 +66,7 @@ impl Validator {
     /// with `decoder` at `num_beams`.
     pub fn new(
         prompts: PromptEncoder<'_>,
+        contexts: &RowContexts,
         rows: &[InteractionRow],
         cutoff: usize,
         decoder: Decoder,
@@ -74,11 +76,11 @@ impl Validator {
         let mut targets = Vec::with_capacity(rows.len());
         let mut examples = Vec::with_capacity(rows.len());
         for r in rows {
-            let history = prompts.sids(&r.history_item_id)?;
+            let ctx = contexts.of(r);
             let target = prompts.sid(r.item_id)?;
-            ids.push(prompts.recommend_sids(&history)?.ids);
+            ids.push(prompts.recommend(&r.history_item_id, &ctx)?.ids);
             // The response loss only, whatever `--history-loss` says for training.
-            let p = prompt::sft_seqrec(prompts.style(), &history, &target);
+            let p = prompts.sft_seqrec(&r.history_item_id, r.item_id, &ctx)?;
             examples.push(Example::encode(&prompts, &p, cutoff)?);
             targets.push(target);
         }
