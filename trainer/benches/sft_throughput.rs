@@ -161,7 +161,7 @@ fn bench() {
         category: "industrial and scientific items".into(),
         cutoff: 512,
         history_loss: o.history_loss,
-        drop_covered_rows: false,
+        covered: None,
         contexts: &RowContexts::none(),
     };
     let examples: Vec<Example> = builder.build(&rows, &[Task::SeqRec]).unwrap();

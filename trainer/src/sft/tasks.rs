@@ -93,8 +93,9 @@ pub struct TaskBuilder<'a> {
     pub cutoff: usize,
     /// Also supervise the SIDs inside SID histories (a deliberate extension; see `--history-loss`).
     pub history_loss: bool,
-    /// Leave out SID-history rows that [`covered_rows`] marks (see `--drop-covered-rows`).
-    pub drop_covered_rows: bool,
+    /// SID-history rows to leave out, one flag per row ([`covered_rows`], for
+    /// `--drop-covered-rows`); `None` keeps every row. Other tasks always use every row.
+    pub covered: Option<&'a [bool]>,
     /// Each row's prompt context (user segment), for checkpoints with prompt tokens.
     pub contexts: &'a RowContexts,
 }
@@ -163,13 +164,8 @@ impl TaskBuilder<'_> {
         for &task in Task::ALL.iter().filter(|t| tasks.contains(t)) {
             match task {
                 Task::SeqRec => {
-                    let covered = if self.drop_covered_rows {
-                        covered_rows(rows)
-                    } else {
-                        vec![false; rows.len()]
-                    };
-                    for (n, (r, c)) in rows.iter().zip(covered).enumerate() {
-                        if c {
+                    for (n, r) in rows.iter().enumerate() {
+                        if self.covered.and_then(|c| c.get(n)) == Some(&true) {
                             continue;
                         }
                         let ctx = self.contexts.training(r, n);
@@ -307,7 +303,7 @@ mod tests {
             category: "items".into(),
             cutoff: 512,
             history_loss: false,
-            drop_covered_rows: false,
+            covered: None,
             contexts: &RowContexts::none(),
         };
         let ex = b.build(std::slice::from_ref(&row), &Task::ALL).unwrap();
@@ -364,7 +360,7 @@ mod tests {
             category: "items".into(),
             cutoff: 512,
             history_loss: true,
-            drop_covered_rows: false,
+            covered: None,
             contexts: &RowContexts::none(),
         };
         let ex = b
@@ -378,7 +374,7 @@ mod tests {
         // Without the flag only the response is supervised.
         let plain = TaskBuilder {
             history_loss: false,
-            drop_covered_rows: false,
+            covered: None,
             ..b
         };
         let ex = plain
@@ -436,7 +432,7 @@ mod tests {
             category: "items".into(),
             cutoff: 512,
             history_loss: true,
-            drop_covered_rows: true,
+            covered: Some(&covered_rows(&rows)),
             contexts: &RowContexts::none(),
         };
         let ex = b.build(&rows, &[Task::SeqRec]).unwrap();

@@ -95,13 +95,16 @@ pub fn run(args: &SftArgs) -> Result<()> {
         train_rows.extend(ds.read_split(Split::Valid)?);
     }
     let contexts = RowContexts::load(&base.meta.prompt_tokens, &ds.root)?;
+    let covered = args
+        .drop_covered_rows
+        .then(|| super::tasks::covered_rows(&train_rows));
     let builder = TaskBuilder {
         prompts: base.prompts(),
         items: &base.items,
         category: category(&ds),
         cutoff: args.cutoff,
         history_loss: args.history_loss,
-        drop_covered_rows: args.drop_covered_rows,
+        covered: covered.as_deref(),
         contexts: &contexts,
     };
     let examples = builder.build(&train_rows, &tasks)?;
@@ -123,15 +126,10 @@ pub fn run(args: &SftArgs) -> Result<()> {
     } else {
         None
     };
-    let dropped = if args.drop_covered_rows {
-        let n = super::tasks::covered_rows(&train_rows)
-            .into_iter()
-            .filter(|&c| c)
-            .count();
+    let dropped = covered.as_ref().map_or(String::new(), |c| {
+        let n = c.iter().filter(|&&c| c).count();
         format!(" ({n} covered SID-history rows left out)")
-    } else {
-        String::new()
-    };
+    });
     eprintln!(
         "{} training examples ({} tokens) from {} rows{dropped}; tasks: {}",
         examples.len(),
