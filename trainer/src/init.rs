@@ -183,7 +183,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
         }
     }
     if args.item_embeddings {
-        cfg.item_embeddings = Some(index.len() + 1);
+        cfg.item_embeddings = Some(sidrec::model::ItemLookup::rows_for(&index));
     }
     let varmap = VarMap::new();
     let model = Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;

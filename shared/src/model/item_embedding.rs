@@ -12,8 +12,11 @@
 //! appears at its final token, whose prediction is already the next item (or the separator).
 //! Generated tokens never get one: the item is not known until its SID is complete.
 //!
-//! Rows are 1-based in item-id order of the checkpoint's SID index; row 0 means "no item" and
-//! is masked out, so it never trains.
+//! Rows are 1-based, one per distinct SID, in the order each SID first appears in item-id order
+//! of the checkpoint's SID index; row 0 means "no item" and is masked out, so it never trains.
+//! Items that share a SID (an index built with collisions left as they are) share a row: a
+//! prompt names items by their SIDs only, so nothing could tell those items apart anyway. With
+//! unique SIDs, row `r` is simply the `r`-th item.
 
 use std::collections::HashMap;
 
@@ -34,7 +37,7 @@ impl ItemLookup {
     /// The lookup of a checkpoint: its tokenizer's SID vocabulary and its SID index.
     pub fn new(vocab: &SidVocab, index: &SidIndex) -> Result<Self> {
         let mut by_sid = HashMap::with_capacity(index.len());
-        for (row, (item, sid)) in index.iter().enumerate() {
+        for (item, sid) in index.iter() {
             let ids = sid
                 .tokens()
                 .map(|t| {
@@ -45,19 +48,22 @@ impl ItemLookup {
                     })
                 })
                 .collect::<Result<Vec<u32>>>()?;
-            let row = u32::try_from(row + 1)
+            let next = u32::try_from(by_sid.len() + 1)
                 .map_err(|_| Error::Invalid("too many items for item embeddings".into()))?;
-            if by_sid.insert(ids, row).is_some() {
-                return Err(Error::Invalid(format!(
-                    "item {item} shares its SID with another item; item embeddings need unique SIDs"
-                )));
-            }
+            by_sid.entry(ids).or_insert(next);
         }
+        let rows = by_sid.len() + 1;
         Ok(Self {
             vocab: vocab.clone(),
             by_sid,
-            rows: index.len() + 1,
+            rows,
         })
+    }
+
+    /// Rows of the embedding table a model over `index` needs: its distinct SIDs, plus row 0.
+    pub fn rows_for(index: &SidIndex) -> usize {
+        let distinct: std::collections::HashSet<_> = index.iter().map(|(_, sid)| sid).collect();
+        distinct.len() + 1
     }
 
     /// Rows of the embedding table this lookup indexes (items + 1).
@@ -138,5 +144,25 @@ mod tests {
         // A SID ending the sequence is closed.
         assert_eq!(l.rows_of(&[5, 100, 111, 123]), vec![0, 0, 0, 2]);
         assert_eq!(l.rows_of(&[]), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn items_sharing_a_sid_share_a_row() {
+        let mut index = SidIndex::new();
+        index.insert(10, Sid::from_codes(vec![0, 1, 2]));
+        index.insert(11, Sid::from_codes(vec![0, 1, 2]));
+        index.insert(12, Sid::from_codes(vec![1, 0, 0]));
+        let vocab = SidVocab::from_fn(&index, |t: SidToken| {
+            Some(100 + 10 * t.level as u32 + t.code)
+        })
+        .unwrap();
+        let l = ItemLookup::new(&vocab, &index).unwrap();
+        assert_eq!(l.rows(), 3);
+        assert_eq!(ItemLookup::rows_for(&index), 3);
+        // The later distinct SID gets row 2, not its item's position (3).
+        assert_eq!(
+            l.rows_of(&[100, 111, 122, 101, 110, 120]),
+            vec![0, 0, 1, 0, 0, 2]
+        );
     }
 }

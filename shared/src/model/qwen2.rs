@@ -640,7 +640,7 @@ impl Qwen2 {
         let rows = table.dim(0)?;
         if lookup.rows() != rows {
             return Err(Error::Invalid(format!(
-                "the item-embedding table has {rows} rows but the SID index names {} items \
+                "the item-embedding table has {rows} rows but the SID index has {} distinct SIDs \
                  (+1): the checkpoint's index and weights do not belong together",
                 lookup.rows() - 1
             )));
