@@ -128,6 +128,7 @@ async fn publish(
                 metrics: ck2.meta.metrics.clone(),
                 score_mode: None,
                 prompt_tokens: Default::default(),
+                max_history: None,
                 extra_files: Vec::new(),
             },
         )

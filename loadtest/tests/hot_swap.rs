@@ -72,6 +72,7 @@ fn write_checkpoint(dir: &Path) -> String {
             metrics: serde_json::json!({}),
             score_mode: None,
             prompt_tokens: Default::default(),
+            max_history: None,
             extra_files: Vec::new(),
         },
     )

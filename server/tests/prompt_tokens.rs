@@ -154,3 +154,36 @@ async fn a_checkpoint_without_tokens_accepts_and_ignores_them() {
     assert_eq!((st, b["error"]["field"].as_str()), (422, Some("context")));
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_checkpoint_with_a_history_limit_serves_only_the_latest_items() {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let staging = root.path().join("staging");
+    write_checkpoint(&staging, "v1");
+    // What `sft --max-history 1` records; sidrec.json is not among the hashed files.
+    let meta_path = staging.join("sidrec.json");
+    let mut meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["max_history"] = json!(1);
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    std::fs::rename(&staging, models.join("v1")).unwrap();
+    let s = model_server(model_options(&models), HttpLimits::default()).await;
+
+    let (st, m) = get_checked(&s, "/v1/model", "/v1/model").await;
+    assert_eq!(st, 200);
+    assert_eq!(m["max_history"], 1, "{m}");
+    let (st, long) = post_checked(&s, REC, &json!({"history": [0, 1, 2], "k": 8})).await;
+    assert_eq!(st, 200, "{long}");
+    let (st, last) = post_checked(&s, REC, &json!({"history": [2], "k": 8})).await;
+    assert_eq!(st, 200, "{last}");
+    assert_eq!(items(&long), items(&last));
+    let engine = s.state.engine().unwrap();
+    let p = engine
+        .prompts()
+        .recommend(&[0, 1, 2], &PromptContext::default())
+        .unwrap();
+    assert_eq!(p.text, "history: <a_2><b_0><c_0>\nnext:\n");
+    s.stop().await.unwrap();
+}

@@ -66,6 +66,10 @@ pub struct CheckpointMeta {
     /// none, the plain prompts of checkpoints written before the field existed.
     #[serde(default, skip_serializing_if = "PromptTokens::is_empty")]
     pub prompt_tokens: PromptTokens,
+    /// How many of the latest history items its recommendation prompts keep (`sft
+    /// --max-history`); absent means all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_history: Option<usize>,
     /// sha256 of every other file of the checkpoint.
     pub files: BTreeMap<String, String>,
 }
@@ -192,6 +196,7 @@ impl Checkpoint {
     pub fn prompts(&self) -> PromptEncoder<'_> {
         PromptEncoder::new(self.meta.prompt_style, &self.tokenizer, &self.index)
             .with_tokens(self.meta.prompt_tokens, &self.item_types)
+            .with_max_history(self.meta.max_history)
     }
 }
 
@@ -245,6 +250,8 @@ pub struct NewCheckpoint<'a> {
     pub score_mode: Option<ScoreMode>,
     /// Optional prompt-token groups the tokenizer holds and the prompts carry.
     pub prompt_tokens: PromptTokens,
+    /// History items its recommendation prompts keep (`None`: all).
+    pub max_history: Option<usize>,
 }
 
 /// Write a checkpoint to `dir` atomically: build it in a temp directory beside `dir`, then
@@ -314,6 +321,7 @@ pub fn write(dir: impl AsRef<Path>, ck: &NewCheckpoint<'_>) -> Result<Checkpoint
             metrics: ck.metrics.clone(),
             score_mode: ck.score_mode,
             prompt_tokens: ck.prompt_tokens,
+            max_history: ck.max_history,
             files,
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;

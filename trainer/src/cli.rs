@@ -394,6 +394,10 @@ pub struct EvalArgs {
     /// Evaluate only the first N rows.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Keep only the last N history items of each prompt (0: all), overriding the
+    /// checkpoint's `sft --max-history`; for choosing N on the valid split.
+    #[arg(long)]
+    pub max_history: Option<usize>,
     /// Compute device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
     pub device: String,
@@ -455,6 +459,18 @@ pub struct SftArgs {
     /// whole rows.
     #[arg(long)]
     pub drop_covered_rows: bool,
+    /// Also train every SID-history row with only its last N history items (0: off): short
+    /// contexts in which the last items alone must predict the next, the association a
+    /// last-item transition table is made of, without the rest of a long history to dilute it.
+    #[arg(long, default_value_t = 0)]
+    pub recent_history: usize,
+    /// Recommendation prompts of the checkpoints it writes (its own validation, `eval`, the
+    /// server, GRPO rollouts) keep only the last N history items (0: all). Training examples
+    /// stay whole. Where the next item depends mostly on the last few, a long history only
+    /// dilutes what the model learned about them; choose N on the valid split with `eval
+    /// --max-history`.
+    #[arg(long)]
+    pub max_history: Option<usize>,
     /// Train only the SID tokens' rows of the embeddings (and of an untied output head); every
     /// other parameter stays bit-identical. For adapting a pretrained base model cheaply.
     #[arg(long)]

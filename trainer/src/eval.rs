@@ -40,6 +40,9 @@ pub struct EvalReport {
     pub mode: String,
     /// Prompt style used.
     pub prompt_style: String,
+    /// History items the prompts kept (`None`: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_history: Option<usize>,
     /// HR/NDCG@K and the invalid count.
     pub metrics: MetricsReport,
     /// Wall time of decoding (s).
@@ -119,10 +122,15 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// A `--max-history` value as a limit: 0 keeps every history item.
+pub fn history_limit(n: usize) -> Option<usize> {
+    (n > 0).then_some(n)
+}
+
 /// Markdown rendering of a report.
 pub fn render(r: &EvalReport) -> String {
     format!(
-        "# Evaluation of `{}`\n\n- version: `{}`\n- data: `{}` split `{}` ({} rows)\n- {} beams, `{}` scores, `{}` prompts\n- decode: {:.1} s, {:.2} rows/s, peak RSS {}\n\n{}\n",
+        "# Evaluation of `{}`\n\n- version: `{}`\n- data: `{}` split `{}` ({} rows)\n- {} beams, `{}` scores, `{}` prompts{}\n- decode: {:.1} s, {:.2} rows/s, peak RSS {}\n\n{}\n",
         r.checkpoint,
         r.version,
         r.data,
@@ -131,6 +139,9 @@ pub fn render(r: &EvalReport) -> String {
         r.num_beams,
         r.mode,
         r.prompt_style,
+        r.max_history
+            .map(|n| format!(", history cut to its last {n} item{}", if n == 1 { "" } else { "s" }))
+            .unwrap_or_default(),
         r.decode_seconds,
         r.rows_per_second,
         r.peak_rss_mib
@@ -158,8 +169,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let ck = Checkpoint::load(checkpoint, &device, None)?;
     let style: PromptStyle = args.prompt_style.unwrap_or(ck.meta.prompt_style);
     let (ds, split_path, rows) = read_rows(args)?;
+    let max_history = match args.max_history {
+        Some(n) => history_limit(n),
+        None => ck.meta.max_history,
+    };
     let encoder = PromptEncoder::new(style, &ck.tokenizer, &ck.index)
-        .with_tokens(ck.meta.prompt_tokens, &ck.item_types);
+        .with_tokens(ck.meta.prompt_tokens, &ck.item_types)
+        .with_max_history(max_history);
     let contexts = RowContexts::load(&ck.meta.prompt_tokens, &ds.root)?;
     let path = split_path.as_path();
     let at_line = |line: u64| {
@@ -229,6 +245,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         num_beams: args.num_beams,
         mode: mode.to_string(),
         prompt_style: style.to_string(),
+        max_history,
         metrics,
         decode_seconds,
         rows_per_second: prompts.len() as f64 / decode_seconds.max(1e-9),

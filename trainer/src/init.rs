@@ -218,6 +218,7 @@ fn write_init(
             metrics: serde_json::json!({}),
             score_mode: None,
             prompt_tokens: *tokens,
+            max_history: None,
             extra_files: Vec::new(),
         },
     )?;

@@ -353,3 +353,62 @@ fn item_embeddings_train_resume_and_evaluate() {
         "{err}"
     );
 }
+
+#[test]
+fn max_history_is_recorded_and_cuts_what_eval_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let out = dir.path().join("short");
+    let mut args = sft_args(&data, &ck, out.to_str().unwrap());
+    let steps = args.iter().position(|a| *a == "--max-steps").unwrap() + 1;
+    args[steps] = "4";
+    args.extend(["--history-loss", "--max-history", "1"]);
+    ok(&args);
+    let meta = std::fs::read_to_string(out.join("last/sidrec.json")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["max_history"], 1, "{meta}");
+
+    let history_items = |eval: &Path| -> Vec<usize> {
+        let p: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(eval.join("predictions.json")).unwrap())
+                .unwrap();
+        p.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["input"].as_str().unwrap().matches("<a_").count())
+            .collect()
+    };
+    let last = out.join("last");
+    let last = last.to_str().unwrap();
+    let eval = |name: &str, extra: &[&str]| -> PathBuf {
+        let e = dir.path().join(name);
+        let mut a = vec![
+            "eval",
+            "--checkpoint",
+            last,
+            "--data",
+            &data,
+            "--split",
+            "test",
+            "--num-beams",
+            "5",
+            "--limit",
+            "12",
+            "--out",
+        ];
+        a.push(e.to_str().unwrap());
+        a.extend(extra);
+        ok(&a);
+        e
+    };
+    let cut = eval("eval-cut", &[]);
+    assert!(history_items(&cut).iter().all(|&n| n == 1));
+    let report = std::fs::read_to_string(cut.join("report.md")).unwrap();
+    assert!(
+        report.contains("history cut to its last 1 item\n"),
+        "{report}"
+    );
+    // `--max-history 0` overrides the checkpoint's limit: the whole history again.
+    let whole = eval("eval-whole", &["--max-history", "0"]);
+    assert!(history_items(&whole).iter().any(|&n| n > 1));
+}

@@ -150,6 +150,7 @@ impl Engine {
     pub fn prompts(&self) -> PromptEncoder<'_> {
         PromptEncoder::new(self.meta.prompt_style, &self.tokenizer, &self.index)
             .with_tokens(self.meta.prompt_tokens, &self.item_types)
+            .with_max_history(self.meta.max_history)
     }
 
     /// Prompt tokens for a history of catalogue items (oldest first), of which the newest

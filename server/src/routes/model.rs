@@ -90,7 +90,10 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         "num_parameters": e.num_parameters,
         "device": e.device,
         "score_mode": e.mode.to_string(),
-        "max_history": state.options().max_history,
+        "max_history": e
+            .meta
+            .max_history
+            .map_or(state.options().max_history, |n| n.min(state.options().max_history)),
         "max_batch_size": batcher.map(|b| b.max_batch_size),
         "max_batch_wait_ms": batcher.map(|b| b.max_batch_wait.as_secs_f64() * 1e3),
         "max_queue": batcher.map(|b| b.max_queue),

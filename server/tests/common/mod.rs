@@ -296,6 +296,7 @@ pub fn write_checkpoint_with(
             metrics: json!({"hr@10": 0.25, "valid": {"ndcg@10": 0.125}}),
             score_mode: None,
             prompt_tokens: tokens,
+            max_history: None,
             extra_files: Vec::new(),
         },
     )

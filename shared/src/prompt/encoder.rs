@@ -43,6 +43,7 @@ pub struct PromptEncoder<'a> {
     index: &'a SidIndex,
     tokens: PromptTokens,
     item_types: Option<&'a ItemTypes>,
+    max_history: Option<usize>,
 }
 
 /// A prompt encoded for decoding: its text (for reports) and its token ids.
@@ -64,6 +65,30 @@ impl<'a> PromptEncoder<'a> {
             index,
             tokens: PromptTokens::none(),
             item_types: None,
+            max_history: None,
+        }
+    }
+
+    /// The same encoder whose recommendation prompts (eval, serving, RL rollouts) keep only the
+    /// last `n` history items; `None` keeps them all. SFT examples stay whole: with the history
+    /// loss they already train every shorter context, and a long row is the cheapest way to.
+    pub fn with_max_history(self, n: Option<usize>) -> Self {
+        Self {
+            max_history: n,
+            ..self
+        }
+    }
+
+    /// How many history items its recommendation prompts keep (`None`: all).
+    pub fn max_history(&self) -> Option<usize> {
+        self.max_history
+    }
+
+    /// The part of `history` (oldest first) that recommendation prompts keep.
+    fn recent<'h, T>(&self, history: &'h [T]) -> &'h [T] {
+        match self.max_history {
+            Some(n) if history.len() > n => &history[history.len() - n..],
+            _ => history,
         }
     }
 
@@ -155,13 +180,13 @@ impl<'a> PromptEncoder<'a> {
 
     /// The RL prompt for `history` in context `ctx`.
     pub fn rl_seqrec(&self, history: &[ItemId], ctx: &PromptContext) -> Result<Prompt> {
-        let hist = self.decorate(&self.sids(history)?);
+        let hist = self.decorate(&self.sids(self.recent(history))?);
         Ok(rl_seqrec_led(self.style, &self.tokens.lead(ctx), &hist))
     }
 
     /// The next-item prompt for a history of items: what `eval` decodes and the server serves.
     pub fn recommend(&self, history: &[ItemId], ctx: &PromptContext) -> Result<EncodedPrompt> {
-        self.recommend_sids(&self.sids(history)?, ctx)
+        self.recommend_sids(&self.sids(self.recent(history))?, ctx)
     }
 
     /// The next-item prompt for a history already given as SIDs (oldest first).
@@ -170,6 +195,7 @@ impl<'a> PromptEncoder<'a> {
         history: &[S],
         ctx: &PromptContext,
     ) -> Result<EncodedPrompt> {
+        let history = self.recent(history);
         let p = eval_seqrec_led(self.style, &self.tokens.lead(ctx), &self.decorate(history));
         Ok(EncodedPrompt {
             ids: self.encode(&p)?,
@@ -213,6 +239,40 @@ mod tests {
             .collect();
         assert_eq!(enc.recommend_parsed(&sids, &ctx).unwrap(), by_items);
         assert!(matches!(enc.recommend(&[1, 9], &ctx), Err(Error::NoSid(9))));
+    }
+
+    #[test]
+    fn max_history_cuts_recommendation_prompts_but_not_training_examples() {
+        let mut index = SidIndex::new();
+        index.insert(1, "<a_1><b_2>".parse().unwrap());
+        index.insert(2, "<a_3><b_4>".parse().unwrap());
+        index.insert(3, "<a_2><b_1>".parse().unwrap());
+        let corpus = ["history: <a_1><b_2> <a_3><b_4> <a_2><b_1>\nnext:\n<a_1><b_2>\n"];
+        let tk = SidTokenizer::train_bpe(corpus.iter(), 300, &index).unwrap();
+        let ctx = PromptContext::default();
+        let all = PromptEncoder::new(PromptStyle::Compact, &tk, &index);
+        let last = all.with_max_history(Some(1));
+        assert_eq!(last.max_history(), Some(1));
+        let p = last.recommend(&[1, 2, 3], &ctx).unwrap();
+        assert_eq!(p, all.recommend(&[3], &ctx).unwrap());
+        assert_eq!(p.text, "history: <a_2><b_1>\nnext:\n");
+        let sids = ["<a_1><b_2>", "<a_3><b_4>", "<a_2><b_1>"];
+        assert_eq!(last.recommend_sids(&sids, &ctx).unwrap(), p);
+        assert_eq!(
+            last.rl_seqrec(&[1, 2, 3], &ctx).unwrap(),
+            all.rl_seqrec(&[3], &ctx).unwrap()
+        );
+        // Shorter histories are untouched, and SFT examples keep the whole history.
+        assert_eq!(
+            last.with_max_history(Some(5))
+                .recommend(&[1, 2], &ctx)
+                .unwrap(),
+            all.recommend(&[1, 2], &ctx).unwrap()
+        );
+        assert_eq!(
+            last.sft_seqrec(&[1, 2], 3, &ctx).unwrap(),
+            all.sft_seqrec(&[1, 2], 3, &ctx).unwrap()
+        );
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct TaskBuilder<'a> {
     /// SID-history rows to leave out, one flag per row ([`covered_rows`], for
     /// `--drop-covered-rows`); `None` keeps every row. Other tasks always use every row.
     pub covered: Option<&'a [bool]>,
+    /// Also train every SID-history row (covered or not) with its history cut to its last
+    /// `recent_history` items (0: off; rows no longer than that add nothing).
+    pub recent_history: usize,
     /// Each row's prompt context (user segment), for checkpoints with prompt tokens.
     pub contexts: &'a RowContexts,
 }
@@ -165,13 +168,17 @@ impl TaskBuilder<'_> {
             match task {
                 Task::SeqRec => {
                     for (n, r) in rows.iter().enumerate() {
+                        let ctx = self.contexts.training(r, n);
+                        let history = &r.history_item_id;
+                        if self.recent_history > 0 && history.len() > self.recent_history {
+                            let recent = &history[history.len() - self.recent_history..];
+                            let p = self.prompts.sft_seqrec(recent, r.item_id, &ctx)?;
+                            out.push(self.encode(&p, task, r.item_id)?);
+                        }
                         if self.covered.and_then(|c| c.get(n)) == Some(&true) {
                             continue;
                         }
-                        let ctx = self.contexts.training(r, n);
-                        let p = self
-                            .prompts
-                            .sft_seqrec(&r.history_item_id, r.item_id, &ctx)?;
+                        let p = self.prompts.sft_seqrec(history, r.item_id, &ctx)?;
                         out.push(self.encode(&p, task, r.item_id)?);
                     }
                 }
@@ -304,6 +311,7 @@ mod tests {
             cutoff: 512,
             history_loss: false,
             covered: None,
+            recent_history: 0,
             contexts: &RowContexts::none(),
         };
         let ex = b.build(std::slice::from_ref(&row), &Task::ALL).unwrap();
@@ -361,6 +369,7 @@ mod tests {
             cutoff: 512,
             history_loss: true,
             covered: None,
+            recent_history: 0,
             contexts: &RowContexts::none(),
         };
         let ex = b
@@ -375,6 +384,7 @@ mod tests {
         let plain = TaskBuilder {
             history_loss: false,
             covered: None,
+            recent_history: 0,
             ..b
         };
         let ex = plain
@@ -433,6 +443,7 @@ mod tests {
             cutoff: 512,
             history_loss: true,
             covered: Some(&covered_rows(&rows)),
+            recent_history: 0,
             contexts: &RowContexts::none(),
         };
         let ex = b.build(&rows, &[Task::SeqRec]).unwrap();
@@ -446,5 +457,53 @@ mod tests {
         // Other tasks still see every row.
         let all = b.build(&rows, &[Task::SeqRec, Task::TitleToSid]).unwrap();
         assert_eq!(all.len(), 1 + rows.len());
+    }
+
+    #[test]
+    fn recent_history_adds_each_row_cut_to_its_last_items() {
+        let index: SidIndex = (0..4)
+            .map(|i| (i, Sid::from_codes(vec![i + 1, i + 2])))
+            .collect();
+        let items = Items::new();
+        let texts = ["history: <a_1><b_2> <a_2><b_3> <a_3><b_4>\nnext:\n<a_4><b_5>\n"; 20];
+        let tk = SidTokenizer::train_bpe(texts.iter(), 300, &index).unwrap();
+        let rows = [
+            window("A1", &[0], 1),
+            window("A1", &[0, 1], 2),
+            window("A1", &[0, 1, 2], 3),
+        ];
+        let covered = covered_rows(&rows);
+        let b = TaskBuilder {
+            prompts: PromptEncoder::new(PromptStyle::Compact, &tk, &index),
+            items: &items,
+            category: "items".into(),
+            cutoff: 512,
+            history_loss: true,
+            covered: Some(&covered),
+            recent_history: 1,
+            contexts: &RowContexts::none(),
+        };
+        let ex = b.build(&rows, &[Task::SeqRec]).unwrap();
+        // Covered rows still give their short view: 1 → 2 (from row 2), 2 → 3 (row 3), then
+        // the kept row whole; row 1 is already one item long.
+        let prompts = PromptEncoder::new(PromptStyle::Compact, &tk, &index);
+        let ctx = RowContexts::none().training(&rows[0], 0);
+        let expect = |h: &[ItemId], t: ItemId| {
+            Example::encode(&prompts, &prompts.sft_seqrec(h, t, &ctx).unwrap(), 512)
+                .unwrap()
+                .ids
+        };
+        let ids: Vec<&[u32]> = ex.iter().map(|e| e.ids.as_slice()).collect();
+        assert_eq!(
+            ids,
+            [
+                expect(&[1], 2).as_slice(),
+                expect(&[2], 3).as_slice(),
+                expect(&[0, 1, 2], 3).as_slice()
+            ]
+        );
+        // A one-item history has no history targets: only the response is supervised.
+        assert!(ex[0].prompt_targets.is_empty());
+        assert_eq!(ex[2].prompt_targets.len(), 4);
     }
 }

@@ -58,6 +58,9 @@ pub fn run(args: &SftArgs) -> Result<()> {
     let device = sidrec::device::parse_device(&args.device)?;
     let dirs = RunDirs::new(&args.out, args.resume);
     let (mut base, varmap) = load_trainable(dirs.start(&args.init), &device)?;
+    if let Some(n) = args.max_history {
+        base.meta.max_history = crate::eval::history_limit(n);
+    }
     // Saved checkpoints name the beam scores their loss trained, for eval and the server.
     base.meta.score_mode = match args.sid_softmax {
         SidSoftmax::Full => None,
@@ -105,6 +108,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
         cutoff: args.cutoff,
         history_loss: args.history_loss,
         covered: covered.as_deref(),
+        recent_history: args.recent_history,
         contexts: &contexts,
     };
     let examples = builder.build(&train_rows, &tasks)?;

@@ -102,6 +102,7 @@ pub fn save(
             extra_files,
             score_mode: ck.meta.score_mode,
             prompt_tokens: ck.meta.prompt_tokens,
+            max_history: ck.meta.max_history,
         },
     )?;
     Ok(())
