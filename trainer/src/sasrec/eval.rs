@@ -124,6 +124,8 @@ pub fn run(args: &EvalArgs, kind: BaselineKind) -> Result<EvalReport> {
         num_beams: k,
         mode: "full-ranking".into(),
         prompt_style: "none".into(),
+        ranker: "baseline".into(),
+        hybrid: None,
         metrics,
         decode_seconds: seconds,
         rows_per_second: rows.len() as f64 / seconds.max(1e-9),
