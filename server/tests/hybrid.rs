@@ -26,8 +26,8 @@ fn row(hist: &[ItemId], target: ItemId) -> InteractionRow {
     }
 }
 
-/// After item 0 comes 7 (three times), then 2 (once); after item 3 comes 5 (twice); nothing
-/// follows the other items. Items 3 and 4 share a SID.
+/// After item 0 comes 7 (three times), then 2 (once); after item 3 comes 5 (twice); after
+/// item 1 comes 4 (once); nothing follows the other items. Items 3 and 4 share a SID.
 fn ranker(lambda: f32) -> Hybrid {
     let train = [
         row(&[0], 7),
@@ -36,6 +36,7 @@ fn ranker(lambda: f32) -> Hybrid {
         row(&[0], 2),
         row(&[3], 5),
         row(&[2, 3], 5),
+        row(&[1], 4),
     ];
     Hybrid {
         lambda,
@@ -44,7 +45,7 @@ fn ranker(lambda: f32) -> Hybrid {
         fitted_on: FittedOn {
             data: "fixture".into(),
             split: "train".into(),
-            rows: 6,
+            rows: 7,
         },
         selection: json!({"split": "valid"}),
     }
@@ -136,15 +137,33 @@ async fn a_hybrid_checkpoint_reranks_the_beam_and_hot_swaps_with_a_pure_one() {
         let want = model + 1000.0 * h.scorer.score(Some(0), id as ItemId, 1.0);
         assert!((score - want).abs() < 1e-2, "{id}: {score} vs {want}");
     }
-    assert!(hyb_items.windows(2).all(|w| w[0].1 >= w[1].1));
-    // The library's function gives the server's order.
-    let cands: Vec<sidrec::hybrid::Candidate> = pure_items
+    // Items 3 and 4 share a SID: they stay together, 4 (more popular) first, even where
+    // another SID's item scores between them.
+    let pos = |id: u64| hyb_items.iter().position(|x| x.0 == id).unwrap();
+    assert_eq!(pos(3), pos(4) + 1, "{hyb}");
+    // Without the second item of that SID, the scores descend.
+    let firsts: Vec<f64> = hyb_items.iter().filter(|x| x.0 != 3).map(|x| x.1).collect();
+    assert!(firsts.windows(2).all(|w| w[0] >= w[1]), "{hyb}");
+    // The library's function gives the server's order (beams from the pure answer: one per
+    // SID, in order).
+    let mut cands: Vec<sidrec::hybrid::Candidate> = Vec::new();
+    for (i, x) in pure.as_object().unwrap()["items"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|&(id, _, ms)| sidrec::hybrid::Candidate {
-            item: id as ItemId,
-            model_score: ms as f32,
-        })
-        .collect();
+        .enumerate()
+    {
+        let beam = match cands.last() {
+            Some(_) if pure["items"][i - 1]["sid"] == x["sid"] => cands[i - 1].beam,
+            Some(c) => c.beam + 1,
+            None => 0,
+        };
+        cands.push(sidrec::hybrid::Candidate {
+            item: x["item_id"].as_u64().unwrap() as ItemId,
+            beam,
+            model_score: x["model_score"].as_f64().unwrap() as f32,
+        });
+    }
     let lib: Vec<u64> = h
         .rerank(&[3, 0], &cands)
         .iter()

@@ -91,11 +91,14 @@ impl TransitionScorer {
     }
 }
 
-/// One candidate of the beam: an item and the log-probability of its SID.
+/// One candidate of the beam: an item, the beam (SID) it came from and that SID's
+/// log-probability.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
     /// The item.
     pub item: ItemId,
+    /// Index of its beam in the beam list: items sharing a SID share it.
+    pub beam: usize,
     /// Log-probability of its SID under the model (the beam's score).
     pub model_score: f32,
 }
@@ -105,9 +108,11 @@ pub struct Candidate {
 pub struct Ranked {
     /// The item.
     pub item: ItemId,
+    /// Index of its beam in the beam list.
+    pub beam: usize,
     /// Log-probability of its SID under the model.
     pub model_score: f32,
-    /// `model_score + λ · score_item`: what the list is sorted by.
+    /// `model_score + λ · score_item`.
     pub score: f32,
 }
 
@@ -162,8 +167,11 @@ struct HybridFile {
 }
 
 impl Hybrid {
-    /// Re-rank `candidates` (the beam's items, best first) for a history (oldest first):
-    /// by `model_score + λ · score(last item, item)`, best first; ties keep the beam's order.
+    /// Re-rank `candidates` (the beam's items, best first) for a history (oldest first): each
+    /// item scores `model_score + λ · score(last item, item)`; a SID (its beam's items) ranks by
+    /// its best item, and its items stay together, best first. The model cannot tell items of
+    /// one SID apart, so keeping them together keeps the list a ranking of SIDs, which calc.py
+    /// scores and the pure beam gives. Ties keep the beam's order (items of a SID: id order).
     /// Only the history's last item is read.
     pub fn rerank(&self, history: &[ItemId], candidates: &[Candidate]) -> Vec<Ranked> {
         let last = history.last().copied();
@@ -173,13 +181,25 @@ impl Hybrid {
                 let item = self.scorer.score(last, c.item, self.prior_strength);
                 Ranked {
                     item: c.item,
+                    beam: c.beam,
                     model_score: c.model_score,
                     score: (c.model_score as f64 + self.lambda as f64 * item) as f32,
                 }
             })
             .collect();
+        let mut best: HashMap<usize, f32> = HashMap::new();
+        for r in &out {
+            let b = best.entry(r.beam).or_insert(f32::NEG_INFINITY);
+            *b = b.max(r.score);
+        }
+        let best_of = |r: &Ranked| best.get(&r.beam).copied().unwrap_or(r.score);
         // Stable, so equal scores (λ = 0, or equal counts and popularity) keep the beam's order.
-        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        out.sort_by(|a, b| {
+            best_of(b)
+                .total_cmp(&best_of(a))
+                .then(a.beam.cmp(&b.beam))
+                .then(b.score.total_cmp(&a.score))
+        });
         out
     }
 
@@ -274,19 +294,20 @@ impl Hybrid {
     }
 }
 
-/// The beam's candidates in beam order: each hypothesis's items (several under a shared SID, in
-/// id order, all with the beam's score), each item once, without `exclude`d items.
+/// The beam's candidates in beam order: each beam's items (several under a shared SID, in id
+/// order, all with the beam's score), each item once, without `exclude`d items.
 pub fn candidates<'a>(
     beams: impl IntoIterator<Item = (&'a [ItemId], f32)>,
     exclude: &[ItemId],
 ) -> Vec<Candidate> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for (items, score) in beams {
+    for (beam, (items, score)) in beams.into_iter().enumerate() {
         for &item in items {
             if !exclude.contains(&item) && seen.insert(item) {
                 out.push(Candidate {
                     item,
+                    beam,
                     model_score: score,
                 });
             }
@@ -346,25 +367,21 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-9, "{total}");
     }
 
+    fn cand(item: ItemId, beam: usize, model_score: f32) -> Candidate {
+        Candidate {
+            item,
+            beam,
+            model_score,
+        }
+    }
+
     #[test]
     fn rerank_adds_lambda_times_the_item_score_and_keeps_the_beam_order_on_ties() {
         let cands = [
-            Candidate {
-                item: 9,
-                model_score: -1.0,
-            },
-            Candidate {
-                item: 3,
-                model_score: -1.5,
-            },
-            Candidate {
-                item: 2,
-                model_score: -2.0,
-            },
-            Candidate {
-                item: 8,
-                model_score: -2.0,
-            },
+            cand(9, 0, -1.0),
+            cand(3, 1, -1.5),
+            cand(2, 2, -2.0),
+            cand(8, 3, -2.0),
         ];
         let pure = hybrid(0.0, 1.0).rerank(&[4, 1], &cands);
         assert_eq!(
@@ -386,24 +403,25 @@ mod tests {
     }
 
     #[test]
+    fn items_of_one_sid_stay_together_ranked_by_the_best() {
+        // Beam 0 names items 8 and 2 (a shared SID); 2 follows 1 twice, so the SID leads with
+        // 2, and 8 comes right after it although 3 (beam 1) scores above 8.
+        let cands = [cand(8, 0, -1.0), cand(2, 0, -1.0), cand(3, 1, -1.5)];
+        let ranked = hybrid(1.0, 1.0).rerank(&[1], &cands);
+        assert_eq!(
+            ranked.iter().map(|r| (r.item, r.beam)).collect::<Vec<_>>(),
+            [(2, 0), (8, 0), (3, 1)]
+        );
+        assert!(ranked[2].score > ranked[1].score);
+    }
+
+    #[test]
     fn candidates_expand_shared_sids_once_and_skip_exclusions() {
         let a: &[ItemId] = &[3, 4];
         let b: &[ItemId] = &[7];
         let c: &[ItemId] = &[4];
         let got = candidates([(a, -1.0), (b, -2.0), (c, -3.0)], &[7]);
-        assert_eq!(
-            got,
-            [
-                Candidate {
-                    item: 3,
-                    model_score: -1.0
-                },
-                Candidate {
-                    item: 4,
-                    model_score: -1.0
-                }
-            ]
-        );
+        assert_eq!(got, [cand(3, 0, -1.0), cand(4, 0, -1.0)]);
     }
 
     #[test]

@@ -104,8 +104,9 @@ pub struct RowRanking {
 }
 
 /// Rank one row's beams: in beam order, or re-ranked by `hybrid` through
-/// [`Hybrid::rerank`] (the server's function). A SID takes the place of its best item, so
-/// calc.py's SID metrics and `compare`'s item rule read the hybrid's order.
+/// [`Hybrid::rerank`] (the server's function): a SID at the place of its best item, its items
+/// in the hybrid's order, so that calc.py's SID metrics and `compare`'s item rule read the
+/// list the server serves.
 pub fn rank_row(hybrid: Option<&Hybrid>, history: &[ItemId], beams: &[Beam]) -> RowRanking {
     let Some(h) = hybrid else {
         return RowRanking {
@@ -116,32 +117,29 @@ pub fn rank_row(hybrid: Option<&Hybrid>, history: &[ItemId], beams: &[Beam]) -> 
         };
     };
     let cands = sidrec::hybrid::candidates(beams.iter().map(|b| (&b.items[..], b.score)), &[]);
-    let mut beam_of: std::collections::HashMap<ItemId, usize> = Default::default();
-    for (i, b) in beams.iter().enumerate() {
-        for &item in &b.items {
-            beam_of.entry(item).or_insert(i);
-        }
-    }
     let mut out = RowRanking {
         predict: Vec::with_capacity(beams.len()),
         scores: Vec::with_capacity(beams.len()),
         model_scores: Some(Vec::with_capacity(beams.len())),
         predict_items: Vec::with_capacity(beams.len()),
     };
-    let mut listed = vec![false; beams.len()];
+    let mut current = None;
     for r in h.rerank(history, &cands) {
-        let Some(&i) = beam_of.get(&r.item) else {
-            continue;
-        };
-        if std::mem::replace(&mut listed[i], true) {
+        // A SID's items come together, its best first.
+        if current == Some(r.beam) {
+            if let Some(items) = out.predict_items.last_mut() {
+                items.push(r.item);
+            }
             continue;
         }
-        out.predict.push(beams[i].sid.clone());
+        current = Some(r.beam);
+        let b = &beams[r.beam];
+        out.predict.push(b.sid.clone());
         out.scores.push(r.score);
         if let Some(m) = out.model_scores.as_mut() {
-            m.push(beams[i].score);
+            m.push(b.score);
         }
-        out.predict_items.push(beams[i].items.clone());
+        out.predict_items.push(vec![r.item]);
     }
     out
 }

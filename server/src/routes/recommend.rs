@@ -453,7 +453,8 @@ fn ms(d: Duration) -> f64 {
 /// The best `k` distinct items of the beams that `exclude` does not name, best first: in beam
 /// order (a SID shared by several items yields them in id order, with the beam's score), or,
 /// when the engine has a hybrid ranker, re-ranked by it for a history whose newest item is
-/// `last_item` ([`sidrec::hybrid::Hybrid::rerank`], the function `eval` ranks with).
+/// `last_item` ([`sidrec::hybrid::Hybrid::rerank`], the function `eval` ranks with: items of a
+/// SID stay together, the SID placed by its best item).
 pub fn rank_items(
     engine: &Engine,
     last_item: Option<ItemId>,
@@ -464,32 +465,28 @@ pub fn rank_items(
     let cat = &engine.catalogue.catalogue;
     let candidates =
         sidrec::hybrid::candidates(hypotheses.iter().map(|h| (&h.items[..], h.score)), exclude);
-    let ranked: Vec<(ItemId, f32, f32)> = match &engine.hybrid {
+    let ranked: Vec<(ItemId, usize, f32, f32)> = match &engine.hybrid {
         Some(h) => h
             .rerank(last_item.as_slice(), &candidates)
             .into_iter()
-            .map(|r| (r.item, r.score, r.model_score))
+            .map(|r| (r.item, r.beam, r.score, r.model_score))
             .collect(),
         None => candidates
             .iter()
-            .map(|c| (c.item, c.model_score, c.model_score))
+            .map(|c| (c.item, c.beam, c.model_score, c.model_score))
             .collect(),
-    };
-    let sid_of = |id: ItemId| {
-        hypotheses
-            .iter()
-            .find(|h| h.items.contains(&id))
-            .map(|h| h.sid.to_string())
-            .unwrap_or_default()
     };
     ranked
         .into_iter()
         .take(k)
         .enumerate()
-        .map(|(i, (id, score, model_score))| RecommendedItem {
+        .map(|(i, (id, beam, score, model_score))| RecommendedItem {
             rank: i + 1,
             item_id: id,
-            sid: sid_of(id),
+            sid: hypotheses
+                .get(beam)
+                .map(|h| h.sid.to_string())
+                .unwrap_or_default(),
             title: cat.get(id).map(|i| i.title.clone()).unwrap_or_default(),
             score,
             model_score: Some(model_score),
