@@ -126,8 +126,8 @@ async fn a_hybrid_checkpoint_reranks_the_beam_and_hot_swaps_with_a_pure_one() {
     // item 0, the history's last item) lead, and every score is model + λ · transition.
     let mut a: Vec<(u64, f64)> = pure_items.iter().map(|x| (x.0, x.2)).collect();
     let mut b: Vec<(u64, f64)> = hyb_items.iter().map(|x| (x.0, x.2)).collect();
-    a.sort_by(|x, y| x.0.cmp(&y.0));
-    b.sort_by(|x, y| x.0.cmp(&y.0));
+    a.sort_by_key(|x| x.0);
+    b.sort_by_key(|x| x.0);
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert!(x.0 == y.0 && (x.1 - y.1).abs() < 1e-4, "{a:?} vs {b:?}");
