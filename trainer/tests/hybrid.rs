@@ -33,7 +33,8 @@ fn hybrid_checkpoints_are_written_evaluated_and_served_alike() {
     ok(&["init", "--data", &data, "--out", &ck, "--vocab-size", "600"]);
     let meta_before = std::fs::read(Path::new(&ck).join("sidrec.json")).unwrap();
 
-    // Choose on 40 valid rows decoded here.
+    // Choose on 80 valid rows decoded here, 50 beams: enough candidates that an untrained
+    // (randomly initialised) model holds targets for the table to lift.
     let grid = ["--lambdas", "0.5,2", "--prior-strengths", "1,10"];
     let mut a = vec![
         "hybrid",
@@ -44,9 +45,9 @@ fn hybrid_checkpoints_are_written_evaluated_and_served_alike() {
         "--out",
         &hyb,
         "--valid-rows",
-        "40",
+        "80",
         "--num-beams",
-        "10",
+        "50",
     ];
     a.extend(grid);
     let stdout = String::from_utf8(ok(&a).stdout).unwrap();
@@ -64,7 +65,7 @@ fn hybrid_checkpoints_are_written_evaluated_and_served_alike() {
     let h = loaded.hybrid.clone().expect("hybrid.json loaded");
     let file = read_json(&Path::new(&hyb).join("hybrid.json"));
     assert_eq!(file["fitted_on"]["split"], "train");
-    assert_eq!(file["selection"]["rows"], 40);
+    assert_eq!(file["selection"]["rows"], 80);
     assert_eq!(file["selection"]["grid"].as_array().unwrap().len(), 5);
     // On data made of item-to-item companions, the transition table helps an untrained model.
     assert!(h.lambda > 0.0, "{file}");
@@ -80,9 +81,9 @@ fn hybrid_checkpoints_are_written_evaluated_and_served_alike() {
         "--split",
         "valid",
         "--limit",
-        "40",
+        "80",
         "--num-beams",
-        "10",
+        "50",
         "--out",
         &valid,
     ]);
