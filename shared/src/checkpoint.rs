@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::data::{index, items, Items};
 use crate::decode::ScoreMode;
 use crate::error::{Error, Result};
+use crate::hybrid::{Hybrid, HYBRID_FILE};
 use crate::model::{checkpoint as hf, ItemLookup, Qwen2};
 use crate::prompt::{ItemTypes, PromptEncoder, PromptStyle, PromptTokens};
 use crate::sid::SidIndex;
@@ -91,6 +92,8 @@ pub struct Checkpoint {
     pub items: Arc<Items>,
     /// Item types of the item table, by SID (empty unless the item-type group is on).
     pub item_types: Arc<ItemTypes>,
+    /// The hybrid ranker of `hybrid.json`, when the checkpoint has one.
+    pub hybrid: Option<Arc<Hybrid>>,
 }
 
 /// sha256 of a file, hex.
@@ -170,6 +173,7 @@ impl Checkpoint {
         let tokenizer = SidTokenizer::from_file(dir.join(TOKENIZER_FILE), &meta.eos_token, &index)?;
         tokenizer.check_prompt_tokens(&meta.prompt_tokens)?;
         let item_types = prompt_item_types(&meta.prompt_tokens, &items, &index)?;
+        let hybrid = read_hybrid(&dir, &meta)?;
         let model = load_model(&dir)?;
         attach_item_lookup(&model, &tokenizer, &index)?;
         if model.config().vocab_size < tokenizer.vocab_size() {
@@ -188,6 +192,7 @@ impl Checkpoint {
             index: Arc::new(index),
             items: Arc::new(items),
             item_types: Arc::new(item_types),
+            hybrid: hybrid.map(Arc::new),
         })
     }
 
@@ -198,6 +203,23 @@ impl Checkpoint {
             .with_tokens(self.meta.prompt_tokens, &self.item_types)
             .with_max_history(self.meta.max_history)
     }
+}
+
+/// The checkpoint's `hybrid.json`, if it has one. Only a file that `sidrec.json` lists (and so
+/// hash-verified) counts: one dropped in afterwards is refused rather than served unverified.
+pub fn read_hybrid(dir: &Path, meta: &CheckpointMeta) -> Result<Option<Hybrid>> {
+    let path = dir.join(HYBRID_FILE);
+    if meta.files.contains_key(HYBRID_FILE) {
+        return Hybrid::read(&path).map(Some);
+    }
+    if path.exists() {
+        return Err(Error::Invalid(format!(
+            "{}: not listed in {META_FILE}, so not verified; write hybrid checkpoints with \
+             `sidrec-trainer hybrid`",
+            path.display()
+        )));
+    }
+    Ok(None)
 }
 
 /// The item types prompts with `tokens` need: read from the item table when the item-type
@@ -257,56 +279,19 @@ pub struct NewCheckpoint<'a> {
 /// Write a checkpoint to `dir` atomically: build it in a temp directory beside `dir`, then
 /// rename. An existing complete checkpoint at `dir` is replaced only after the new one is whole.
 pub fn write(dir: impl AsRef<Path>, ck: &NewCheckpoint<'_>) -> Result<CheckpointMeta> {
-    let dir = dir.as_ref();
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let name = dir
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{}: not a directory name", dir.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let created_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let tmp = parent.join(format!(".{name}.tmp-{}-{created_unix}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result = (|| {
+    let stage = Staging::new(dir.as_ref())?;
+    let tmp = stage.tmp.clone();
+    stage.finish(|| {
         // A checkpoint whose prompts name tokens its tokenizer lacks could never be served.
         ck.tokenizer.check_prompt_tokens(&ck.prompt_tokens)?;
         hf::save(ck.model, &tmp)?;
         ck.tokenizer.save(&tmp)?;
         index::write_index(tmp.join(SID_INDEX_FILE), ck.index)?;
         items::write_items(tmp.join(ITEMS_FILE), ck.items)?;
-        for (name, bytes) in &ck.extra_files {
-            if name.contains('/') || name.starts_with('.') || name == META_FILE {
-                return Err(Error::Invalid(format!("bad checkpoint file name `{name}`")));
-            }
-            crate::io::write_bytes_atomic(&tmp.join(name), bytes)?;
-        }
-        let mut files = BTreeMap::new();
-        for entry in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
-            let entry = entry.map_err(|e| Error::io(&tmp, e))?;
-            let fname = entry.file_name().to_string_lossy().into_owned();
-            if !fname.starts_with('.') {
-                files.insert(fname, sha256_file(&entry.path())?);
-            }
-        }
-        let mut h = Sha256::new();
-        for (f, s) in &files {
-            h.update(f.as_bytes());
-            h.update(s.as_bytes());
-        }
-        let digest = format!("{:x}", h.finalize());
-        let meta = CheckpointMeta {
+        write_extra_files(&tmp, &ck.extra_files)?;
+        Ok(CheckpointMeta {
             format_version: FORMAT_VERSION,
-            version: format!("{}-{}-{}", ck.stage, created_unix, &digest[..12]),
+            version: String::new(),
             prompt_style: ck.prompt_style,
             sid_levels: ck.index.max_levels(),
             stage: ck.stage.to_string(),
@@ -316,37 +301,168 @@ pub fn write(dir: impl AsRef<Path>, ck: &NewCheckpoint<'_>) -> Result<Checkpoint
                 .id_to_token(ck.tokenizer.eos_id())
                 .unwrap_or_default(),
             collision_policy: ck.collision_policy.to_string(),
-            created_unix,
+            created_unix: 0,
             data_fingerprint: ck.data_fingerprint.clone(),
             metrics: ck.metrics.clone(),
             score_mode: ck.score_mode,
             prompt_tokens: ck.prompt_tokens,
             max_history: ck.max_history,
-            files,
-        };
-        let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
-        // Last: its presence is what makes the checkpoint complete.
-        crate::io::write_bytes_atomic(&tmp.join(META_FILE), &json)?;
-        Ok(meta)
-    })();
-    let meta = match result {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
+            files: BTreeMap::new(),
+        })
+    })
+}
+
+/// Write a new checkpoint at `dst`: the complete checkpoint `src` (verified, left untouched)
+/// with `extra_files` added or replaced and `metrics` as its metrics, under a new version.
+/// Atomic as [`write`]; `dst` must not be `src`.
+pub fn derive(
+    src: &Path,
+    dst: &Path,
+    extra_files: &[(String, Vec<u8>)],
+    metrics: serde_json::Value,
+) -> Result<CheckpointMeta> {
+    let old = read_meta(src)?;
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     };
-    if dir.exists() {
-        // Move the old one aside first: a rename cannot replace a non-empty directory.
-        let old = parent.join(format!(".{name}.old-{}-{created_unix}", std::process::id()));
-        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    if same(src, dst) {
+        return Err(Error::Invalid(format!(
+            "{}: the output must be another directory than the input checkpoint",
+            dst.display()
+        )));
     }
-    crate::io::sync_dir(parent)?;
-    Ok(meta)
+    let stage = Staging::new(dst)?;
+    let tmp = stage.tmp.clone();
+    stage.finish(|| {
+        for name in old.files.keys() {
+            if extra_files.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let (from, to) = (src.join(name), tmp.join(name));
+            std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+            // The copy may have raced with a writer: the new hashes must match the verified ones.
+            if sha256_file(&to)? != old.files[name] {
+                return Err(Error::Invalid(format!(
+                    "{}: changed while it was being copied",
+                    from.display()
+                )));
+            }
+        }
+        write_extra_files(&tmp, extra_files)?;
+        Ok(CheckpointMeta {
+            metrics,
+            files: BTreeMap::new(),
+            ..old.clone()
+        })
+    })
+}
+
+fn write_extra_files(tmp: &Path, files: &[(String, Vec<u8>)]) -> Result<()> {
+    for (name, bytes) in files {
+        if name.contains('/') || name.starts_with('.') || name == META_FILE {
+            return Err(Error::Invalid(format!("bad checkpoint file name `{name}`")));
+        }
+        crate::io::write_bytes_atomic(&tmp.join(name), bytes)?;
+    }
+    Ok(())
+}
+
+/// A checkpoint being written: a temp directory beside its final place.
+struct Staging {
+    dir: PathBuf,
+    parent: PathBuf,
+    name: String,
+    created_unix: u64,
+    tmp: PathBuf,
+}
+
+impl Staging {
+    fn new(dir: &Path) -> Result<Self> {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let name = dir
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{}: not a directory name", dir.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let created_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let tmp = parent.join(format!(".{name}.tmp-{}-{created_unix}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            parent,
+            name,
+            created_unix,
+            tmp,
+        })
+    }
+
+    /// Run `fill` (it writes the files into the temp directory and returns the metadata less
+    /// its hashes, version and time), write `sidrec.json` last and move the directory into
+    /// place; on failure the temp directory is removed and nothing else changes.
+    fn finish(self, fill: impl FnOnce() -> Result<CheckpointMeta>) -> Result<CheckpointMeta> {
+        let tmp = &self.tmp;
+        let result = (|| {
+            let mut meta = fill()?;
+            let mut files = BTreeMap::new();
+            for entry in std::fs::read_dir(tmp).map_err(|e| Error::io(tmp, e))? {
+                let entry = entry.map_err(|e| Error::io(tmp, e))?;
+                let fname = entry.file_name().to_string_lossy().into_owned();
+                if !fname.starts_with('.') {
+                    files.insert(fname, sha256_file(&entry.path())?);
+                }
+            }
+            let mut h = Sha256::new();
+            for (f, s) in &files {
+                h.update(f.as_bytes());
+                h.update(s.as_bytes());
+            }
+            let digest = format!("{:x}", h.finalize());
+            meta.format_version = FORMAT_VERSION;
+            meta.version = format!("{}-{}-{}", meta.stage, self.created_unix, &digest[..12]);
+            meta.created_unix = self.created_unix;
+            meta.files = files;
+            let json =
+                serde_json::to_vec_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
+            // Last: its presence is what makes the checkpoint complete.
+            crate::io::write_bytes_atomic(&tmp.join(META_FILE), &json)?;
+            Ok(meta)
+        })();
+        let meta = match result {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(tmp);
+                return Err(e);
+            }
+        };
+        let (dir, parent, name) = (&self.dir, &self.parent, &self.name);
+        if dir.exists() {
+            // Move the old one aside first: a rename cannot replace a non-empty directory.
+            let old = parent.join(format!(
+                ".{name}.old-{}-{}",
+                std::process::id(),
+                self.created_unix
+            ));
+            std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+            std::fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
+            let _ = std::fs::remove_dir_all(&old);
+        } else {
+            std::fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
+        }
+        crate::io::sync_dir(parent)?;
+        Ok(meta)
+    }
 }
 
 /// Fingerprint of a set of files: sha256 over their names and contents' hashes.

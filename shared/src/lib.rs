@@ -12,6 +12,7 @@ pub mod device;
 pub mod duration;
 pub mod embed;
 pub mod error;
+pub mod hybrid;
 pub mod io;
 pub mod metrics;
 pub mod model;

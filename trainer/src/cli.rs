@@ -49,6 +49,9 @@ pub enum Command {
     /// Is run B better than run A? Paired bootstrap CI and sign-flip p-value of HR/NDCG@K
     /// differences between two evals' predictions.json over the same rows.
     Compare(CompareArgs),
+    /// Hybrid ranker: fit a last-item transition table on train, choose λ on valid for
+    /// `log p(SID) + λ·transition score` over the model's beam, write a checkpoint that carries it.
+    Hybrid(HybridArgs),
     /// Train the SASRec baseline (the reference's sasrec.py): BCE or CE, early stopping on
     /// valid NDCG@20.
     Sasrec(crate::sasrec::SasRecArgs),
@@ -405,6 +408,60 @@ pub struct EvalArgs {
     /// (default: `<checkpoint>/eval-<split>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Ranking of a checkpoint with a hybrid ranker (`hybrid.json`): `on` re-ranks the beam's
+    /// items by `log p + λ·transition score`, `off` reports the pure model. Default: on when
+    /// the checkpoint has one.
+    #[arg(long, value_enum)]
+    pub hybrid: Option<OnOff>,
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Arguments of `hybrid`.
+#[derive(Debug, Args)]
+pub struct HybridArgs {
+    /// The checkpoint whose beam candidates are re-ranked (read only).
+    #[arg(long, env = "SIDREC_CHECKPOINT")]
+    pub checkpoint: PathBuf,
+    /// Dataset directory: the transition table is fitted on its train split, λ chosen on valid.
+    #[arg(long, env = "SIDREC_DATA")]
+    pub data: PathBuf,
+    /// The new checkpoint directory: a copy of `--checkpoint` plus `hybrid.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A finished `eval --split valid --hybrid off` of this checkpoint (its directory) to choose
+    /// λ on, instead of decoding the valid split here.
+    #[arg(long)]
+    pub valid_eval: Option<PathBuf>,
+    /// Valid rows to decode when no `--valid-eval` is given (the first N; default: all).
+    #[arg(long)]
+    pub valid_rows: Option<usize>,
+    /// Beams per prompt of the valid decode (the candidates that are re-ranked).
+    #[arg(long, default_value_t = 50)]
+    pub num_beams: usize,
+    /// Prompts decoded together.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Grid of λ (weights of the transition score); 0 (the pure model) is always tried.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.05,0.1,0.2,0.3,0.5,0.7,1,1.5,2,3"
+    )]
+    pub lambdas: Vec<f32>,
+    /// Grid of the prior strength β of the smoothed transition probability.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,1,10,100")]
+    pub prior_strengths: Vec<f64>,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", env = "SIDREC_DEVICE")]
+    pub device: String,
 }
 
 /// Baselines `eval --baseline` can score.

@@ -12,11 +12,12 @@ use serde::Serialize;
 use sidrec::checkpoint::Checkpoint;
 use sidrec::data::{DatasetDir, Split};
 use sidrec::decode::{DecodeRequest, Decoder, SearchConfig};
+use sidrec::hybrid::Hybrid;
 use sidrec::metrics::{self, MetricsReport};
 use sidrec::prompt::{PromptEncoder, PromptStyle};
 use sidrec::ItemId;
 
-use crate::cli::EvalArgs;
+use crate::cli::{EvalArgs, OnOff};
 use crate::data::features::RowContexts;
 use crate::error::{Result, TrainerError};
 use crate::progress;
@@ -43,6 +44,12 @@ pub struct EvalReport {
     /// History items the prompts kept (`None`: all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_history: Option<usize>,
+    /// What ranked the lists: `model` (the beam's order), `hybrid` (the beam's items re-ranked
+    /// by the checkpoint's hybrid ranker) or `baseline`.
+    pub ranker: String,
+    /// The hybrid ranker's settings, when `ranker` is `hybrid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hybrid: Option<HybridSummary>,
     /// HR/NDCG@K and the invalid count.
     pub metrics: MetricsReport,
     /// Wall time of decoding (s).
@@ -51,6 +58,93 @@ pub struct EvalReport {
     pub rows_per_second: f64,
     /// Peak resident memory of the process (MiB), where the OS reports it.
     pub peak_rss_mib: Option<f64>,
+}
+
+/// The settings of a hybrid ranker, as reports name them.
+#[derive(Debug, Clone, Serialize)]
+pub struct HybridSummary {
+    /// The item-level model.
+    pub item_model: String,
+    /// Weight λ of its score.
+    pub lambda: f32,
+    /// Prior strength β of the smoothed transition probability.
+    pub prior_strength: f64,
+}
+
+impl HybridSummary {
+    /// The summary of `h`.
+    pub fn of(h: &Hybrid) -> Self {
+        Self {
+            item_model: sidrec::hybrid::ITEM_MODEL.into(),
+            lambda: h.lambda,
+            prior_strength: h.prior_strength,
+        }
+    }
+}
+
+/// One beam of a row: its SID, the items it names and its log-probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beam {
+    /// The SID as written.
+    pub sid: String,
+    /// Catalogue items with that SID, in id order.
+    pub items: Vec<ItemId>,
+    /// Log-probability of the SID.
+    pub score: f32,
+}
+
+/// A row's ranked list as `predictions.json` records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowRanking {
+    /// SIDs, best first.
+    pub predict: Vec<String>,
+    /// Their ranking scores (the hybrid score of the SID's best item under a hybrid).
+    pub scores: Vec<f32>,
+    /// The model's log-probability of each SID, under a hybrid.
+    pub model_scores: Option<Vec<f32>>,
+    /// The items of each SID.
+    pub predict_items: Vec<Vec<ItemId>>,
+}
+
+/// Rank one row's beams: in beam order, or re-ranked by `hybrid` through
+/// [`Hybrid::rerank`] (the server's function): a SID at the place of its best item, its items
+/// in the hybrid's order, so that calc.py's SID metrics and `compare`'s item rule read the
+/// list the server serves.
+pub fn rank_row(hybrid: Option<&Hybrid>, history: &[ItemId], beams: &[Beam]) -> RowRanking {
+    let Some(h) = hybrid else {
+        return RowRanking {
+            predict: beams.iter().map(|b| b.sid.clone()).collect(),
+            scores: beams.iter().map(|b| b.score).collect(),
+            model_scores: None,
+            predict_items: beams.iter().map(|b| b.items.clone()).collect(),
+        };
+    };
+    let cands = sidrec::hybrid::candidates(beams.iter().map(|b| (&b.items[..], b.score)), &[]);
+    let mut out = RowRanking {
+        predict: Vec::with_capacity(beams.len()),
+        scores: Vec::with_capacity(beams.len()),
+        model_scores: Some(Vec::with_capacity(beams.len())),
+        predict_items: Vec::with_capacity(beams.len()),
+    };
+    let mut current = None;
+    for r in h.rerank(history, &cands) {
+        // A SID's items come together, its best first.
+        if current == Some(r.beam) {
+            if let Some(items) = out.predict_items.last_mut() {
+                items.push(r.item);
+            }
+            continue;
+        }
+        current = Some(r.beam);
+        let b = &beams[r.beam];
+        out.predict.push(b.sid.clone());
+        out.scores.push(r.score);
+        if let Some(m) = out.model_scores.as_mut() {
+            m.push(b.score);
+        }
+        out.predict_items.push(vec![r.item]);
+    }
+    out
 }
 
 /// One row of `predictions.json`: the reference's shape (`input`, `output`, `predict`) plus the
@@ -63,6 +157,8 @@ struct Prediction {
     output: String,
     predict: Vec<String>,
     scores: Vec<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_scores: Option<Vec<f32>>,
     prompt_ids: Vec<u32>,
     history: Vec<ItemId>,
     target_item: ItemId,
@@ -130,7 +226,7 @@ pub fn history_limit(n: usize) -> Option<usize> {
 /// Markdown rendering of a report.
 pub fn render(r: &EvalReport) -> String {
     format!(
-        "# Evaluation of `{}`\n\n- version: `{}`\n- data: `{}` split `{}` ({} rows)\n- {} beams, `{}` scores, `{}` prompts{}\n- decode: {:.1} s, {:.2} rows/s, peak RSS {}\n\n{}\n",
+        "# Evaluation of `{}`\n\n- version: `{}`\n- data: `{}` split `{}` ({} rows)\n- {} beams, `{}` scores, `{}` prompts{}\n- ranker: {}\n- decode: {:.1} s, {:.2} rows/s, peak RSS {}\n\n{}\n",
         r.checkpoint,
         r.version,
         r.data,
@@ -142,6 +238,13 @@ pub fn render(r: &EvalReport) -> String {
         r.max_history
             .map(|n| format!(", history cut to its last {n} item{}", if n == 1 { "" } else { "s" }))
             .unwrap_or_default(),
+        match &r.hybrid {
+            Some(h) => format!(
+                "hybrid (the model's beam re-ranked by log p + {} x {} score, prior strength {})",
+                h.lambda, h.item_model, h.prior_strength
+            ),
+            None => r.ranker.clone(),
+        },
         r.decode_seconds,
         r.rows_per_second,
         r.peak_rss_mib
@@ -151,20 +254,32 @@ pub fn render(r: &EvalReport) -> String {
     )
 }
 
-/// `sidrec-trainer eval`.
-pub fn run(args: &EvalArgs) -> Result<()> {
-    if args.batch_size == 0 || args.num_beams == 0 {
-        return Err(TrainerError::Invalid(
-            "--batch-size and --num-beams must be at least 1".into(),
-        ));
-    }
-    if let Some(kind) = args.baseline {
-        return crate::sasrec::eval::run(args, kind).map(|_| ());
-    }
-    let checkpoint = args
-        .checkpoint
-        .as_ref()
-        .ok_or_else(|| TrainerError::Invalid("eval needs --checkpoint or --baseline".into()))?;
+/// A split decoded by a checkpoint: every row's prompt and beams, before ranking.
+pub struct Decoded {
+    /// The checkpoint.
+    pub ck: Checkpoint,
+    /// The rows (with their CSV line numbers).
+    pub rows: Vec<(u64, sidrec::data::InteractionRow)>,
+    /// Prompt texts.
+    pub inputs: Vec<String>,
+    /// Prompt token ids.
+    pub prompts: Vec<Vec<u32>>,
+    /// Target SIDs.
+    pub targets: Vec<String>,
+    /// Beams per row, best first.
+    pub beams: Vec<Vec<Beam>>,
+    /// Score mode.
+    pub mode: sidrec::decode::ScoreMode,
+    /// Prompt style.
+    pub style: PromptStyle,
+    /// History items the prompts kept (`None`: all).
+    pub max_history: Option<usize>,
+    /// Wall time of decoding (s).
+    pub decode_seconds: f64,
+}
+
+/// Decode the rows `args` names with `checkpoint` (constrained beam search, `--num-beams`).
+pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
     let device = sidrec::device::parse_device(&args.device)?;
     let ck = Checkpoint::load(checkpoint, &device, None)?;
     let style: PromptStyle = args.prompt_style.unwrap_or(ck.meta.prompt_style);
@@ -210,9 +325,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     // Batches of similar length waste less compute on padding; results go back in row order.
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len()));
-    let mut predictions: Vec<Vec<String>> = vec![Vec::new(); prompts.len()];
-    let mut scores: Vec<Vec<f32>> = vec![Vec::new(); prompts.len()];
-    let mut predict_items: Vec<Vec<Vec<ItemId>>> = vec![Vec::new(); prompts.len()];
+    let mut beams: Vec<Vec<Beam>> = vec![Vec::new(); prompts.len()];
     let pb = progress::bar(prompts.len() as u64, "eval");
     let start = Instant::now();
     for chunk in order.chunks(args.batch_size) {
@@ -225,56 +338,115 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             .collect();
         let out = decoder.beam_search(&ck.model, &reqs, &cfg)?;
         for (&i, hyps) in chunk.iter().zip(out) {
-            predictions[i] = hyps.iter().map(|h| h.sid.to_string()).collect();
-            scores[i] = hyps.iter().map(|h| h.score).collect();
-            predict_items[i] = hyps.into_iter().map(|h| h.items).collect();
+            beams[i] = hyps
+                .into_iter()
+                .map(|h| Beam {
+                    sid: h.sid.to_string(),
+                    items: h.items,
+                    score: h.score,
+                })
+                .collect();
         }
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    let decode_seconds = start.elapsed().as_secs_f64();
+    Ok(Decoded {
+        ck,
+        rows,
+        inputs,
+        prompts,
+        targets,
+        beams,
+        mode,
+        style,
+        max_history,
+        decode_seconds: start.elapsed().as_secs_f64(),
+    })
+}
 
-    let item_set: HashSet<String> = ck.index.iter().map(|(_, s)| s.to_string()).collect();
-    let metrics = metrics::evaluate(&predictions, &targets, &item_set)?;
+/// The hybrid ranker `--hybrid` asks for from `ck`: its own unless `off`; `on` without one is
+/// an error naming the checkpoint.
+pub fn chosen_hybrid(ck: &Checkpoint, switch: Option<OnOff>) -> Result<Option<&Hybrid>> {
+    match (switch, ck.hybrid.as_deref()) {
+        (Some(OnOff::Off), _) => Ok(None),
+        (Some(OnOff::On), None) => Err(TrainerError::Invalid(format!(
+            "--hybrid on: {} has no {} (write one with `sidrec-trainer hybrid`)",
+            ck.dir.display(),
+            sidrec::hybrid::HYBRID_FILE
+        ))),
+        (_, h) => Ok(h),
+    }
+}
+
+/// `sidrec-trainer eval`.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    if args.batch_size == 0 || args.num_beams == 0 {
+        return Err(TrainerError::Invalid(
+            "--batch-size and --num-beams must be at least 1".into(),
+        ));
+    }
+    if let Some(kind) = args.baseline {
+        return crate::sasrec::eval::run(args, kind).map(|_| ());
+    }
+    let checkpoint = args
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| TrainerError::Invalid("eval needs --checkpoint or --baseline".into()))?;
+    let d = decode(args, checkpoint)?;
+    let hybrid = chosen_hybrid(&d.ck, args.hybrid)?;
+    let ranked: Vec<RowRanking> = d
+        .rows
+        .iter()
+        .zip(&d.beams)
+        .map(|((_, r), b)| rank_row(hybrid, &r.history_item_id, b))
+        .collect();
+
+    let item_set: HashSet<String> = d.ck.index.iter().map(|(_, s)| s.to_string()).collect();
+    let predictions: Vec<Vec<&str>> = ranked
+        .iter()
+        .map(|r| r.predict.iter().map(String::as_str).collect())
+        .collect();
+    let metrics = metrics::evaluate(&predictions, &d.targets, &item_set)?;
+    let n = d.prompts.len();
     let report = EvalReport {
         checkpoint: checkpoint.display().to_string(),
-        version: ck.meta.version.clone(),
+        version: d.ck.meta.version.clone(),
         data: args.data.display().to_string(),
         split: args.split.to_string(),
-        rows: prompts.len(),
+        rows: n,
         num_beams: args.num_beams,
-        mode: mode.to_string(),
-        prompt_style: style.to_string(),
-        max_history,
+        mode: d.mode.to_string(),
+        prompt_style: d.style.to_string(),
+        max_history: d.max_history,
+        ranker: if hybrid.is_some() { "hybrid" } else { "model" }.into(),
+        hybrid: hybrid.map(HybridSummary::of),
         metrics,
-        decode_seconds,
-        rows_per_second: prompts.len() as f64 / decode_seconds.max(1e-9),
+        decode_seconds: d.decode_seconds,
+        rows_per_second: n as f64 / d.decode_seconds.max(1e-9),
         peak_rss_mib: peak_rss_mib(),
     };
     let out: PathBuf = args
         .out
         .clone()
         .unwrap_or_else(|| checkpoint.join(format!("eval-{}", args.split)));
-    let preds: Vec<Prediction> = inputs
+    let preds: Vec<Prediction> = d
+        .inputs
         .into_iter()
-        .zip(&targets)
-        .zip(predictions)
-        .zip(scores)
-        .zip(prompts)
-        .zip(predict_items)
-        .zip(&rows)
+        .zip(&d.targets)
+        .zip(ranked)
+        .zip(d.prompts)
+        .zip(&d.rows)
         .map(
-            |((((((input, target), predict), scores), prompt_ids), predict_items), (_, row))| {
-                Prediction {
-                    input,
-                    output: format!("{target}\n"),
-                    predict,
-                    scores,
-                    prompt_ids,
-                    history: row.history_item_id.clone(),
-                    target_item: row.item_id,
-                    predict_items,
-                }
+            |((((input, target), r), prompt_ids), (_, row))| Prediction {
+                input,
+                output: format!("{target}\n"),
+                predict: r.predict,
+                scores: r.scores,
+                model_scores: r.model_scores,
+                prompt_ids,
+                history: row.history_item_id.clone(),
+                target_item: row.item_id,
+                predict_items: r.predict_items,
             },
         )
         .collect();

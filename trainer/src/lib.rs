@@ -25,6 +25,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod grpo;
+pub mod hybrid;
 pub mod init;
 pub mod plot;
 pub mod progress;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Embed(a) => embed::run(&a),
         Command::Plot(a) => plot::run(&a),
         Command::Compare(a) => compare::run(&a),
+        Command::Hybrid(a) => hybrid::run(&a),
         Command::Sasrec(a) => sasrec::train::run(&a).map(|_| ()),
     }
 }

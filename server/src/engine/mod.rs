@@ -24,6 +24,7 @@ use candle_core::Device;
 use sidrec::catalogue::Catalogue;
 use sidrec::checkpoint::{Checkpoint, CheckpointMeta};
 use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, ScoreMode, SearchConfig};
+use sidrec::hybrid::Hybrid;
 use sidrec::model::Qwen2;
 use sidrec::prompt::{self, ItemTypes, PromptContext, PromptEncoder};
 use sidrec::tokenizer::SidTokenizer;
@@ -52,6 +53,9 @@ pub struct Engine {
     pub device: String,
     /// Parameters of the model.
     pub num_parameters: usize,
+    /// The checkpoint's hybrid ranker (`hybrid.json`): when present, `/v1/recommend` re-ranks
+    /// the beam's items with it, as `eval` does.
+    pub hybrid: Option<Arc<Hybrid>>,
     model: Qwen2,
     tokenizer: SidTokenizer,
     index: Arc<SidIndex>,
@@ -100,6 +104,7 @@ impl Engine {
             mode,
             device: device_name(device),
             num_parameters: ck.model.config().num_parameters(),
+            hybrid: ck.hybrid,
             meta: ck.meta,
             model: ck.model,
             tokenizer: ck.tokenizer,

@@ -90,6 +90,11 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         "num_parameters": e.num_parameters,
         "device": e.device,
         "score_mode": e.mode.to_string(),
+        "hybrid": e.hybrid.as_ref().map(|h| json!({
+            "item_model": sidrec::hybrid::ITEM_MODEL,
+            "lambda": h.lambda,
+            "prior_strength": h.prior_strength,
+        })),
         "max_history": e
             .meta
             .max_history

@@ -2,7 +2,6 @@
 //! serving engine's catalogue, hand the prompts to the inference facade, shape the beams into
 //! items.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sidrec::decode::Hypothesis;
 use sidrec::prompt::PromptContext;
 use sidrec::{ItemId, Sid};
 
@@ -219,6 +219,8 @@ fn check_history_len(n: usize, field: &'static str) -> Result<(), ApiError> {
 #[derive(Debug)]
 pub struct Prepared {
     prompt: Vec<u32>,
+    /// The history's newest item: all a hybrid ranker reads.
+    last_item: Option<ItemId>,
     exclude: Vec<ItemId>,
     k: usize,
     num_beams: usize,
@@ -301,6 +303,9 @@ pub async fn prepare(
         None => engine.encode_items(&hist_items, max_history, &p.context),
     }
     .map_err(|e| crate::engine::EngineError::Encode(e.to_string()))?;
+    // For `history_sids`, the newest SID's items are the last ones, in id order; the last of
+    // them stands for it (several only where items share a SID).
+    let last_item = hist_items.last().copied();
     let mut exclude = p.exclude;
     if p.exclude_history {
         exclude.extend(hist_items);
@@ -309,6 +314,7 @@ pub async fn prepare(
     exclude.dedup();
     Ok(Prepared {
         prompt,
+        last_item,
         exclude,
         k: p.k,
         num_beams: p.num_beams,
@@ -326,15 +332,19 @@ impl Prepared {
     }
 
     /// The response cache key under `engine`: everything the answer depends on (prompt,
-    /// exclusions with the history's folded in, `k`, `num_beams`), so that requests differing
+    /// exclusions with the history's folded in, `k`, `num_beams`, and under a hybrid ranker the
+    /// last item, which items sharing a SID would otherwise confuse), so that requests differing
     /// only in form (defaults spelt out, a `user_id` or the history it resolves to) share it.
     fn cache_key(&self, engine: &Engine) -> String {
-        let normalised = serde_json::json!({
+        let mut normalised = serde_json::json!({
             "prompt": self.prompt,
             "exclude": self.exclude,
             "k": self.k,
             "num_beams": self.num_beams,
         });
+        if engine.hybrid.is_some() {
+            normalised["last_item"] = serde_json::json!(self.last_item);
+        }
         crate::store::cache_key(engine.version(), &normalised)
     }
 }
@@ -406,8 +416,12 @@ pub struct RecommendedItem {
     pub sid: String,
     /// Its title.
     pub title: String,
-    /// The beam's log-probability.
+    /// What the list is ranked by: the beam's log-probability, or under a hybrid ranker
+    /// `model_score + λ · transition score`.
     pub score: f32,
+    /// The beam's log-probability (absent only in cache entries of older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_score: Option<f32>,
 }
 
 /// Where the time went, in milliseconds (a cached answer has no queue or inference time).
@@ -436,31 +450,53 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The best `k` distinct non-excluded items of the beams, best first. A SID shared by several
-/// items yields them in id order, with the beam's score.
-fn respond(engine: &Engine, p: &Prepared, out: JobOutput, start: Instant) -> RecommendResponse {
+/// The best `k` distinct items of the beams that `exclude` does not name, best first: in beam
+/// order (a SID shared by several items yields them in id order, with the beam's score), or,
+/// when the engine has a hybrid ranker, re-ranked by it for a history whose newest item is
+/// `last_item` ([`sidrec::hybrid::Hybrid::rerank`], the function `eval` ranks with: items of a
+/// SID stay together, the SID placed by its best item).
+pub fn rank_items(
+    engine: &Engine,
+    last_item: Option<ItemId>,
+    exclude: &[ItemId],
+    k: usize,
+    hypotheses: &[Hypothesis],
+) -> Vec<RecommendedItem> {
     let cat = &engine.catalogue.catalogue;
-    let excluded: HashSet<ItemId> = p.exclude.iter().copied().collect();
-    let mut items = Vec::with_capacity(p.k);
-    'beams: for h in &out.hypotheses {
-        for &id in &h.items {
-            if items.len() == p.k {
-                break 'beams;
-            }
-            if excluded.contains(&id) {
-                continue;
-            }
-            items.push(RecommendedItem {
-                rank: items.len() + 1,
-                item_id: id,
-                sid: h.sid.to_string(),
-                title: cat.get(id).map(|i| i.title.clone()).unwrap_or_default(),
-                score: h.score,
-            });
-        }
-    }
+    let candidates =
+        sidrec::hybrid::candidates(hypotheses.iter().map(|h| (&h.items[..], h.score)), exclude);
+    let ranked: Vec<(ItemId, usize, f32, f32)> = match &engine.hybrid {
+        Some(h) => h
+            .rerank(last_item.as_slice(), &candidates)
+            .into_iter()
+            .map(|r| (r.item, r.beam, r.score, r.model_score))
+            .collect(),
+        None => candidates
+            .iter()
+            .map(|c| (c.item, c.beam, c.model_score, c.model_score))
+            .collect(),
+    };
+    ranked
+        .into_iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, (id, beam, score, model_score))| RecommendedItem {
+            rank: i + 1,
+            item_id: id,
+            sid: hypotheses
+                .get(beam)
+                .map(|h| h.sid.to_string())
+                .unwrap_or_default(),
+            title: cat.get(id).map(|i| i.title.clone()).unwrap_or_default(),
+            score,
+            model_score: Some(model_score),
+        })
+        .collect()
+}
+
+fn respond(engine: &Engine, p: &Prepared, out: JobOutput, start: Instant) -> RecommendResponse {
     RecommendResponse {
-        items,
+        items: rank_items(engine, p.last_item, &p.exclude, p.k, &out.hypotheses),
         model_version: engine.version().to_owned(),
         timing: Timing {
             queue_ms: ms(out.queue),

@@ -125,6 +125,8 @@ pub fn run(args: &EvalArgs, kind: BaselineKind) -> Result<EvalReport> {
         mode: "full-ranking".into(),
         prompt_style: "none".into(),
         max_history: None,
+        ranker: "baseline".into(),
+        hybrid: None,
         metrics,
         decode_seconds: seconds,
         rows_per_second: rows.len() as f64 / seconds.max(1e-9),
