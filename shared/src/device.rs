@@ -98,3 +98,15 @@ mod tests {
             .contains("--features cuda"));
     }
 }
+
+/// CPU seconds (user + system, all threads) this process has used so far, from
+/// `/proc/self/stat` (10 ms resolution; `None` where that file is missing or unreadable). On a
+/// shared machine it is steadier than wall time as a measure of the work done.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
