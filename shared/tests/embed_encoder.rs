@@ -204,7 +204,12 @@ fn packed_forward_matches_candle_transformers_on_industrial_texts() {
         .unwrap();
     let (_, all) = sidrec::embed::item_texts(&items);
     // Every 61st item: short titles and long descriptions, many cut at the 64-token limit.
-    let mut texts: Vec<&str> = all.iter().step_by(61).take(40).map(|t| t.as_str()).collect();
+    let mut texts: Vec<&str> = all
+        .iter()
+        .step_by(61)
+        .take(40)
+        .map(|t| t.as_str())
+        .collect();
     texts.extend(["a", "unknown item", SENTENCE]);
     let enc = TextEncoder::load(&dir, &Device::Cpu, 64).unwrap();
     let lens: Vec<usize> = texts
@@ -226,7 +231,11 @@ fn packed_forward_matches_candle_transformers_on_industrial_texts() {
         let got = enc.encode_all(&texts, opts, |_| {}).unwrap();
         for (i, w) in want.iter().enumerate() {
             let g = got.row(i);
-            let diff = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let diff = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             let dot: f64 = g.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum();
             let cos = dot / (norm(g) * norm(w));
             assert!(

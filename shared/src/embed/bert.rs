@@ -201,8 +201,8 @@ impl Bert {
         let hd = self.hidden;
         let mut ranges = Vec::with_capacity(texts.len());
         let mut n = 0;
+        let positions = self.position.len() / hd;
         for (i, (ids, types)) in texts.iter().enumerate() {
-            let positions = self.position.len() / hd;
             if ids.len() != types.len() || ids.len() > positions {
                 return Err(Error::Invalid(format!(
                     "text {i}: {} token ids, {} type ids, at most {positions} positions",
@@ -492,24 +492,25 @@ fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (2.0 - 2.0 / (exp(2.0 * y) + 1.0))
 }
 
-/// `erf(x)` in f32 as a rational function of `x` (odd degree-13 numerator, even degree-8
-/// denominator; Eigen's and XLA's `erf` for float), without branches or calls so that a loop
-/// over it vectorises; beyond ±4 erf is ±1 in f32.
+/// `erf(x)` as a rational function of `x` (odd degree-13 numerator, even degree-8 denominator:
+/// Eigen's and XLA's `erf` for float; erf is ±1 in f32 beyond ±4), without branches or calls so
+/// that a loop over it vectorises. It is evaluated in f64: in f32 the Horner sums lose digits
+/// for |x| > 1 (4.2e-7 largest error, against 6.5e-8 for the function itself).
 #[inline(always)]
 fn erf(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
+    let x = (x as f64).clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
-    p = x2 * p + -2.101_024e-6;
-    p = x2 * p + -5.692_506_4e-5;
-    p = x2 * p + -7.349_906_3e-4;
-    p = x2 * p + -2.954_6e-3;
-    p = x2 * p + -1.609_603_3e-2;
-    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
-    q = x2 * q + -1.682_827e-3;
-    q = x2 * q + -7.373_329e-3;
-    q = x2 * q + -1.426_474e-2;
-    x * p / q
+    let mut p = x2 * -2.726_142_258_013_06e-10 + 2.770_681_424_959_02e-8;
+    p = x2 * p + -2.101_024_020_825_08e-6;
+    p = x2 * p + -5.692_506_394_623_46e-5;
+    p = x2 * p + -7.349_906_303_268_55e-4;
+    p = x2 * p + -2.954_599_808_540_25e-3;
+    p = x2 * p + -1.609_603_332_624_15e-2;
+    let mut q = x2 * -1.456_607_184_649_96e-5 + -2.133_740_552_789_05e-4;
+    q = x2 * q + -1.682_826_974_382_03e-3;
+    q = x2 * q + -7.373_329_167_204_68e-3;
+    q = x2 * q + -1.426_473_905_141_89e-2;
+    (x * p / q) as f32
 }
 
 #[cfg(test)]
@@ -522,7 +523,7 @@ mod tests {
     }
 
     #[test]
-    fn erf_is_within_1e7_of_libm() {
+    fn erf_is_within_1e_7_of_libm() {
         let mut worst = 0f64;
         let mut x = -6.0f32;
         while x <= 6.0 {
@@ -531,9 +532,9 @@ mod tests {
             worst = worst.max((erf(x) as f64 - want).abs());
             x += 1e-4;
         }
-        assert!(worst <= 1.5e-7, "largest |erf error| {worst}");
+        assert!(worst <= 1e-7, "largest |erf error| {worst}");
         assert_eq!(erf(0.0), 0.0);
-        assert_eq!(erf(f32::INFINITY), 1.0);
+        assert!((erf(f32::INFINITY) - 1.0).abs() <= 1e-7 && (erf(-9.0) + 1.0).abs() <= 1e-7);
     }
 
     #[test]
