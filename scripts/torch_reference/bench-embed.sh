@@ -47,8 +47,9 @@ print(f"{len(ids)} items of {files[0]}")
 PYEOF
 
 RESULTS="$OUT/results.tsv"
-printf 'threads\tround\tside\tload\titems_per_s\ttokens_per_s\n' > "$RESULTS"
-rate() { sed -n 's/.*(\([0-9.]*\) items\/s, \([0-9.]*\) tokens\/s.*/\1\t\2/p' | tail -1; }
+printf 'threads\tround\tside\tload\titems_per_s\ttokens_per_s\tcpu_s\n' > "$RESULTS"
+# items/s, tokens/s and CPU seconds (empty from a build that does not print them).
+rate() { sed -n 's/.*(\([0-9.]*\) items\/s, \([0-9.]*\) tokens\/s\(; CPU \([0-9.]*\) s\)\{0,1\}).*/\1\t\2\t\4/p' | tail -1; }
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for threads in ${THREADS//,/ }; do
   export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
@@ -69,8 +70,8 @@ for threads in ${THREADS//,/ }; do
     "$PY" scripts/torch_reference/embed.py --data "$SUB" --encoder "$ENCODER" \
       --max-length "$MAXLEN" --threads "$threads" --check "$first" --json "$json" 2>>"$OUT/stderr.log" |
       sed "s/^/t$threads r$round torch (load $load): /"
-    read -r ips tps < <("$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); print(j['items_per_s'], j['tokens_per_s'])" "$json")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$threads" "$round" torch "$load" "$ips" "$tps" >> "$RESULTS"
+    read -r ips tps cpu < <("$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); print(j['items_per_s'], j['tokens_per_s'], j['cpu_seconds'])" "$json")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$threads" "$round" torch "$load" "$ips" "$tps" "$cpu" >> "$RESULTS"
   done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -78,15 +79,21 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 sides = list(dict.fromkeys(r["side"] for r in rows))
-print("\n| threads | side | rounds | load | items/s | tokens/s (median) | / PyTorch items/s, same round (median) |")
-print("|---:|---|---:|---|---|---:|---:|")
+print("\n| threads | side | rounds | load | items/s | tokens/s (median) | / PyTorch items/s, same round (median) | CPU s | / PyTorch items per CPU-second, same round (median) |")
+print("|---:|---|---:|---|---|---:|---:|---|---:|")
 for t in sorted({int(r["threads"]) for r in rows}):
     torch = {r["round"]: float(r["items_per_s"]) for r in rows if int(r["threads"]) == t and r["side"] == "torch"}
+    torch_cpu = {r["round"]: float(r["cpu_s"]) for r in rows if int(r["threads"]) == t and r["side"] == "torch"}
     for s in sides:
         rs = [r for r in rows if int(r["threads"]) == t and r["side"] == s]
         loads = [float(r["load"]) for r in rs]
         ratio = statistics.median(float(r["items_per_s"]) / torch[r["round"]] for r in rs)
+        cpus = [float(r["cpu_s"]) if r["cpu_s"] else None for r in rs]
+        known = [(r, c) for r, c in zip(rs, cpus) if c]
+        cpu_ratio = (f"{statistics.median(torch_cpu[r['round']] / c for r, c in known):.2f}x"
+                     if known else "—")
         print(f"| {t} | {s} | {len(rs)} | {min(loads):.1f}-{max(loads):.1f} | "
               + " / ".join(f"{float(r['items_per_s']):.1f}" for r in rs) + " | "
-              + f"{statistics.median(float(r['tokens_per_s']) for r in rs):.0f} | {ratio:.2f}x |")
+              + f"{statistics.median(float(r['tokens_per_s']) for r in rs):.0f} | {ratio:.2f}x | "
+              + " / ".join(f"{c:.1f}" if c else "—" for c in cpus) + f" | {cpu_ratio} |")
 PYEOF

@@ -4,9 +4,11 @@
 //!   `rq/text2emb/amazon_text2emb.py` does (`clean_text(title)` and `clean_text(description)`
 //!   joined with one space, `unknown item` when both are empty);
 //! * [`TextEncoder`] runs a BERT-family encoder (e.g. sentence-transformers all-MiniLM-L6-v2:
-//!   a directory with `config.json`, `model.safetensors`, `tokenizer.json`) with candle and
-//!   pools its last hidden state with a masked mean (the reference's pooling), optionally
-//!   L2-normalised;
+//!   a directory with `config.json`, `model.safetensors`, `tokenizer.json`) and pools its last
+//!   hidden state with a masked mean (the reference's pooling), optionally L2-normalised. On the
+//!   CPU the forward pass is [`bert`]'s, over the batch's real tokens only (no padding, fused
+//!   element-wise passes); on other devices it is candle-transformers' `BertModel` over padded
+//!   batches;
 //! * [`TextEncoder::encode_all`] embeds many texts in length-sorted batches and returns a
 //!   [`Matrix`] in input order, ready for [`crate::npy::write_npy`].
 //!
@@ -14,14 +16,16 @@
 //! * the encoder is a small BERT model rather than the user-supplied decoder LLM the reference
 //!   runs (in fp16 with `max_length` 2048); the default maximum length here is 256 tokens
 //!   (all-MiniLM-L6-v2's trained length) and texts are truncated to it;
-//! * texts are batched by token length instead of in item order; padding is to the longest text
-//!   of each batch (the encoder's `tokenizer.json` pads everything to 128 tokens, which is
-//!   overridden). With masked mean pooling the result does not depend on the batching beyond
-//!   floating-point rounding.
+//! * texts are batched by token length instead of in item order; nothing is padded on the CPU,
+//!   and elsewhere padding is to the longest text of each batch (the encoder's `tokenizer.json`
+//!   pads everything to 128 tokens, which is overridden). With masked mean pooling the result
+//!   does not depend on the batching beyond floating-point rounding.
+
+mod bert;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::utils::padding::{PaddingDirection, PaddingParams, PaddingStrategy};
@@ -131,7 +135,7 @@ pub struct EncodeOptions {
     /// the input order either way.
     pub sort_by_length: bool,
     /// Cap on `texts × longest length` per batch (0: no cap). Long texts then go in smaller
-    /// batches, which keeps the `[batch, heads, len, len]` attention tensors small.
+    /// batches, which bounds the working memory of a forward pass.
     pub max_batch_tokens: usize,
 }
 
@@ -149,9 +153,17 @@ impl Default for EncodeOptions {
 /// Files a text-encoder directory must hold.
 pub const ENCODER_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
 
+/// The forward pass a [`TextEncoder`] runs.
+enum Model {
+    /// Packed tokens on the CPU.
+    Packed(bert::Bert),
+    /// candle-transformers' model over padded batches (any device).
+    Padded(BertModel),
+}
+
 /// A BERT-family sentence encoder with masked mean pooling.
 pub struct TextEncoder {
-    model: BertModel,
+    model: Model,
     /// Pads to the longest text of a batch, truncates to `max_length`.
     tokenizer: Tokenizer,
     /// The same without padding (for pre-tokenising everything before batching).
@@ -220,8 +232,12 @@ impl TextEncoder {
         let tensors =
             candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| at(&weights, e))?;
         drop(bytes);
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let model = BertModel::load(vb, &cfg).map_err(|e| at(&weights, e))?;
+        let model = if device.is_cpu() {
+            Model::Packed(bert::Bert::load(&tensors, &cfg).map_err(|e| at(&weights, e))?)
+        } else {
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+            Model::Padded(BertModel::load(vb, &cfg).map_err(|e| at(&weights, e))?)
+        };
 
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = crate::tokenizer::read_tokenizer_file(&tok_path)?;
@@ -284,17 +300,49 @@ impl TextEncoder {
 
     /// Embed one batch of texts: `[texts.len(), dim]`, row-major.
     pub fn encode_batch(&self, texts: &[&str], normalize: bool) -> Result<Vec<f32>> {
-        let encodings = self.tokenize(&self.tokenizer, texts)?;
+        let tok = match self.model {
+            Model::Packed(_) => &self.unpadded,
+            Model::Padded(_) => &self.tokenizer,
+        };
+        let encodings = self.tokenize(tok, texts)?;
         let refs: Vec<&Encoding> = encodings.iter().collect();
-        self.forward(&refs, normalize)
+        self.forward(&refs, normalize, &mut bert::Scratch::default())
     }
 
-    /// Run the model on already tokenised texts, padding them to the longest; `[n, dim]`.
-    fn forward(&self, encodings: &[&Encoding], normalize: bool) -> Result<Vec<f32>> {
-        let n = encodings.len();
-        if n == 0 {
+    /// Run the model on already tokenised texts; `[n, dim]`.
+    fn forward(
+        &self,
+        encodings: &[&Encoding],
+        normalize: bool,
+        scratch: &mut bert::Scratch,
+    ) -> Result<Vec<f32>> {
+        if encodings.is_empty() {
             return Ok(Vec::new());
         }
+        let mut pooled = match &self.model {
+            Model::Packed(m) => {
+                // Encodings from the unpadded tokenizer: every token is real.
+                let texts: Vec<(&[u32], &[u32])> = encodings
+                    .iter()
+                    .map(|e| (e.get_ids(), e.get_type_ids()))
+                    .collect();
+                m.pooled(&texts, scratch)?
+            }
+            Model::Padded(m) => self.pooled_padded(m, encodings)?,
+        };
+        if normalize {
+            for row in pooled.chunks_exact_mut(self.dim) {
+                // torch.nn.functional.normalize: x / max(||x||, 1e-12)
+                let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                row.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+        Ok(pooled)
+    }
+
+    /// candle-transformers' model on the texts padded to the longest, masked mean; `[n, dim]`.
+    fn pooled_padded(&self, model: &BertModel, encodings: &[&Encoding]) -> Result<Vec<f32>> {
+        let n = encodings.len();
         let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![self.pad_id; n * len];
         let mut types = vec![self.pad_type_id; n * len];
@@ -310,20 +358,11 @@ impl TextEncoder {
         let ids = Tensor::from_vec(ids, (n, len), dev)?;
         let types = Tensor::from_vec(types, (n, len), dev)?;
         let mask = Tensor::from_vec(mask, (n, len), dev)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // [n, len, dim]
+        let hidden = model.forward(&ids, &types, Some(&mask))?; // [n, len, dim]
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [n, len, 1]
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // [n, dim]
         let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?; // [n, 1]
-        let mut pooled = summed.broadcast_div(&counts)?;
-        if normalize {
-            // torch.nn.functional.normalize: x / max(||x||, 1e-12)
-            let norm = pooled
-                .sqr()?
-                .sum_keepdim(D::Minus1)?
-                .sqrt()?
-                .clamp(1e-12f32, f32::MAX)?;
-            pooled = pooled.broadcast_div(&norm)?;
-        }
+        let pooled = summed.broadcast_div(&counts)?;
         Ok(pooled.flatten_all()?.to_vec1::<f32>()?)
     }
 
@@ -365,9 +404,10 @@ impl TextEncoder {
             batches.push(&order[start..end]);
             start = end;
         }
+        let mut scratch = bert::Scratch::default();
         for chunk in batches {
             let batch: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
-            let out = self.forward(&batch, opts.normalize)?;
+            let out = self.forward(&batch, opts.normalize, &mut scratch)?;
             for (k, &i) in chunk.iter().enumerate() {
                 data[i * dim..(i + 1) * dim].copy_from_slice(&out[k * dim..(k + 1) * dim]);
             }

@@ -155,3 +155,94 @@ fn truncates_to_max_length() {
     assert_eq!(m.rows, 2);
     assert!(TextEncoder::load(&dir, &Device::Cpu, 100_000).is_err());
 }
+
+/// candle-transformers' BERT on one padded batch, pooled by the masked mean: the forward pass
+/// `TextEncoder` ran before it had its own, kept here as the reference.
+fn candle_reference(dir: &std::path::Path, enc: &TextEncoder, texts: &[&str]) -> Vec<Vec<f32>> {
+    use candle_core::{DType, Tensor};
+    use candle_transformers::models::bert::{BertModel, Config};
+
+    let dev = Device::Cpu;
+    let cfg: Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &dev,
+        )
+        .unwrap()
+    };
+    let model = BertModel::load(vb, &cfg).unwrap();
+    let encodings = enc.tokenizer().encode_batch(texts.to_vec(), true).unwrap();
+    let len = encodings[0].len();
+    let grab = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| {
+        let flat: Vec<u32> = encodings.iter().flat_map(|e| f(e).to_vec()).collect();
+        Tensor::from_vec(flat, (texts.len(), len), &dev).unwrap()
+    };
+    let ids = grab(&|e| e.get_ids());
+    let types = grab(&|e| e.get_type_ids());
+    let mask = grab(&|e| e.get_attention_mask());
+    let hidden = model.forward(&ids, &types, Some(&mask)).unwrap();
+    let mask = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+    let summed = hidden.broadcast_mul(&mask).unwrap().sum(1).unwrap();
+    let pooled = summed.broadcast_div(&mask.sum(1).unwrap()).unwrap();
+    pooled.to_vec2::<f32>().unwrap()
+}
+
+#[test]
+fn packed_forward_matches_candle_transformers_on_industrial_texts() {
+    let (Some(dir), Some(data)) = (
+        sidrec::testing::encoder_dir(),
+        sidrec::testing::industrial_dir(),
+    ) else {
+        return;
+    };
+    let items = sidrec::data::DatasetDir::discover(&data)
+        .unwrap()
+        .read_items()
+        .unwrap();
+    let (_, all) = sidrec::embed::item_texts(&items);
+    // Every 61st item: short titles and long descriptions, many cut at the 64-token limit.
+    let mut texts: Vec<&str> = all
+        .iter()
+        .step_by(61)
+        .take(40)
+        .map(|t| t.as_str())
+        .collect();
+    texts.extend(["a", "unknown item", SENTENCE]);
+    let enc = TextEncoder::load(&dir, &Device::Cpu, 64).unwrap();
+    let lens: Vec<usize> = texts
+        .iter()
+        .map(|t| enc.token_ids(t).unwrap().len())
+        .collect();
+    assert!(lens.iter().filter(|&&l| l == 64).count() >= 5, "{lens:?}");
+    assert!(lens.iter().any(|&l| l < 16), "{lens:?}");
+
+    let want = candle_reference(&dir, &enc, &texts);
+    // Several packed batches of different compositions, in input and in length order.
+    for (batch_size, sort_by_length) in [(7, false), (64, true)] {
+        let opts = EncodeOptions {
+            batch_size,
+            normalize: false,
+            sort_by_length,
+            max_batch_tokens: 1024,
+        };
+        let got = enc.encode_all(&texts, opts, |_| {}).unwrap();
+        for (i, w) in want.iter().enumerate() {
+            let g = got.row(i);
+            let diff = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let dot: f64 = g.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let cos = dot / (norm(g) * norm(w));
+            assert!(
+                diff <= 1e-5 && cos >= 0.999_999,
+                "text {i} ({} tokens): max |diff| {diff}, cosine {cos}",
+                lens[i]
+            );
+        }
+    }
+}

@@ -115,19 +115,9 @@ fn vm_hwm_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// CPU seconds (user + system, all threads) this process has used: less sensitive than wall
-/// time to other processes on a shared machine. 10 ms resolution.
+/// CPU seconds of this process so far (0 where unknown).
 fn cpu_s() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime are 14 and 15.
-            let rest = s.rsplit_once(')')?.1.to_string();
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(0.0)
+    sidrec::device::cpu_seconds().unwrap_or(0.0)
 }
 
 fn main() {

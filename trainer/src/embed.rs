@@ -66,8 +66,14 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     };
     let bar = progress::rate_bar(texts.len() as u64, "embedding");
     let start = Instant::now();
+    let cpu_start = sidrec::device::cpu_seconds();
     let matrix = encoder.encode_all(&texts, opts, |n| bar.inc(n as u64))?;
     let secs = start.elapsed().as_secs_f64();
+    // CPU time as well: on a busy machine it is the steadier measure of the work.
+    let cpu = match (cpu_start, sidrec::device::cpu_seconds()) {
+        (Some(a), Some(b)) => format!("; CPU {:.1} s", b - a),
+        _ => String::new(),
+    };
     bar.finish_and_clear();
 
     npy::write_npy(&args.out, &matrix)?;
@@ -75,7 +81,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     let ids_json = serde_json::to_vec(&ids).map_err(|e| TrainerError::Invalid(e.to_string()))?;
     sidrec::io::write_bytes_atomic(&ids_file, &ids_json)?;
     println!(
-        "embedded {} items ({} tokens, {:.1} per item) in {:.1} s ({:.1} items/s, {:.0} tokens/s); \
+        "embedded {} items ({} tokens, {:.1} per item) in {:.1} s ({:.1} items/s, {:.0} tokens/s{}); \
          wrote {} [{} x {}] and {}",
         matrix.rows,
         tokens,
@@ -83,6 +89,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         secs,
         matrix.rows as f64 / secs.max(1e-9),
         tokens as f64 / secs.max(1e-9),
+        cpu,
         args.out.display(),
         matrix.rows,
         matrix.cols,
