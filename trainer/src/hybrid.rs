@@ -205,6 +205,7 @@ pub fn run(args: &HybridArgs) -> Result<()> {
                 mode: None,
                 prompt_style: None,
                 limit: args.valid_rows,
+                max_history: None,
                 device: args.device.clone(),
                 out: None,
                 hybrid: Some(OnOff::Off),
