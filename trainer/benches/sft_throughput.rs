@@ -152,6 +152,7 @@ fn bench() {
         cutoff: 512,
         history_loss: o.history_loss,
         covered: None,
+        recent_history: 0,
         contexts: &RowContexts::none(),
     };
     let examples: Vec<Example> = builder.build(&rows, &[Task::SeqRec]).unwrap();
