@@ -7,24 +7,12 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use sidrec::data::InteractionRow;
 use sidrec::hybrid::{FittedOn, Hybrid, TransitionScorer, HYBRID_FILE};
+use sidrec::testing::interaction_row as row;
 use sidrec::ItemId;
 use sidrec_server::HttpLimits;
 
 const REC: &str = "/v1/recommend";
-
-fn row(hist: &[ItemId], target: ItemId) -> InteractionRow {
-    InteractionRow {
-        user_id: "u".into(),
-        history_item_title: vec![],
-        item_title: String::new(),
-        history_item_id: hist.to_vec(),
-        item_id: target,
-        history_item_sid: vec![],
-        item_sid: String::new(),
-    }
-}
 
 /// After item 0 comes 7 (three times), then 2 (once); after item 3 comes 5 (twice); after
 /// item 1 comes 4 (once); nothing follows the other items. Items 3 and 4 share a SID.

@@ -154,6 +154,22 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     Ok(meta)
 }
 
+impl CheckpointMeta {
+    /// The prompt encoder these settings describe (style, prompt tokens, history limit) over a
+    /// checkpoint's tokenizer, index and item types: what every loader of a checkpoint (the
+    /// trainer, `eval`, the server's engine) builds its prompts with.
+    pub fn prompt_encoder<'a>(
+        &self,
+        tokenizer: &'a SidTokenizer,
+        index: &'a SidIndex,
+        item_types: &'a ItemTypes,
+    ) -> PromptEncoder<'a> {
+        PromptEncoder::new(self.prompt_style, tokenizer, index)
+            .with_tokens(self.prompt_tokens, item_types)
+            .with_max_history(self.max_history)
+    }
+}
+
 impl Checkpoint {
     /// Load a complete checkpoint onto `device` (weights in `dtype`, or as stored).
     pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: Option<DType>) -> Result<Self> {
@@ -199,9 +215,8 @@ impl Checkpoint {
     /// Its prompts: the one path from a history to token ids, in its prompt style, with the
     /// prompt tokens it was trained with.
     pub fn prompts(&self) -> PromptEncoder<'_> {
-        PromptEncoder::new(self.meta.prompt_style, &self.tokenizer, &self.index)
-            .with_tokens(self.meta.prompt_tokens, &self.item_types)
-            .with_max_history(self.meta.max_history)
+        self.meta
+            .prompt_encoder(&self.tokenizer, &self.index, &self.item_types)
     }
 }
 

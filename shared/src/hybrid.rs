@@ -320,17 +320,7 @@ pub fn candidates<'a>(
 mod tests {
     use super::*;
 
-    fn row(hist: &[ItemId], target: ItemId) -> InteractionRow {
-        InteractionRow {
-            user_id: "u".into(),
-            history_item_title: vec![],
-            item_title: String::new(),
-            history_item_id: hist.to_vec(),
-            item_id: target,
-            history_item_sid: vec![],
-            item_sid: String::new(),
-        }
-    }
+    use crate::testing::interaction_row as row;
 
     fn hybrid(lambda: f32, beta: f64) -> Hybrid {
         let train = [

@@ -1,5 +1,5 @@
 //! Locating the reference dataset and the text encoder for tests and benchmarks, and the
-//! tensor comparisons the tests of every crate share.
+//! fixtures and tensor comparisons the tests of every crate share.
 //!
 //! The Industrial_and_Scientific split lives outside the repository, in the read-only
 //! `../shared/data/industrial` folder beside the checkout. Tests that need it call
@@ -146,4 +146,20 @@ pub fn max_abs(t: &Tensor) -> f32 {
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
     max_abs(&(a - b).expect("a - b"))
+}
+
+/// A train row of one user (`u`) by item ids only: `history` → `target`, no titles or SIDs.
+pub fn interaction_row(
+    history: &[crate::ItemId],
+    target: crate::ItemId,
+) -> crate::data::InteractionRow {
+    crate::data::InteractionRow {
+        user_id: "u".into(),
+        history_item_title: vec![],
+        item_title: String::new(),
+        history_item_id: history.to_vec(),
+        item_id: target,
+        history_item_sid: vec![],
+        item_sid: String::new(),
+    }
 }

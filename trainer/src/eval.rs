@@ -14,7 +14,7 @@ use sidrec::data::{DatasetDir, Split};
 use sidrec::decode::{DecodeRequest, Decoder, SearchConfig};
 use sidrec::hybrid::Hybrid;
 use sidrec::metrics::{self, MetricsReport};
-use sidrec::prompt::{PromptEncoder, PromptStyle};
+use sidrec::prompt::PromptStyle;
 use sidrec::ItemId;
 
 use crate::cli::{EvalArgs, OnOff};
@@ -288,9 +288,7 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
         Some(n) => history_limit(n),
         None => ck.meta.max_history,
     };
-    let encoder = PromptEncoder::new(style, &ck.tokenizer, &ck.index)
-        .with_tokens(ck.meta.prompt_tokens, &ck.item_types)
-        .with_max_history(max_history);
+    let encoder = ck.prompts().with_style(style).with_max_history(max_history);
     let contexts = RowContexts::load(&ck.meta.prompt_tokens, &ds.root)?;
     let path = split_path.as_path();
     let at_line = |line: u64| {

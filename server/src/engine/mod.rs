@@ -153,34 +153,51 @@ impl Engine {
     /// the checkpoint was trained with, so that a history is served exactly the prompt `eval`
     /// scores and training builds.
     pub fn prompts(&self) -> PromptEncoder<'_> {
-        PromptEncoder::new(self.meta.prompt_style, &self.tokenizer, &self.index)
-            .with_tokens(self.meta.prompt_tokens, &self.item_types)
-            .with_max_history(self.meta.max_history)
+        self.meta
+            .prompt_encoder(&self.tokenizer, &self.index, &self.item_types)
+    }
+
+    /// How many of a history's newest items its prompts keep under the server's
+    /// `--max-history` cap: the cap, or the checkpoint's own limit (`sft --max-history`) where
+    /// that is smaller.
+    pub fn history_limit(&self, server_max: usize) -> usize {
+        self.meta
+            .max_history
+            .map_or(server_max, |n| n.min(server_max))
     }
 
     /// Prompt tokens for a history of catalogue items (oldest first), of which the newest
-    /// `max_history` are used, in context `ctx` (used only by a checkpoint with prompt
-    /// tokens): what `/v1/recommend` decodes for `history` and `user_id`.
+    /// [`Self::history_limit`] are used, in context `ctx` (used only by a checkpoint with
+    /// prompt tokens): what `/v1/recommend` decodes for `history` and `user_id`.
     pub fn encode_items(
         &self,
         history: &[ItemId],
         max_history: usize,
         ctx: &PromptContext,
     ) -> sidrec::Result<Vec<u32>> {
-        let recent = &history[history.len().saturating_sub(max_history)..];
-        Ok(self.prompts().recommend(recent, ctx)?.ids)
+        let limit = Some(self.history_limit(max_history));
+        Ok(self
+            .prompts()
+            .with_max_history(limit)
+            .recommend(history, ctx)?
+            .ids)
     }
 
-    /// Prompt tokens for a history of SIDs (oldest first), of which the newest `max_history`
-    /// are used, in context `ctx`: what `/v1/recommend` decodes for `history_sids`.
+    /// Prompt tokens for a history of SIDs (oldest first), of which the newest
+    /// [`Self::history_limit`] are used, in context `ctx`: what `/v1/recommend` decodes for
+    /// `history_sids`.
     pub fn encode(
         &self,
         history: &[Sid],
         max_history: usize,
         ctx: &PromptContext,
     ) -> sidrec::Result<Vec<u32>> {
-        let recent = &history[history.len().saturating_sub(max_history)..];
-        Ok(self.prompts().recommend_parsed(recent, ctx)?.ids)
+        let limit = Some(self.history_limit(max_history));
+        Ok(self
+            .prompts()
+            .with_max_history(limit)
+            .recommend_parsed(history, ctx)?
+            .ids)
     }
 
     /// Prompt tokens of the title→SID task for `title`, in the checkpoint's prompt style.

@@ -95,10 +95,7 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             "lambda": h.lambda,
             "prior_strength": h.prior_strength,
         })),
-        "max_history": e
-            .meta
-            .max_history
-            .map_or(state.options().max_history, |n| n.min(state.options().max_history)),
+        "max_history": e.history_limit(state.options().max_history),
         "max_batch_size": batcher.map(|b| b.max_batch_size),
         "max_batch_wait_ms": batcher.map(|b| b.max_batch_wait.as_secs_f64() * 1e3),
         "max_queue": batcher.map(|b| b.max_queue),

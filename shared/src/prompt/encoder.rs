@@ -69,6 +69,11 @@ impl<'a> PromptEncoder<'a> {
         }
     }
 
+    /// The same encoder writing prompts of `style` instead.
+    pub fn with_style(self, style: PromptStyle) -> Self {
+        Self { style, ..self }
+    }
+
     /// The same encoder whose recommendation prompts (eval, serving, RL rollouts) keep only the
     /// last `n` history items; `None` keeps them all. SFT examples stay whole: with the history
     /// loss they already train every shorter context, and a long row is the cheapest way to.
@@ -205,7 +210,7 @@ impl<'a> PromptEncoder<'a> {
 
     /// [`Self::recommend_sids`] for parsed SIDs.
     pub fn recommend_parsed(&self, history: &[Sid], ctx: &PromptContext) -> Result<EncodedPrompt> {
-        let sids: Vec<String> = history.iter().map(Sid::to_string).collect();
+        let sids: Vec<String> = self.recent(history).iter().map(Sid::to_string).collect();
         self.recommend_sids(&sids, ctx)
     }
 }

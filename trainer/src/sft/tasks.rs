@@ -423,12 +423,12 @@ mod tests {
         assert_eq!(covered_rows(&[]), Vec::<bool>::new());
     }
 
-    #[test]
-    fn dropping_covered_rows_keeps_every_supervised_item() {
+    /// Items 0..4 with two-level SIDs, a tokenizer for them, and one user's sliding windows
+    /// 0 → 1, 0 1 → 2, 0 1 2 → 3.
+    fn one_users_windows() -> (SidIndex, SidTokenizer, [InteractionRow; 3]) {
         let index: SidIndex = (0..4)
             .map(|i| (i, Sid::from_codes(vec![i + 1, i + 2])))
             .collect();
-        let items = Items::new();
         let texts = ["history: <a_1><b_2> <a_2><b_3> <a_3><b_4>\nnext:\n<a_4><b_5>\n"; 20];
         let tk = SidTokenizer::train_bpe(texts.iter(), 300, &index).unwrap();
         let rows = [
@@ -436,6 +436,13 @@ mod tests {
             window("A1", &[0, 1], 2),
             window("A1", &[0, 1, 2], 3),
         ];
+        (index, tk, rows)
+    }
+
+    #[test]
+    fn dropping_covered_rows_keeps_every_supervised_item() {
+        let (index, tk, rows) = one_users_windows();
+        let items = Items::new();
         let b = TaskBuilder {
             prompts: PromptEncoder::new(PromptStyle::Compact, &tk, &index),
             items: &items,
@@ -461,17 +468,8 @@ mod tests {
 
     #[test]
     fn recent_history_adds_each_row_cut_to_its_last_items() {
-        let index: SidIndex = (0..4)
-            .map(|i| (i, Sid::from_codes(vec![i + 1, i + 2])))
-            .collect();
+        let (index, tk, rows) = one_users_windows();
         let items = Items::new();
-        let texts = ["history: <a_1><b_2> <a_2><b_3> <a_3><b_4>\nnext:\n<a_4><b_5>\n"; 20];
-        let tk = SidTokenizer::train_bpe(texts.iter(), 300, &index).unwrap();
-        let rows = [
-            window("A1", &[0], 1),
-            window("A1", &[0, 1], 2),
-            window("A1", &[0, 1, 2], 3),
-        ];
         let covered = covered_rows(&rows);
         let b = TaskBuilder {
             prompts: PromptEncoder::new(PromptStyle::Compact, &tk, &index),
