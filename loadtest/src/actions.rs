@@ -129,6 +129,7 @@ async fn publish(
                 score_mode: None,
                 prompt_tokens: Default::default(),
                 max_history: None,
+                item_window: None,
                 extra_files: Vec::new(),
             },
         )

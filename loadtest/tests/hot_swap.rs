@@ -73,6 +73,7 @@ fn write_checkpoint(dir: &Path) -> String {
             score_mode: None,
             prompt_tokens: Default::default(),
             max_history: None,
+            item_window: None,
             extra_files: Vec::new(),
         },
     )

@@ -71,6 +71,10 @@ pub struct CheckpointMeta {
     /// --max-history`); absent means all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_history: Option<usize>,
+    /// Items before its own that each token attended to in training (`sft --item-window`);
+    /// absent means whole rows. Further SFT of the checkpoint keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_window: Option<usize>,
     /// sha256 of every other file of the checkpoint.
     pub files: BTreeMap<String, String>,
 }
@@ -289,6 +293,8 @@ pub struct NewCheckpoint<'a> {
     pub prompt_tokens: PromptTokens,
     /// History items its recommendation prompts keep (`None`: all).
     pub max_history: Option<usize>,
+    /// Items before its own each token attended to in training (`None`: whole rows).
+    pub item_window: Option<usize>,
 }
 
 /// Write a checkpoint to `dir` atomically: build it in a temp directory beside `dir`, then
@@ -322,6 +328,7 @@ pub fn write(dir: impl AsRef<Path>, ck: &NewCheckpoint<'_>) -> Result<Checkpoint
             score_mode: ck.score_mode,
             prompt_tokens: ck.prompt_tokens,
             max_history: ck.max_history,
+            item_window: ck.item_window,
             files: BTreeMap::new(),
         })
     })

@@ -597,3 +597,137 @@ fn hidden_states_at_positions_skip_padding_and_match_the_composite_path() {
     }
     model.set_fused_kernels(true);
 }
+
+/// A training pass with an item window of one item: a SID being written sees the previous
+/// item and the header, never an item three back, whose tokens can reach it through neither
+/// of the two layers; the fused pass equals the composite one (values and gradients, padded
+/// rows); inference passes ignore the window.
+#[test]
+fn an_item_window_hides_older_items_from_training_passes_only() {
+    use sidrec::model::ItemWindow;
+    use sidrec::sid::{Sid, SidToken};
+    use sidrec::trie::SidVocab;
+    use sidrec::SidIndex;
+
+    // Items' SIDs as token ids 100 + 10·level + code.
+    let mut index = SidIndex::new();
+    for (item, codes) in [
+        (1, [0, 1, 2]),
+        (2, [1, 0, 0]),
+        (3, [2, 1, 1]),
+        (4, [0, 1, 3]),
+    ] {
+        index.insert(item, Sid::from_codes(codes.to_vec()));
+    }
+    let vocab = SidVocab::from_fn(&index, |t: SidToken| {
+        Some(100 + 10 * t.level as u32 + t.code)
+    })
+    .unwrap();
+    // header | item | sep | item | sep | item | sep sep | target
+    let row_with = |first: [u32; 3]| -> Vec<u32> {
+        [
+            &[7, 8][..],
+            &first,
+            &[5],
+            &[101, 110, 120],
+            &[5],
+            &[102, 111, 121],
+            &[6, 9],
+            &[100, 111, 123],
+        ]
+        .concat()
+    };
+    let (a, b) = (row_with([100, 111, 122]), row_with([101, 110, 120]));
+    let l = a.len();
+    let target = (l - 3..l).map(|p| p as u32).collect::<Vec<_>>();
+    let cfg = tiny_cfg(2, true);
+    let (varmap, windowed) = random_model(&cfg, 45);
+    windowed
+        .set_item_window(ItemWindow::new(vocab.clone(), 1))
+        .unwrap();
+    assert!(windowed.set_item_window(ItemWindow::new(vocab, 1)).is_err());
+    let (_, plain) = random_model(&cfg, 45);
+    let at = |model: &sidrec::model::Qwen2, ids: &[u32], mode: Mode| {
+        let pos = Tensor::new(target.as_slice(), &Device::Cpu).unwrap();
+        model
+            .forward_hidden_at(&row(ids), None, &pos, mode)
+            .unwrap()
+    };
+    for fused in [true, false] {
+        windowed.set_fused_kernels(fused);
+        plain.set_fused_kernels(fused);
+        let d = max_diff(
+            &at(&windowed, &a, Mode::Train),
+            &at(&windowed, &b, Mode::Train),
+        );
+        assert!(
+            d <= 1e-6,
+            "fused {fused}: the first item reached the target ({d})"
+        );
+        let d = max_diff(&at(&plain, &a, Mode::Train), &at(&plain, &b, Mode::Train));
+        assert!(
+            d > 1e-3,
+            "fused {fused}: without a window the first item matters"
+        );
+        let d = max_diff(
+            &at(&windowed, &a, Mode::Infer),
+            &at(&windowed, &b, Mode::Infer),
+        );
+        assert!(d > 1e-3, "fused {fused}: inference passes see every item");
+        let d = max_diff(
+            &at(&windowed, &a, Mode::Infer),
+            &at(&plain, &a, Mode::Infer),
+        );
+        assert!(
+            d <= TOL,
+            "fused {fused}: inference passes are unchanged ({d})"
+        );
+    }
+
+    // A padded batch: row 0 left-padded by 2, row 1 right-padded by 1.
+    let width = l + 2;
+    let mut ids = vec![0u32; 2];
+    ids.extend_from_slice(&a);
+    ids.extend_from_slice(&b[..l]);
+    ids.extend([0u32; 2]);
+    let flags: Vec<u32> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, _)| u32::from(!(i < 2 || i >= width + l)))
+        .collect();
+    let ids = Tensor::from_vec(ids, (2, width), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(flags, (2, width), &Device::Cpu).unwrap();
+    let positions: Vec<u32> = (4..width as u32)
+        .chain(width as u32 + 3..2 * width as u32 - 2)
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(46);
+    let targets = random_ids(&mut rng, positions.len(), cfg.vocab_size);
+    let positions = Tensor::new(positions.as_slice(), &Device::Cpu).unwrap();
+    let targets = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
+    let run = |fused: bool| {
+        windowed.set_fused_kernels(fused);
+        let hidden = windowed
+            .forward_hidden_at(&ids, Some(&mask), &positions, Mode::Train)
+            .unwrap();
+        let logits = windowed.logits(&hidden).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
+        (hidden, loss.backward().unwrap())
+    };
+    let (hf, gf) = run(true);
+    let (hc, gc) = run(false);
+    let d = max_diff(&hf, &hc);
+    assert!(d <= TOL, "hidden states differ by {d}");
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        let (a, b) = (
+            gf.get(var.as_tensor()).unwrap(),
+            gc.get(var.as_tensor()).unwrap(),
+        );
+        let scale = max_abs(b);
+        let d = max_diff(a, b);
+        assert!(
+            d <= 1e-3 * scale.max(1e-3),
+            "{name}: gradients differ by {d} (max {scale})"
+        );
+    }
+    windowed.set_fused_kernels(true);
+}

@@ -528,6 +528,13 @@ pub struct SftArgs {
     /// --max-history`.
     #[arg(long)]
     pub max_history: Option<usize>,
+    /// Train with attention restricted to the last N items: each token sees the prompt's
+    /// header, the N items before its own and its own item, so that every supervised
+    /// transition of a whole row is learned from what a prompt cut to its last N items
+    /// (`--max-history`, which defaults to N) will give. For data where the next item depends
+    /// mostly on the last few.
+    #[arg(long)]
+    pub item_window: Option<usize>,
     /// Train only the SID tokens' rows of the embeddings (and of an untied output head); every
     /// other parameter stays bit-identical. For adapting a pretrained base model cheaply.
     #[arg(long)]

@@ -219,6 +219,7 @@ fn write_init(
             score_mode: None,
             prompt_tokens: *tokens,
             max_history: None,
+            item_window: None,
             extra_files: Vec::new(),
         },
     )?;

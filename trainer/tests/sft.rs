@@ -412,3 +412,50 @@ fn max_history_is_recorded_and_cuts_what_eval_decodes() {
     let whole = eval("eval-whole", &["--max-history", "0"]);
     assert!(history_items(&whole).iter().any(|&n| n > 1));
 }
+
+/// `--item-window 1` trains differently from whole rows (the first step's loss already
+/// differs: the same batch, other attention), records the window and a history limit of one
+/// item in the checkpoint, and further SFT of that checkpoint keeps the window; 0 is refused.
+#[test]
+fn an_item_window_is_recorded_changes_training_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let run = |name: &str, init: &str, extra: &[&str]| -> PathBuf {
+        let out = dir.path().join(name);
+        let mut args = sft_args(&data, init, out.to_str().unwrap());
+        let steps = args.iter().position(|a| *a == "--max-steps").unwrap() + 1;
+        args[steps] = "3";
+        let tasks = args.iter().position(|a| *a == "--tasks").unwrap() + 1;
+        args[tasks] = "seqrec";
+        args.push("--history-loss");
+        args.extend(extra);
+        ok(&args);
+        out
+    };
+    let meta = |out: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("last/sidrec.json")).unwrap())
+            .unwrap()
+    };
+    let windowed = run("windowed", &ck, &["--item-window", "1"]);
+    let whole = run("whole", &ck, &[]);
+    assert_eq!(meta(&windowed)["item_window"], 1);
+    assert_eq!(meta(&windowed)["max_history"], 1);
+    assert!(meta(&whole).get("item_window").is_none());
+    let (w, p) = (losses(&windowed), losses(&whole));
+    assert_eq!(w[0].0, p[0].0);
+    assert!((w[0].1 - p[0].1).abs() > 1e-4, "{w:?} {p:?}");
+
+    let further = run("further", windowed.join("last").to_str().unwrap(), &[]);
+    assert_eq!(meta(&further)["item_window"], 1);
+
+    let out = dir.path().join("zero");
+    let mut args = sft_args(&data, &ck, out.to_str().unwrap());
+    args.extend(["--item-window", "0"]);
+    let o = std::process::Command::new(common::BIN)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--item-window must be at least 1"), "{err}");
+}

@@ -297,6 +297,7 @@ pub fn write_checkpoint_with(
             score_mode: None,
             prompt_tokens: tokens,
             max_history: None,
+            item_window: None,
             extra_files: Vec::new(),
         },
     )

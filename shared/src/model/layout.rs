@@ -6,6 +6,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::Mode;
+use crate::trie::SidVocab;
 
 /// The additive mask value of a blocked attention entry.
 ///
@@ -108,6 +109,9 @@ pub(crate) struct BatchLayout {
     pub(crate) len: usize,
     pub(crate) real: Vec<bool>,
     pub(crate) positions: Vec<u32>,
+    /// Per token (row-major `[B, L]`), the keys an [`ItemWindow`] hides from it: those whose
+    /// position is in `from..to` (`None`: plain causal attention).
+    pub(crate) hidden: Option<Vec<(u32, u32)>>,
 }
 
 impl BatchLayout {
@@ -126,6 +130,44 @@ impl BatchLayout {
             len,
             real,
             positions,
+            hidden: None,
+        }
+    }
+
+    /// The same layout with the keys outside `window` hidden from each token of `ids`
+    /// (row-major `[batch, len]`).
+    pub(crate) fn with_item_window(mut self, ids: &[u32], window: &ItemWindow) -> Self {
+        let mut hidden = vec![(0, 0); ids.len()];
+        for (row, (ids, real)) in ids
+            .chunks(self.len.max(1))
+            .zip(self.real.chunks(self.len.max(1)))
+            .enumerate()
+        {
+            let real: Vec<u32> = ids
+                .iter()
+                .zip(real)
+                .filter(|(_, &r)| r)
+                .map(|(&id, _)| id)
+                .collect();
+            let mut spans = window.hidden_spans(&real).into_iter();
+            for (j, &r) in self.real[row * self.len..(row + 1) * self.len]
+                .iter()
+                .enumerate()
+            {
+                if r {
+                    hidden[row * self.len + j] = spans.next().unwrap_or((0, 0));
+                }
+            }
+        }
+        self.hidden = Some(hidden);
+        self
+    }
+
+    /// Keys hidden from token `t` (flat index): positions `from..to`.
+    pub(crate) fn hidden_from(&self, t: usize) -> std::ops::Range<u32> {
+        match &self.hidden {
+            Some(h) => h[t].0..h[t].1,
+            None => 0..0,
         }
     }
 
@@ -149,9 +191,11 @@ impl BatchLayout {
         let mut mask = Vec::with_capacity(b * l * l);
         for row in 0..b {
             let real = &self.real[row * l..(row + 1) * l];
+            let positions = &self.positions[row * l..(row + 1) * l];
             for i in 0..l {
+                let hidden = self.hidden_from(row * l + i);
                 for (j, &rj) in real.iter().enumerate() {
-                    let allowed = (j <= i && rj) || j == i;
+                    let allowed = (j <= i && rj && !hidden.contains(&positions[j])) || j == i;
                     mask.push(if allowed { 0.0 } else { BLOCKED });
                 }
             }
@@ -167,5 +211,116 @@ impl BatchLayout {
             .map(|&r| if r { 0.0 } else { BLOCKED })
             .collect();
         Tensor::from_vec(mask, (self.batch, self.len), device)
+    }
+}
+
+/// Attention restricted to the latest items of a row: a token sees the row's header (the
+/// tokens before its first SID), the SIDs of the `items` items before its own and its own
+/// item's tokens up to itself, where an item's tokens are its SID and whatever follows it up
+/// to the next SID.
+///
+/// Why: a model whose recommendation prompts keep only the last few history items (`sft
+/// --max-history`) is asked, at inference, to predict from those items alone; trained on
+/// whole rows with every position supervised (`--history-loss`), it would learn to lean on
+/// items it will never see. Hiding them keeps each training row's ten or so supervised
+/// transitions in the one pass (cutting rows to their last items instead supervises one per
+/// prompt) while every prediction conditions on what inference will give it. Layers still
+/// pass information along, so this is a window per layer, as in sliding-window attention.
+#[derive(Debug, Clone)]
+pub struct ItemWindow {
+    vocab: SidVocab,
+    items: usize,
+}
+
+impl ItemWindow {
+    /// A window of `items` items before each token's own (at least 1), whose SIDs start with a
+    /// level-0 token of `vocab`.
+    pub fn new(vocab: SidVocab, items: usize) -> Self {
+        Self {
+            vocab,
+            items: items.max(1),
+        }
+    }
+
+    /// Items before its own that a token sees.
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    /// For each token of one unpadded row, the positions `from..to` it may not attend to.
+    fn hidden_spans(&self, ids: &[u32]) -> Vec<(u32, u32)> {
+        let starts: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &id)| self.vocab.token(id).is_some_and(|t| t.level == 0))
+            .map(|(i, _)| i as u32)
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        let mut item = 0usize; // items started so far
+        for i in 0..ids.len() as u32 {
+            while item < starts.len() && starts[item] <= i {
+                item += 1;
+            }
+            // Own item is `item - 1` (0-based); the first visible one is `items` before it.
+            let first = item.saturating_sub(1 + self.items);
+            out.push(if first == 0 {
+                (0, 0)
+            } else {
+                (starts[0], starts[first])
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sid::{Sid, SidToken};
+    use crate::SidIndex;
+
+    #[test]
+    fn a_window_hides_the_items_before_the_last_few_but_not_the_header() {
+        let mut index = SidIndex::new();
+        index.insert(1, Sid::from_codes(vec![0, 1]));
+        index.insert(2, Sid::from_codes(vec![1, 0]));
+        let vocab = SidVocab::from_fn(&index, |t: SidToken| {
+            Some(100 + 10 * t.level as u32 + t.code)
+        })
+        .unwrap();
+        // header(0,1) item(2,3) sep(4) item(5,6) sep(7) item(8,9) sep(10) item(11,12)
+        let ids = [7, 8, 100, 111, 5, 101, 110, 5, 100, 111, 6, 101, 110];
+        let spans = ItemWindow::new(vocab.clone(), 1).hidden_spans(&ids);
+        let want = [
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (2, 5),
+            (2, 5),
+            (2, 5),
+            (2, 8),
+            (2, 8),
+        ];
+        assert_eq!(spans, want);
+        let spans = ItemWindow::new(vocab.clone(), 2).hidden_spans(&ids);
+        assert_eq!(&spans[..11], &[(0, 0); 11]);
+        assert_eq!(&spans[11..], &[(2, 5), (2, 5)]);
+
+        // In a left-padded layout the spans (positions among real tokens) land on the real
+        // tokens: flat index 12 is real token 10.
+        let mut padded = vec![0u32; 2];
+        padded.extend_from_slice(&ids);
+        let real: Vec<bool> = (0..padded.len()).map(|i| i >= 2).collect();
+        let window = ItemWindow::new(vocab, 1);
+        let layout =
+            BatchLayout::from_flags(real, 1, padded.len()).with_item_window(&padded, &window);
+        assert_eq!(layout.hidden_from(1), 0..0);
+        assert_eq!(layout.hidden_from(12), 2..5);
+        assert_eq!(layout.hidden_from(14), 2..8);
     }
 }

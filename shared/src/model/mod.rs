@@ -24,6 +24,7 @@ pub mod qwen2;
 pub use cache::{BeamCache, LayerKv, PromptCache};
 pub use config::{Qwen2Config, TokenIds};
 pub use item_embedding::ItemLookup;
+pub use layout::ItemWindow;
 pub use qwen2::{left_padded_mask, Qwen2};
 
 /// Which implementation of the non-matmul ops a forward pass uses.

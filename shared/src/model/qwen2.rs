@@ -12,7 +12,7 @@ use super::cache::{BeamCache, LayerKv, PromptCache};
 use super::config::Qwen2Config;
 use super::item_embedding::ItemLookup;
 use super::kernels;
-use super::layout::{BatchLayout, RopeTables, Rotary, BLOCKED};
+use super::layout::{BatchLayout, ItemWindow, RopeTables, Rotary, BLOCKED};
 use super::Mode;
 use crate::{Error, Result};
 
@@ -302,6 +302,7 @@ impl Attention {
         x: &Tensor,
         rope: &RopeTables,
         offsets: &[usize],
+        hidden: &[(u32, u32)],
         ops: Ops,
     ) -> CResult<Tensor> {
         let RopeTables::Kernel { cos, sin } = rope else {
@@ -320,6 +321,7 @@ impl Attention {
             &cos,
             &sin,
             offsets.to_vec(),
+            hidden.to_vec(),
             heads,
             self.scale,
         )?;
@@ -469,10 +471,13 @@ impl DecoderLayer {
         x: &Tensor,
         rope: &RopeTables,
         offsets: &[usize],
+        hidden: &[(u32, u32)],
         ops: Ops,
     ) -> CResult<Tensor> {
         let y = self.input_layernorm.forward(x, ops)?;
-        let y = self.self_attn.forward_packed(&y, rope, offsets, ops)?;
+        let y = self
+            .self_attn
+            .forward_packed(&y, rope, offsets, hidden, ops)?;
         let x = (x + self.dropout.apply(&y, ops.mode)?)?;
         self.mlp_block(&x, ops)
     }
@@ -527,6 +532,8 @@ pub struct Qwen2 {
     embed_items: Option<Tensor>,
     /// Where item SIDs end in token ids; attached after loading, shared by clones.
     item_lookup: Arc<OnceLock<ItemLookup>>,
+    /// Attention of training passes restricted to the latest items; shared by clones.
+    item_window: Arc<OnceLock<ItemWindow>>,
     rotary: Rotary,
     dtype: DType,
     device: Device,
@@ -616,12 +623,22 @@ impl Qwen2 {
             lm_head,
             embed_items,
             item_lookup: Arc::new(OnceLock::new()),
+            item_window: Arc::new(OnceLock::new()),
             rotary: Rotary::new(cfg.head_dim(), cfg.rope_theta),
             dtype: vb.dtype(),
             device: vb.device().clone(),
             dropout,
             fused: Arc::new(AtomicBool::new(kernels_from_env())),
         })
+    }
+
+    /// Restrict the attention of every [`Mode::Train`] pass to the latest items of each row
+    /// (see [`ItemWindow`]); inference passes are unaffected (their prompts are cut instead).
+    /// An error when a window is already set.
+    pub fn set_item_window(&self, window: ItemWindow) -> Result<()> {
+        self.item_window
+            .set(window)
+            .map_err(|_| Error::Invalid("the model already has an item window".into()))
     }
 
     /// Whether the model adds item embeddings to its input (then it needs
@@ -831,6 +848,10 @@ impl Qwen2 {
             offsets.push(n + row.iter().filter(|&&r| r).count());
         }
         let positions: Vec<u32> = real.iter().map(|&i| layout.positions[i as usize]).collect();
+        let hidden: Vec<(u32, u32)> = match &layout.hidden {
+            Some(h) => real.iter().map(|&i| h[i as usize]).collect(),
+            None => Vec::new(),
+        };
         let n = real.len();
         let rope =
             self.rotary
@@ -847,7 +868,7 @@ impl Qwen2 {
         };
         let mut x = self.dropout.apply(&embedded, ops.mode)?;
         for layer in &self.layers {
-            x = layer.forward_unpadded(&x, &rope, &offsets, ops)?;
+            x = layer.forward_unpadded(&x, &rope, &offsets, &hidden, ops)?;
         }
         Ok(x)
     }
@@ -863,7 +884,7 @@ impl Qwen2 {
         positions: &Tensor,
         mode: Mode,
     ) -> Result<Tensor> {
-        let layout = self.layout_of(ids, mask)?;
+        let layout = self.layout_of(ids, mask, mode)?;
         let total = layout.real.len();
         // Rank of each real token among the real tokens, for the unpadded pass.
         let mut rank = vec![u32::MAX; total];
@@ -897,8 +918,20 @@ impl Qwen2 {
         Ok(self.norm.forward(&x.index_select(&picked, 0)?, ops)?)
     }
 
+    /// The layout of `ids` `[B, L]` under the padding `mask`, with the item window of a
+    /// training pass.
+    fn layout_of(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<BatchLayout> {
+        let layout = self.padding_layout(ids, mask)?;
+        Ok(match self.item_window.get() {
+            Some(window) if mode == Mode::Train => {
+                layout.with_item_window(&ids.flatten_all()?.to_vec1::<u32>()?, window)
+            }
+            _ => layout,
+        })
+    }
+
     /// The padding layout of `ids` `[B, L]` under `mask`.
-    fn layout_of(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<BatchLayout> {
+    fn padding_layout(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<BatchLayout> {
         let (b, l) = ids.dims2()?;
         Ok(match mask {
             None => BatchLayout::dense(b, l),
@@ -929,7 +962,7 @@ impl Qwen2 {
         mask: Option<&Tensor>,
         mode: Mode,
     ) -> Result<Tensor> {
-        let layout = self.layout_of(ids, mask)?;
+        let layout = self.layout_of(ids, mask, mode)?;
         let ops = self.ops(mode);
         let (x, _) = self.run_full(ids, &layout, ops)?;
         Ok(self.norm.forward(&x, ops)?)

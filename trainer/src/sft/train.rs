@@ -58,7 +58,15 @@ pub fn run(args: &SftArgs) -> Result<()> {
     let device = sidrec::device::parse_device(&args.device)?;
     let dirs = RunDirs::new(&args.out, args.resume);
     let (mut base, varmap) = load_trainable(dirs.start(&args.init), &device)?;
-    if let Some(n) = args.max_history {
+    if let Some(n) = args.item_window {
+        if n == 0 {
+            return Err(TrainerError::Invalid(
+                "--item-window must be at least 1 (leave it out for whole rows)".into(),
+            ));
+        }
+        base.meta.item_window = Some(n);
+    }
+    if let Some(n) = args.max_history.or(args.item_window) {
         base.meta.max_history = crate::eval::history_limit(n);
     }
     // Saved checkpoints name the beam scores their loss trained, for eval and the server.
@@ -69,6 +77,10 @@ pub fn run(args: &SftArgs) -> Result<()> {
     let base = base;
     let model = &base.model;
     model.set_dropout(args.dropout)?;
+    if let Some(n) = base.meta.item_window {
+        let window = sidrec::model::ItemWindow::new(base.tokenizer.sid_vocab().clone(), n);
+        model.set_item_window(window)?;
+    }
     if !(args.next_item_loss.is_finite() && args.next_item_loss >= 0.0) {
         return Err(TrainerError::Invalid(format!(
             "--next-item-loss {}: must be a finite number >= 0",

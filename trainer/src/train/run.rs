@@ -103,6 +103,7 @@ pub fn save(
             score_mode: ck.meta.score_mode,
             prompt_tokens: ck.meta.prompt_tokens,
             max_history: ck.meta.max_history,
+            item_window: ck.meta.item_window,
         },
     )?;
     Ok(())

@@ -322,12 +322,23 @@ impl PackedHeads {
 pub(crate) struct PackedAttention {
     heads: PackedHeads,
     offsets: Vec<usize>,
+    /// Per token, the keys of its row (`from..to`, positions within the row) it may not see;
+    /// empty: plain causal attention.
+    hidden: Vec<(u32, u32)>,
     scale: f32,
     /// Rotated keys `[n, KV, d]` and log-sum-exps `[n, H]` from the forward pass.
     saved: OnceLock<(Vec<f32>, Vec<f32>)>,
 }
 
 impl PackedAttention {
+    /// Keys of its row hidden from token `t`.
+    fn hidden(&self, t: usize) -> std::ops::Range<usize> {
+        match self.hidden.get(t) {
+            Some(&(from, to)) => from as usize..to as usize,
+            None => 0..0,
+        }
+    }
+
     fn dims(&self, qkv: &[usize], cos: &[usize]) -> Result<usize> {
         let PackedHeads {
             heads,
@@ -353,6 +364,12 @@ impl PackedAttention {
             || self.offsets.windows(2).any(|w| w[0] > w[1])
         {
             bail!("packed attention: row offsets do not cover the {n} tokens");
+        }
+        if !self.hidden.is_empty() && self.hidden.len() != n {
+            bail!(
+                "packed attention: {} hidden-key spans for {n} tokens",
+                self.hidden.len()
+            );
         }
         Ok(n)
     }
@@ -426,8 +443,13 @@ impl CustomOp3 for PackedAttention {
                                 &mut qr,
                             );
                             let s = &mut s[..=i];
+                            let hidden = self.hidden(t);
                             let mut m = f32::NEG_INFINITY;
                             for (j, sj) in s.iter_mut().enumerate() {
+                                if hidden.contains(&j) {
+                                    *sj = f32::NEG_INFINITY;
+                                    continue;
+                                }
                                 let kj = &kr[((start + j) * kv_heads + kvh) * d..][..d];
                                 *sj = scale * dot(&qr, kj);
                                 m = m.max(*sj);
@@ -435,7 +457,9 @@ impl CustomOp3 for PackedAttention {
                             let sum = exp_masked(s, m);
                             let oi = &mut y[(i * heads + h) * d..][..d];
                             for (j, &p) in s.iter().enumerate() {
-                                axpy(p, &qkv[(start + j) * w + ph.v_at(kvh)..][..d], oi);
+                                if p != 0.0 {
+                                    axpy(p, &qkv[(start + j) * w + ph.v_at(kvh)..][..d], oi);
+                                }
                             }
                             let inv = 1.0 / sum;
                             oi.iter_mut().for_each(|x| *x *= inv);
@@ -538,13 +562,21 @@ impl PackedAttention {
                                 let at = (tok * heads + h) * d;
                                 let (oi, goi) = (&t.o[at..at + d], &t.go[at..at + d]);
                                 let s = &mut s[..=i];
+                                let hidden = self.hidden(tok);
                                 for (j, sj) in s.iter_mut().enumerate() {
-                                    *sj = scale * dot(&qr, kj(j));
+                                    *sj = if hidden.contains(&j) {
+                                        f32::NEG_INFINITY
+                                    } else {
+                                        scale * dot(&qr, kj(j))
+                                    };
                                 }
                                 exp_masked(s, lse_i);
                                 let di = dot(goi, oi);
                                 dqr.iter_mut().for_each(|x| *x = 0.0);
                                 for (j, &p) in s.iter().enumerate() {
+                                    if p == 0.0 {
+                                        continue;
+                                    }
                                     let ds = p * (dot(goi, vj(j)) - di) * scale;
                                     axpy(ds, kj(j), &mut dqr);
                                     axpy(ds, &qr, &mut dkr[j * d..][..d]);
@@ -599,18 +631,22 @@ fn split_rows<'a>(
 
 /// Fused RoPE + causal attention of the packed q/k/v projection of unpadded rows (see
 /// [`PackedAttention`]): `qkv` `[n, (H + 2·KV)·d]`, cos/sin `[n, d/2]`, row `r` is tokens
-/// `offsets[r]..offsets[r + 1]`; output `[n, H·d]`. Differentiable in `qkv`.
+/// `offsets[r]..offsets[r + 1]`, `hidden[t]` the keys of its row token `t` may not see
+/// (positions `from..to` within the row; empty: none hidden); output `[n, H·d]`.
+/// Differentiable in `qkv`.
 pub(crate) fn packed_attention(
     qkv: &Tensor,
     cos: &Tensor,
     sin: &Tensor,
     offsets: Vec<usize>,
+    hidden: Vec<(u32, u32)>,
     heads: PackedHeads,
     scale: f64,
 ) -> Result<Tensor> {
     let op = PackedAttention {
         heads,
         offsets,
+        hidden,
         scale: scale as f32,
         saved: OnceLock::new(),
     };

@@ -270,7 +270,7 @@ fn packed_attention_matches_split_rotate_and_attend_per_row() {
     };
     check(
         &[(randn(&[n, (h + 2 * kvh) * d], 15) * 2.0).unwrap()],
-        |t| packed_attention(&t[0], &cos, &sin, offsets.clone(), heads, scale).unwrap(),
+        |t| packed_attention(&t[0], &cos, &sin, offsets.clone(), Vec::new(), heads, scale).unwrap(),
         |t| {
             // Each row on its own, padded to nothing, through the split/rotate/attend path.
             let rows: Vec<Tensor> = lengths
@@ -310,6 +310,7 @@ fn packed_attention_matches_split_rotate_and_attend_per_row() {
         &cos,
         &sin,
         bad,
+        Vec::new(),
         heads,
         scale
     )
