@@ -47,12 +47,13 @@ $T init --data "$RUN/data" --out "$RUN/checkpoints/init" --item-embeddings --voc
 # of the longer row already supervises them, so an epoch takes 45 % of the tokens.
 # Training uses both cores: with the trainer on the rayon pool, two threads train the tiny
 # model 1.3x faster than one (BENCHMARKS.md, "Fused CPU kernels").
-# The checkpoint's recommendation prompts (validation, eval, serving) keep only the last history
-# item (--max-history 1): on this data the next item depends mostly on the last one, and the
-# model ranks better without the rest of a long history (BENCHMARKS.md, "Quickstart model").
+# On this data the next item depends mostly on the last one: each token attends only to the
+# item before its own (--item-window 1), so every transition of a whole row is learned from what
+# the checkpoint's prompts (validation, eval, serving) will hold, the last history item alone
+# (BENCHMARKS.md, "Quickstart model").
 SIDREC_THREADS=${SIDREC_SFT_THREADS:-2} $T sft --init "$RUN/checkpoints/init" --data "$RUN/data" --out "$RUN/sft" \
   --tasks seqrec --history-loss --drop-covered-rows --batch-size 16 --max-steps "$STEPS" \
-  --eval-every 400 --valid-rows 500 --lr 3e-3 --warmup 20 --max-history 1
+  --eval-every 400 --valid-rows 500 --lr 3e-3 --warmup 20 --item-window 1
 
 echo "==> the best SFT checkpoint and both baselines on the same 500 test rows (50 beams)"
 $T eval --checkpoint "$RUN/sft/best" --data "$RUN/data" --split test \
