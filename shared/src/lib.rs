@@ -19,6 +19,7 @@ pub mod model;
 pub mod npy;
 pub mod prompt;
 pub mod quantize;
+pub mod random;
 pub mod sid;
 pub mod testing;
 pub mod tokenizer;

@@ -349,6 +349,9 @@ pub struct InitArgs {
     /// history item (a sidrec extension: such checkpoints are not loadable by HF transformers).
     #[arg(long)]
     pub item_embeddings: bool,
+    /// Seed of a fresh model's random weights (the same seed gives the same checkpoint).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
     /// Start from a HuggingFace Qwen2 checkpoint directory (`config.json`, safetensors,
     /// `tokenizer.json`) instead of a preset: its tokenizer is extended with the SID tokens (the
     /// reference's TokenExtender) and the embeddings resized, new rows at the mean of the old.

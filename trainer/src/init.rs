@@ -187,6 +187,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
     }
     let varmap = VarMap::new();
     let model = Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    Qwen2::seed_fresh_weights(&varmap, &cfg, args.seed)?;
     write_init(args, &ds, &index, &items, &tokens, &tokenizer, &model)
 }
 

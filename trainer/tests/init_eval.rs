@@ -79,6 +79,38 @@ fn init_takes_the_depth_and_mlp_width_over_the_preset() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--layers must be at least 1"));
 }
 
+/// A fresh model's weights depend on `init --seed` only: the same seed twice gives the same
+/// bytes, another seed other weights (with the same tokenizer).
+#[test]
+fn init_weights_depend_on_the_seed_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let again = dir.path().join("again").to_str().unwrap().to_string();
+    let other = dir.path().join("other").to_str().unwrap().to_string();
+    let init = |out: &str, seed: &str| {
+        ok(&[
+            "init",
+            "--data",
+            &data,
+            "--out",
+            out,
+            "--vocab-size",
+            "600",
+            "--seed",
+            seed,
+        ]);
+    };
+    init(&again, "42");
+    init(&other, "7");
+    let bytes = |ck: &str, f: &str| std::fs::read(Path::new(ck).join(f)).unwrap();
+    assert_eq!(
+        bytes(&ck, "tokenizer.json"),
+        bytes(&other, "tokenizer.json")
+    );
+    assert!(bytes(&ck, "model.safetensors") == bytes(&again, "model.safetensors"));
+    assert!(bytes(&ck, "model.safetensors") != bytes(&other, "model.safetensors"));
+}
+
 #[test]
 fn eval_reports_metrics_and_reference_shaped_predictions() {
     let dir = tempfile::tempdir().unwrap();

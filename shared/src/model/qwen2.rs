@@ -2,7 +2,7 @@
 //! shared-prompt decode step.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -639,6 +639,32 @@ impl Qwen2 {
         self.item_window
             .set(window)
             .map_err(|_| Error::Invalid("the model already has an item window".into()))
+    }
+
+    /// Redraw from `seed` every weight of a fresh `varmap`-backed model that [`Self::new`] drew
+    /// at random (N(0, `initializer_range`): token embeddings, projections, an untied head), so
+    /// that a fresh model depends on the seed only; candle's CPU generator cannot be seeded.
+    /// Constant-initialised tensors (norms, biases, the item table) keep their values.
+    pub fn seed_fresh_weights(varmap: &VarMap, cfg: &Qwen2Config, seed: u64) -> Result<()> {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Invalid("the model's variables are poisoned".into()))?;
+        let mut names: Vec<&String> = data
+            .keys()
+            .filter(|n| n.ends_with(".weight") && !n.contains("norm") && !n.contains("embed_items"))
+            .collect();
+        names.sort();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for name in names {
+            let var = &data[name];
+            let values: Vec<f32> = (0..var.elem_count())
+                .map(|_| (crate::random::standard_normal(&mut rng) * cfg.initializer_range) as f32)
+                .collect();
+            let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
+            var.set(&t)?;
+        }
+        Ok(())
     }
 
     /// Whether the model adds item embeddings to its input (then it needs

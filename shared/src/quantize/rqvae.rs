@@ -26,7 +26,7 @@
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Linear, Module, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,7 @@ use super::kmeans::{kmeans, nearest, KMeansConfig};
 use super::report::CollisionStats;
 use crate::error::{Error, Result};
 use crate::npy::Matrix;
+use crate::random::standard_normal;
 
 /// Rows per forward pass when encoding the whole catalogue (no gradients).
 const EVAL_ROWS: usize = 1024;
@@ -123,14 +124,9 @@ struct Mlp {
 /// Xavier-normal `out × in` weights: N(0, 2 / (in + out)).
 fn xavier(rng: &mut ChaCha8Rng, out: usize, inp: usize) -> Vec<f32> {
     let sd = (2.0 / (inp + out) as f64).sqrt();
-    (0..out * inp).map(|_| (gauss(rng) * sd) as f32).collect()
-}
-
-/// Standard normal by Box–Muller (rand 0.8 has no normal distribution without rand_distr).
-fn gauss(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-    let u2: f64 = rng.gen();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    (0..out * inp)
+        .map(|_| (standard_normal(rng) * sd) as f32)
+        .collect()
 }
 
 impl Mlp {
@@ -570,6 +566,7 @@ pub(crate) fn rq_vae(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
     fn random(n: usize, d: usize, seed: u64) -> Matrix {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
