@@ -632,9 +632,10 @@ impl Qwen2 {
         })
     }
 
-    /// Restrict the attention of every [`Mode::Train`] pass to the latest items of each row
-    /// (see [`ItemWindow`]); inference passes are unaffected (their prompts are cut instead).
-    /// An error when a window is already set.
+    /// Restrict the attention of every whole-row pass (training, and the loss of validation
+    /// rows) to the latest items of each row (see [`ItemWindow`]). Prompt decoding
+    /// ([`Self::prefill`], [`Self::decode_step`]) is unaffected: its prompts are cut to those
+    /// items instead. An error when a window is already set.
     pub fn set_item_window(&self, window: ItemWindow) -> Result<()> {
         self.item_window
             .set(window)
@@ -910,7 +911,7 @@ impl Qwen2 {
         positions: &Tensor,
         mode: Mode,
     ) -> Result<Tensor> {
-        let layout = self.layout_of(ids, mask, mode)?;
+        let layout = self.layout_of(ids, mask)?;
         let total = layout.real.len();
         // Rank of each real token among the real tokens, for the unpadded pass.
         let mut rank = vec![u32::MAX; total];
@@ -944,15 +945,13 @@ impl Qwen2 {
         Ok(self.norm.forward(&x.index_select(&picked, 0)?, ops)?)
     }
 
-    /// The layout of `ids` `[B, L]` under the padding `mask`, with the item window of a
-    /// training pass.
-    fn layout_of(&self, ids: &Tensor, mask: Option<&Tensor>, mode: Mode) -> Result<BatchLayout> {
+    /// The layout of `ids` `[B, L]` (whole rows) under the padding `mask`, with the item
+    /// window if the model has one.
+    fn layout_of(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<BatchLayout> {
         let layout = self.padding_layout(ids, mask)?;
         Ok(match self.item_window.get() {
-            Some(window) if mode == Mode::Train => {
-                layout.with_item_window(&ids.flatten_all()?.to_vec1::<u32>()?, window)
-            }
-            _ => layout,
+            Some(window) => layout.with_item_window(&ids.flatten_all()?.to_vec1::<u32>()?, window),
+            None => layout,
         })
     }
 
@@ -988,7 +987,7 @@ impl Qwen2 {
         mask: Option<&Tensor>,
         mode: Mode,
     ) -> Result<Tensor> {
-        let layout = self.layout_of(ids, mask, mode)?;
+        let layout = self.layout_of(ids, mask)?;
         let ops = self.ops(mode);
         let (x, _) = self.run_full(ids, &layout, ops)?;
         Ok(self.norm.forward(&x, ops)?)
