@@ -14,6 +14,28 @@ use sidrec::testing::{max_abs, max_abs_diff as max_diff};
 
 const TOL: f32 = 1e-4;
 
+/// Every parameter's gradient in `a` equals its gradient in `b` to 1e-3 of the largest value
+/// (`what` names the case in a failure).
+fn assert_same_gradients(
+    varmap: &candle_nn::VarMap,
+    a: &candle_core::backprop::GradStore,
+    b: &candle_core::backprop::GradStore,
+    what: &str,
+) {
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        let (ga, gb) = (
+            a.get(var.as_tensor()).unwrap(),
+            b.get(var.as_tensor()).unwrap(),
+        );
+        let scale = max_abs(gb);
+        let d = max_diff(ga, gb);
+        assert!(
+            d <= 1e-3 * scale.max(1e-3),
+            "{name}{what}: gradients differ by {d} (max {scale})"
+        );
+    }
+}
+
 fn ct_config(cfg: &Qwen2Config) -> ct::Config {
     ct::Config {
         vocab_size: cfg.vocab_size,
@@ -495,18 +517,7 @@ fn fused_kernels_equal_the_composite_path_values_and_gradients() {
         let (lc, gc) = run(false);
         let d = max_diff(&lf, &lc);
         assert!(d <= TOL, "logits kv={kv_heads}: {d}");
-        for (name, var) in varmap.data().lock().unwrap().iter() {
-            let (a, b) = (
-                gf.get(var.as_tensor()).unwrap(),
-                gc.get(var.as_tensor()).unwrap(),
-            );
-            let scale = max_abs(b);
-            let d = max_diff(a, b);
-            assert!(
-                d <= 1e-3 * scale.max(1e-3),
-                "{name} kv={kv_heads}: gradients differ by {d} (max {scale})"
-            );
-        }
+        assert_same_gradients(&varmap, &gf, &gc, &format!(" kv={kv_heads}"));
 
         // Beam decoding: prefill then three steps of 2 beams per prompt.
         let decode = |fused: bool| {
@@ -573,18 +584,7 @@ fn hidden_states_at_positions_skip_padding_and_match_the_composite_path() {
     assert_eq!(hf.dims(), [9, cfg.hidden_size]);
     let d = max_diff(&hf, &hc);
     assert!(d <= TOL, "hidden states differ by {d}");
-    for (name, var) in varmap.data().lock().unwrap().iter() {
-        let (a, b) = (
-            gf.get(var.as_tensor()).unwrap(),
-            gc.get(var.as_tensor()).unwrap(),
-        );
-        let scale = max_abs(b);
-        let d = max_diff(a, b);
-        assert!(
-            d <= 1e-3 * scale.max(1e-3),
-            "{name}: gradients differ by {d} (max {scale})"
-        );
-    }
+    assert_same_gradients(&varmap, &gf, &gc, "");
     for fused in [true, false] {
         model.set_fused_kernels(fused);
         // Flat position 8 is row 1's first token, which is padding.
@@ -717,17 +717,6 @@ fn an_item_window_hides_older_items_from_whole_row_passes() {
     let (hc, gc) = run(false);
     let d = max_diff(&hf, &hc);
     assert!(d <= TOL, "hidden states differ by {d}");
-    for (name, var) in varmap.data().lock().unwrap().iter() {
-        let (a, b) = (
-            gf.get(var.as_tensor()).unwrap(),
-            gc.get(var.as_tensor()).unwrap(),
-        );
-        let scale = max_abs(b);
-        let d = max_diff(a, b);
-        assert!(
-            d <= 1e-3 * scale.max(1e-3),
-            "{name}: gradients differ by {d} (max {scale})"
-        );
-    }
+    assert_same_gradients(&varmap, &gf, &gc, "");
     windowed.set_fused_kernels(true);
 }

@@ -137,26 +137,25 @@ impl BatchLayout {
     /// The same layout with the keys outside `window` hidden from each token of `ids`
     /// (row-major `[batch, len]`).
     pub(crate) fn with_item_window(mut self, ids: &[u32], window: &ItemWindow) -> Self {
+        let width = self.len.max(1);
         let mut hidden = vec![(0, 0); ids.len()];
-        for (row, (ids, real)) in ids
-            .chunks(self.len.max(1))
-            .zip(self.real.chunks(self.len.max(1)))
-            .enumerate()
+        for ((ids, real), hidden) in ids
+            .chunks(width)
+            .zip(self.real.chunks(width))
+            .zip(hidden.chunks_mut(width))
         {
-            let real: Vec<u32> = ids
+            let real_ids: Vec<u32> = ids
                 .iter()
                 .zip(real)
-                .filter(|(_, &r)| r)
-                .map(|(&id, _)| id)
+                .filter_map(|(&id, &r)| r.then_some(id))
                 .collect();
-            let mut spans = window.hidden_spans(&real).into_iter();
-            for (j, &r) in self.real[row * self.len..(row + 1) * self.len]
-                .iter()
-                .enumerate()
-            {
-                if r {
-                    hidden[row * self.len + j] = spans.next().unwrap_or((0, 0));
-                }
+            let spans = window.hidden_spans(&real_ids);
+            let slots = hidden
+                .iter_mut()
+                .zip(real)
+                .filter_map(|(h, &r)| r.then_some(h));
+            for (slot, span) in slots.zip(spans) {
+                *slot = span;
             }
         }
         self.hidden = Some(hidden);
@@ -240,11 +239,6 @@ impl ItemWindow {
             vocab,
             items: items.max(1),
         }
-    }
-
-    /// Items before its own that a token sees.
-    pub fn items(&self) -> usize {
-        self.items
     }
 
     /// For each token of one unpadded row, the positions `from..to` it may not attend to.
