@@ -67,15 +67,22 @@ async fn reload(s: &TestServer) -> Value {
     b
 }
 
-#[tokio::test]
-async fn a_hybrid_checkpoint_reranks_the_beam_and_hot_swaps_with_a_pure_one() {
-    let root = tempfile::tempdir().unwrap();
-    let models = root.path().join("models");
+/// A server over `root/models` holding one pure checkpoint, `v1`: the models directory, v1's
+/// version and the server.
+async fn serving_v1(root: &std::path::Path) -> (std::path::PathBuf, String, TestServer) {
+    let models = root.join("models");
     std::fs::create_dir(&models).unwrap();
-    let staging = root.path().join("staging");
+    let staging = root.join("staging");
     let v1 = write_checkpoint(&staging, "v1");
     std::fs::rename(&staging, models.join("v1")).unwrap();
     let s = model_server(model_options(&models), HttpLimits::default()).await;
+    (models, v1, s)
+}
+
+#[tokio::test]
+async fn a_hybrid_checkpoint_reranks_the_beam_and_hot_swaps_with_a_pure_one() {
+    let root = tempfile::tempdir().unwrap();
+    let (models, v1, s) = serving_v1(root.path()).await;
 
     let (_, m) = get_checked(&s, "/v1/model", "/v1/model").await;
     assert!(m["hybrid"].is_null(), "{m}");
@@ -197,12 +204,7 @@ async fn a_hybrid_checkpoint_reranks_the_beam_and_hot_swaps_with_a_pure_one() {
 #[tokio::test]
 async fn a_hybrid_file_outside_the_hashes_is_refused_and_the_old_checkpoint_kept() {
     let root = tempfile::tempdir().unwrap();
-    let models = root.path().join("models");
-    std::fs::create_dir(&models).unwrap();
-    let staging = root.path().join("staging");
-    let v1 = write_checkpoint(&staging, "v1");
-    std::fs::rename(&staging, models.join("v1")).unwrap();
-    let s = model_server(model_options(&models), HttpLimits::default()).await;
+    let (models, v1, s) = serving_v1(root.path()).await;
     let staging = root.path().join("staging2");
     write_checkpoint(&staging, "v2");
     std::fs::write(staging.join(HYBRID_FILE), ranker(1.0).to_json().unwrap()).unwrap();

@@ -396,12 +396,7 @@ mod tests {
     fn window(user: &str, history: &[ItemId], target: ItemId) -> InteractionRow {
         InteractionRow {
             user_id: user.into(),
-            history_item_title: vec![],
-            item_title: String::new(),
-            history_item_id: history.to_vec(),
-            item_id: target,
-            history_item_sid: vec![],
-            item_sid: String::new(),
+            ..sidrec::testing::interaction_row(history, target)
         }
     }
 
