@@ -76,6 +76,10 @@ fn base() -> &'static Base {
                 collision_policy: "as-indexed",
                 data_fingerprint: None,
                 metrics: serde_json::json!({}),
+                score_mode: None,
+                prompt_tokens: prompt::PromptTokens::none(),
+                max_history: None,
+                item_window: None,
                 extra_files: Vec::new(),
             },
         )
