@@ -93,12 +93,25 @@ impl Linear {
     }
 }
 
+/// Up to this many rows a CPU [`Linear`] computes `(W·xᵀ)ᵀ` instead of `x·Wᵀ` (see there).
+const FEW_ROWS: usize = 64;
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let dims = x.dims();
         let in_dim = dims.last().copied().unwrap_or(0);
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let x2 = x.reshape((rows, in_dim))?;
+        let y = if rows <= FEW_ROWS && self.weight.device().is_cpu() {
+            // gemm computes a row-major `x·Wᵀ` as its transpose `W·xᵀ` and first copies
+            // ("packs") all of `W` into its kernel layout; for a few rows, as in a beam-search
+            // decode step, that copy costs as much as the product. Asked for `W·xᵀ` itself, it
+            // reads `W` in place and packs only the rows of `x`; the transpose of the small
+            // `[out, rows]` result is the cheaper copy.
+            self.weight.matmul(&x2.t()?)?.t()?.contiguous()?
+        } else {
+            x2.matmul(&self.weight.t()?)?
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
