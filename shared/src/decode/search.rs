@@ -457,9 +457,7 @@ impl Decoder {
 
 /// `log(sum(exp(x)))` over the last dim, kept as `[rows, 1]`.
 fn logsumexp(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?;
-    let sum = x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
-    Ok((sum.log()? + max)?)
+    Ok(crate::model::kernels::log_sum_exp_rows(x)?)
 }
 
 /// Keep the best `nb` candidates of each prompt. `cand_scores` is `[B * nb, m]`.

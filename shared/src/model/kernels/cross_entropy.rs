@@ -44,16 +44,7 @@ impl CustomOp2 for CrossEntropy {
         if let Some(bad) = targets.iter().find(|&&t| t >= vocab) {
             bail!("cross_entropy: target {bad} outside a vocabulary of {vocab}");
         }
-        let mut lse = vec![0f32; n];
-        lse.par_iter_mut()
-            .zip(logits.par_chunks(vocab))
-            .for_each(|(lse, row)| {
-                simd(|| {
-                    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let e: Vec<f32> = row.iter().map(|&x| super::exp(x - m)).collect();
-                    *lse = m + super::sum(&e).ln();
-                })
-            });
+        let lse = rows_lse(logits, vocab);
         let nll: Vec<f32> = (0..n)
             .map(|i| lse[i] - logits[i * vocab + targets[i]])
             .collect();
@@ -93,6 +84,47 @@ impl CustomOp2 for CrossEntropy {
         })?;
         Ok((Some(tensor(dl, logits.dims())?), None))
     }
+}
+
+/// Log-sum-exp of every `vocab`-wide row of `x`, in parallel over rows, with the vectorised
+/// [`super::exp`] and no temporary per row.
+fn rows_lse(x: &[f32], vocab: usize) -> Vec<f32> {
+    let mut lse = vec![0f32; x.len() / vocab.max(1)];
+    lse.par_iter_mut()
+        .zip(x.par_chunks(vocab.max(1)))
+        .for_each(|(lse, row)| {
+            simd(|| {
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut acc = [0f32; 8];
+                let chunks = row.chunks_exact(8);
+                let tail: f32 = chunks.remainder().iter().map(|&v| super::exp(v - m)).sum();
+                for c in chunks {
+                    for k in 0..8 {
+                        acc[k] += super::exp(c[k] - m);
+                    }
+                }
+                *lse = m + (super::sum(&acc) + tail).ln();
+            })
+        });
+    lse
+}
+
+/// Log-sum-exp over the last dim of `x` (`[N, V]` → `[N, 1]`), not differentiable: the fused
+/// kernel for f32 CPU tensors, else tensor ops. What exact-mode beam search normalises every
+/// beam's full-vocabulary logits by; candle's ops make four passes, two temporaries of the
+/// logits' size and a scalar libm call per element.
+pub fn log_sum_exp_rows(x: &Tensor) -> Result<Tensor> {
+    let (n, vocab) = x.dims2()?;
+    if applies(x) && vocab > 0 {
+        let lse = with_f32(x, "log_sum_exp_rows", |x| Ok(rows_lse(x, vocab)))?;
+        return tensor(lse, &[n, 1]);
+    }
+    let max = x.max_keepdim(candle_core::D::Minus1)?;
+    let sum = x
+        .broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(candle_core::D::Minus1)?;
+    sum.log()? + max
 }
 
 /// Per-row negative log-likelihood `[N]` of `targets` (u32 `[N]`) under `logits` (`[N, V]`),

@@ -363,3 +363,30 @@ fn cross_entropy_matches_log_softmax_and_gather() {
         .to_string();
     assert!(err.contains("target 10"), "{err}");
 }
+
+#[test]
+fn row_log_sum_exp_matches_the_composite_form() {
+    // 13 columns: one 8-wide block and a tail; values spread over ±40 around per-row offsets.
+    let x = ((randn(&[37, 13], 41) * 40.0).unwrap() + 5.0).unwrap();
+    let fused = super::log_sum_exp_rows(&x).unwrap();
+    let max = x.max_keepdim(D::Minus1).unwrap();
+    let reference = (x
+        .broadcast_sub(&max)
+        .unwrap()
+        .exp()
+        .unwrap()
+        .sum_keepdim(D::Minus1)
+        .unwrap()
+        .log()
+        .unwrap()
+        + max)
+        .unwrap();
+    assert_eq!(fused.dims(), [37, 1]);
+    let d = max_diff(&fused, &reference);
+    assert!(d <= 1e-5 * max_abs(&reference).max(1.0), "differ by {d}");
+    // A transposed (non-contiguous) input gives the same as its contiguous copy.
+    let t = x.t().unwrap();
+    let a = super::log_sum_exp_rows(&t).unwrap();
+    let b = super::log_sum_exp_rows(&t.contiguous().unwrap()).unwrap();
+    assert_eq!(max_diff(&a, &b), 0.0);
+}

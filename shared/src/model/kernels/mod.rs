@@ -23,7 +23,7 @@ pub(crate) mod norm;
 pub(crate) mod rope;
 pub(crate) mod swiglu;
 
-pub use cross_entropy::cross_entropy;
+pub use cross_entropy::{cross_entropy, log_sum_exp_rows};
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
 
