@@ -205,10 +205,21 @@ impl Decoder {
         let flat = cand.flatten_all()?;
         let logp = match mode {
             ScoreMode::Exact => {
-                let logits = model.logits(hidden)?;
-                let lse = logsumexp(&logits)?;
                 let tok = table.tokens.index_select(&flat, 0)?.reshape((rows, m))?;
-                logits.gather(&tok, 1)?.broadcast_sub(&lse)?
+                // In blocks of rows, so that the full-vocabulary logits of a large batch stay
+                // a few MB (cache-sized, reused) instead of one buffer of rows × vocabulary.
+                let blocks = (0..rows)
+                    .step_by(EXACT_BLOCK_ROWS)
+                    .map(|start| {
+                        let n = EXACT_BLOCK_ROWS.min(rows - start);
+                        let logits = model.logits(&hidden.narrow(0, start, n)?)?;
+                        let lse = logsumexp(&logits)?;
+                        Ok(logits
+                            .gather(&tok.narrow(0, start, n)?, 1)?
+                            .broadcast_sub(&lse)?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&blocks, 0)?
             }
             ScoreMode::Fast => {
                 let logits = model.logits_for(hidden, &table.level_tokens)?;
@@ -454,6 +465,9 @@ impl Decoder {
         Ok(out)
     }
 }
+
+/// Rows of beams whose full-vocabulary logits exact mode computes at once.
+const EXACT_BLOCK_ROWS: usize = 256;
 
 /// `log(sum(exp(x)))` over the last dim, kept as `[rows, 1]`.
 fn logsumexp(x: &Tensor) -> Result<Tensor> {
