@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::tables::{candidate_edges, neg_inf, DecodeTables};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::model::kernels::log_sum_exp_rows;
 use crate::model::{BeamCache, Qwen2};
 use crate::sid::{ItemId, Sid, SidIndex};
 use crate::trie::{SidTrie, SidVocab};
@@ -213,7 +214,7 @@ impl Decoder {
                     .map(|start| {
                         let n = EXACT_BLOCK_ROWS.min(rows - start);
                         let logits = model.logits(&hidden.narrow(0, start, n)?)?;
-                        let lse = logsumexp(&logits)?;
+                        let lse = log_sum_exp_rows(&logits)?;
                         Ok(logits
                             .gather(&tok.narrow(0, start, n)?, 1)?
                             .broadcast_sub(&lse)?)
@@ -223,7 +224,7 @@ impl Decoder {
             }
             ScoreMode::Fast => {
                 let logits = model.logits_for(hidden, &table.level_tokens)?;
-                let lse = logsumexp(&logits)?;
+                let lse = log_sum_exp_rows(&logits)?;
                 let slot = table.slots.index_select(&flat, 0)?.reshape((rows, m))?;
                 logits.gather(&slot, 1)?.broadcast_sub(&lse)?
             }
@@ -468,11 +469,6 @@ impl Decoder {
 
 /// Rows of beams whose full-vocabulary logits exact mode computes at once.
 const EXACT_BLOCK_ROWS: usize = 256;
-
-/// `log(sum(exp(x)))` over the last dim, kept as `[rows, 1]`.
-fn logsumexp(x: &Tensor) -> Result<Tensor> {
-    Ok(crate::model::kernels::log_sum_exp_rows(x)?)
-}
 
 /// Keep the best `nb` candidates of each prompt. `cand_scores` is `[B * nb, m]`.
 /// Returns the flat candidate index `[B * nb]` (into `rows * m`), the parent row of each new
