@@ -54,6 +54,6 @@ echo "==> last-item transition on the same rows"
 $T eval --baseline transition --data "$D" --split test --num-beams 50 --out "$RUN/test-transition" >/dev/null
 
 evals=""
-for s in ${SEEDS//,/ }; do evals="$evals${evals:+,}$RUN/test-s$s"; done
+for s in "${seeds[@]}"; do evals="$evals${evals:+,}$RUN/test-s$s"; done
 $T compare --a "$RUN/test-transition" --b "$evals" --ks 10
 echo "==> done in $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"
