@@ -190,3 +190,68 @@ fn the_padding_free_training_pass_uses_the_items() {
     assert!(g[1].iter().any(|&x| x != 0.0) && g[3].iter().any(|&x| x != 0.0));
     assert!(g[0].iter().all(|&x| x == 0.0) && g[2].iter().all(|&x| x == 0.0));
 }
+
+/// Item dropout removes whole item vectors in training passes only, each by its own seeded
+/// draw, and leaves everything else of the pass as it was.
+#[test]
+fn item_dropout_leaves_out_whole_vectors_in_training_only() {
+    let (varmap, model) = model(9);
+    let t = table(&varmap);
+    let mut rows: Vec<Vec<f32>> = t.as_tensor().to_vec2().unwrap();
+    rows.iter_mut()
+        .skip(1)
+        .for_each(|r| r.iter_mut().for_each(|x| *x += 0.5));
+    t.set(&Tensor::new(rows.clone(), &Device::Cpu).unwrap())
+        .unwrap();
+    // The four passes a draw can give: items 1 and 3 of IDS each kept or left out.
+    let mut expected = Vec::new();
+    for (keep1, keep3) in [(true, true), (true, false), (false, true), (false, false)] {
+        let mut r = rows.clone();
+        if !keep1 {
+            r[1].iter_mut().for_each(|x| *x = 0.0);
+        }
+        if !keep3 {
+            r[3].iter_mut().for_each(|x| *x = 0.0);
+        }
+        t.set(&Tensor::new(r, &Device::Cpu).unwrap()).unwrap();
+        expected.push(logits(&model, Mode::Infer));
+    }
+    t.set(&Tensor::new(rows, &Device::Cpu).unwrap()).unwrap();
+    let close = |a: &Vec<Vec<f32>>, b: &Vec<Vec<f32>>| {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .all(|(x, y)| (x - y).abs() < 1e-4)
+    };
+
+    model.set_item_dropout(0.5).unwrap();
+    let mut seen = [0usize; 4];
+    for seed in 0..24 {
+        model.seed_dropout(seed);
+        let train = logits(&model, Mode::Train);
+        let which = expected
+            .iter()
+            .position(|e| close(e, &train))
+            .unwrap_or_else(|| panic!("seed {seed}: a pass with part of a vector left out"));
+        seen[which] += 1;
+        model.seed_dropout(seed);
+        assert!(
+            close(&train, &logits(&model, Mode::Train)),
+            "same seed, same draw"
+        );
+    }
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "every combination is drawn: {seen:?}"
+    );
+    // Inference always adds every vector.
+    assert!(close(&logits(&model, Mode::Infer), &expected[0]));
+
+    model.set_item_dropout(0.0).unwrap();
+    model.seed_dropout(3);
+    assert!(close(&logits(&model, Mode::Train), &expected[0]));
+    assert!(model.set_item_dropout(1.0).is_err());
+    let (_, plain) = random_model(&tiny_cfg(2, true), 6);
+    let err = plain.set_item_dropout(0.2).unwrap_err().to_string();
+    assert!(err.contains("item embeddings"), "{err}");
+}

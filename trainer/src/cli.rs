@@ -507,6 +507,11 @@ pub struct SftArgs {
     /// reference's Qwen2). Masks come from `--seed`, so runs and resumes are reproducible.
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
+    /// Probability that a history item's learned vector (`init --item-embeddings`) is left out
+    /// of a training pass, its SID tokens kept, so the model cannot lean on the vector alone
+    /// (0: off). Needs a checkpoint with item embeddings; masks come from `--seed`.
+    #[arg(long, default_value_t = 0.0)]
+    pub item_dropout: f32,
     /// Also supervise the SIDs inside the history of SID-history → SID examples (each predicted
     /// from the items before it, as SASRec trains), not only the response: about ten times more
     /// supervised tokens per forward pass. A deliberate extension of the reference.

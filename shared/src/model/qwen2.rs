@@ -55,6 +55,19 @@ impl Dropout {
         let mask = Tensor::from_vec(keep, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x * mask
     }
+
+    /// Whether each of `n` rows is kept, from the same seeded stream (all of them outside
+    /// training or when off); a dropped row is removed whole and the kept ones are not scaled.
+    fn keep_rows(&self, n: usize, mode: Mode) -> Vec<bool> {
+        let p = f32::from_bits(self.p_bits.load(Ordering::Relaxed));
+        if mode != Mode::Train || p <= 0.0 {
+            return vec![true; n];
+        }
+        let stream = self.drawn.fetch_add(1, Ordering::Relaxed);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed.load(Ordering::Relaxed));
+        rng.set_stream(stream);
+        (0..n).map(|_| rng.gen::<f32>() >= p).collect()
+    }
 }
 
 /// A linear layer that folds the batch into the rows of one matrix product.
@@ -551,6 +564,8 @@ pub struct Qwen2 {
     dtype: DType,
     device: Device,
     dropout: Arc<Dropout>,
+    /// Training-time removal of whole item vectors (see [`Self::set_item_dropout`]).
+    item_dropout: Arc<Dropout>,
     /// Whether f32 CPU passes use the fused kernels (the default); shared by clones.
     fused: Arc<AtomicBool>,
 }
@@ -566,11 +581,41 @@ impl Qwen2 {
         Ok(())
     }
 
+    /// Probability `p` that an item's vector (item embeddings) is left out of a history item's
+    /// input in [`Mode::Train`], its SID tokens still there (0 turns it off; the default).
+    ///
+    /// Why: with the vector always present a small model memorises the pairs of items it has
+    /// seen follow each other and stops learning what the SID codes say, which is all it has
+    /// for an item it has rarely seen. Left out at random, the vector has to add to the SID's
+    /// prediction rather than replace it. Kept vectors are not rescaled: inference always adds
+    /// the vector, so a kept vector has the size it will have there.
+    pub fn set_item_dropout(&self, p: f32) -> Result<()> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Invalid(format!(
+                "item dropout {p} is outside [0, 1)"
+            )));
+        }
+        if p > 0.0 && self.embed_items.is_none() {
+            return Err(Error::Invalid(
+                "item dropout needs a model with item embeddings".into(),
+            ));
+        }
+        self.item_dropout
+            .p_bits
+            .store(p.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Seed the dropout masks of the next forward pass (call once per pass for reproducible,
     /// resumable training).
     pub fn seed_dropout(&self, seed: u64) {
         self.dropout.seed.store(seed, Ordering::Relaxed);
         self.dropout.drawn.store(0, Ordering::Relaxed);
+        // Another stream family than the activation masks', so the two are independent.
+        self.item_dropout
+            .seed
+            .store(seed ^ 0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        self.item_dropout.drawn.store(0, Ordering::Relaxed);
     }
 
     /// Use the fused CPU kernels for f32 passes on the CPU (`true`, the default) or the
@@ -641,6 +686,7 @@ impl Qwen2 {
             dtype: vb.dtype(),
             device: vb.device().clone(),
             dropout,
+            item_dropout: Arc::new(Dropout::default()),
             fused: Arc::new(AtomicBool::new(kernels_from_env())),
         })
     }
@@ -817,8 +863,9 @@ impl Qwen2 {
     }
 
     /// Input embeddings of whole rows `[B, L]`: token embeddings plus, with item embeddings,
-    /// each item's vector at the last token of its SID.
-    fn embed_input(&self, ids: &Tensor) -> CResult<Tensor> {
+    /// each item's vector at the last token of its SID (in training, less the ones item dropout
+    /// leaves out).
+    fn embed_input(&self, ids: &Tensor, mode: Mode) -> CResult<Tensor> {
         let x = self.embed(ids)?;
         let Some(table) = &self.embed_items else {
             return Ok(x);
@@ -834,7 +881,12 @@ impl Qwen2 {
             .iter()
             .flat_map(|row| lookup.rows_of(row))
             .collect();
-        let present: Vec<f32> = rows.iter().map(|&r| f32::from(u8::from(r != 0))).collect();
+        let keep = self.item_dropout.keep_rows(rows.len(), mode);
+        let present: Vec<f32> = rows
+            .iter()
+            .zip(keep)
+            .map(|(&r, k)| f32::from(u8::from(r != 0 && k)))
+            .collect();
         let rows = Tensor::from_vec(rows, b * l, &self.device)?;
         let present = Tensor::from_vec(present, (b * l, 1), &self.device)?.to_dtype(self.dtype)?;
         let items = table
@@ -862,7 +914,9 @@ impl Qwen2 {
             &self.device,
         )?;
         let mask = layout.self_attention_mask(&self.device)?;
-        let mut x = self.dropout.apply(&self.embed_input(ids)?, ops.mode)?;
+        let mut x = self
+            .dropout
+            .apply(&self.embed_input(ids, ops.mode)?, ops.mode)?;
         let mut kvs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (y, kv) = layer.forward_full(&x, &rope, &mask, ops)?;
@@ -899,7 +953,7 @@ impl Qwen2 {
         let real = Tensor::from_vec(real, n, &self.device)?;
         let embedded = if self.embed_items.is_some() {
             // Item SIDs are found on the whole rows, before the padding is dropped.
-            self.embed_input(ids)?
+            self.embed_input(ids, ops.mode)?
                 .reshape((layout.batch * layout.len, self.cfg.hidden_size))?
                 .index_select(&real, 0)?
         } else {

@@ -77,6 +77,9 @@ pub fn run(args: &SftArgs) -> Result<()> {
     let base = base;
     let model = &base.model;
     model.set_dropout(args.dropout)?;
+    model
+        .set_item_dropout(args.item_dropout)
+        .map_err(|e| TrainerError::Invalid(format!("--item-dropout: {e}")))?;
     if let Some(n) = base.meta.item_window {
         let window = sidrec::model::ItemWindow::new(base.tokenizer.sid_vocab().clone(), n);
         model.set_item_window(window)?;
