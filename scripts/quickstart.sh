@@ -52,9 +52,9 @@ $T init --data "$RUN/data" --out "$RUN/checkpoints/init" --item-embeddings --voc
 # the checkpoint's prompts (validation, eval, serving) will hold, the last history item alone
 # (BENCHMARKS.md, "Quickstart model").
 # Each history item's vector is left out of a pass at random (--item-dropout 0.3), so the model
-# keeps reading the SID codes instead of memorising item pairs through the vector alone; it then
-# keeps improving for 2000 steps, where without it the valid loss rose after two epochs
-# (BENCHMARKS.md, "Item dropout").
+# keeps reading the SID codes instead of memorising item pairs through the vector alone. It then
+# gains from 2000 steps, where without it 2000 steps score below 1200 (BENCHMARKS.md, "Item
+# dropout").
 SIDREC_THREADS=${SIDREC_SFT_THREADS:-2} $T sft --init "$RUN/checkpoints/init" --data "$RUN/data" --out "$RUN/sft" \
   --tasks seqrec --history-loss --drop-covered-rows --batch-size 16 --max-steps "$STEPS" \
   --eval-every 400 --valid-rows 500 --lr 3e-3 --warmup 20 --item-window 1 --item-dropout 0.3
