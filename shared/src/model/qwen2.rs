@@ -40,14 +40,32 @@ struct Dropout {
 }
 
 impl Dropout {
-    fn apply(&self, x: &Tensor, mode: Mode) -> CResult<Tensor> {
+    /// Set the drop probability; `what` names the setting in the error for one outside [0, 1).
+    fn set_p(&self, p: f32, what: &str) -> Result<()> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Invalid(format!("{what} {p} is outside [0, 1)")));
+        }
+        self.p_bits.store(p.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The probability and the generator of the next mask of this pass, or `None` when
+    /// nothing is dropped (outside training, or off).
+    fn next_mask(&self, mode: Mode) -> Option<(f32, ChaCha8Rng)> {
         let p = f32::from_bits(self.p_bits.load(Ordering::Relaxed));
         if mode != Mode::Train || p <= 0.0 {
-            return Ok(x.clone());
+            return None;
         }
         let stream = self.drawn.fetch_add(1, Ordering::Relaxed);
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed.load(Ordering::Relaxed));
         rng.set_stream(stream);
+        Some((p, rng))
+    }
+
+    fn apply(&self, x: &Tensor, mode: Mode) -> CResult<Tensor> {
+        let Some((p, mut rng)) = self.next_mask(mode) else {
+            return Ok(x.clone());
+        };
         let scale = 1.0 / (1.0 - p);
         let keep: Vec<f32> = (0..x.elem_count())
             .map(|_| if rng.gen::<f32>() < p { 0.0 } else { scale })
@@ -59,14 +77,10 @@ impl Dropout {
     /// Whether each of `n` rows is kept, from the same seeded stream (all of them outside
     /// training or when off); a dropped row is removed whole and the kept ones are not scaled.
     fn keep_rows(&self, n: usize, mode: Mode) -> Vec<bool> {
-        let p = f32::from_bits(self.p_bits.load(Ordering::Relaxed));
-        if mode != Mode::Train || p <= 0.0 {
-            return vec![true; n];
+        match self.next_mask(mode) {
+            None => vec![true; n],
+            Some((p, mut rng)) => (0..n).map(|_| rng.gen::<f32>() >= p).collect(),
         }
-        let stream = self.drawn.fetch_add(1, Ordering::Relaxed);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed.load(Ordering::Relaxed));
-        rng.set_stream(stream);
-        (0..n).map(|_| rng.gen::<f32>() >= p).collect()
     }
 }
 
@@ -574,11 +588,7 @@ impl Qwen2 {
     /// Dropout probability `p` on the embeddings and on both residual branches of every layer,
     /// in [`Mode::Train`] only (0 turns it off; the default).
     pub fn set_dropout(&self, p: f32) -> Result<()> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::Invalid(format!("dropout {p} is outside [0, 1)")));
-        }
-        self.dropout.p_bits.store(p.to_bits(), Ordering::Relaxed);
-        Ok(())
+        self.dropout.set_p(p, "dropout")
     }
 
     /// Probability `p` that an item's vector (item embeddings) is left out of a history item's
@@ -590,20 +600,12 @@ impl Qwen2 {
     /// prediction rather than replace it. Kept vectors are not rescaled: inference always adds
     /// the vector, so a kept vector has the size it will have there.
     pub fn set_item_dropout(&self, p: f32) -> Result<()> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::Invalid(format!(
-                "item dropout {p} is outside [0, 1)"
-            )));
-        }
         if p > 0.0 && self.embed_items.is_none() {
             return Err(Error::Invalid(
                 "item dropout needs a model with item embeddings".into(),
             ));
         }
-        self.item_dropout
-            .p_bits
-            .store(p.to_bits(), Ordering::Relaxed);
-        Ok(())
+        self.item_dropout.set_p(p, "item dropout")
     }
 
     /// Seed the dropout masks of the next forward pass (call once per pass for reproducible,
