@@ -82,9 +82,25 @@ fn sequence_scores(
     out
 }
 
-/// Every distinct SID of the catalogue with its exact (or fast) score, best first.
+/// Per token, `log(mean_k p_k)` of the members' log-probabilities (`per_model[k][i]`): the
+/// ensemble's token score, written out directly (one model: its own log-probabilities).
+fn mixture(per_model: &[Vec<f32>]) -> Vec<f32> {
+    (0..per_model[0].len())
+        .map(|i| {
+            let mean = per_model
+                .iter()
+                .map(|lp| f64::from(lp[i]).exp())
+                .sum::<f64>()
+                / per_model.len() as f64;
+            mean.ln() as f32
+        })
+        .collect()
+}
+
+/// Every distinct SID of the catalogue with its exact (or fast) score under the ensemble
+/// `models` (one model: its own score), best first.
 fn exhaustive(
-    model: &Qwen2,
+    models: &[&Qwen2],
     decoder: &Decoder,
     prompt: &[u32],
     mode: ScoreMode,
@@ -103,7 +119,11 @@ fn exhaustive(
             ScoreMode::Exact => {
                 let mut seq = toks.clone();
                 seq.extend([NEWLINE, EOS]);
-                sequence_scores(model, prompt, &seq, None).iter().sum()
+                let per_model: Vec<Vec<f32>> = models
+                    .iter()
+                    .map(|m| sequence_scores(m, prompt, &seq, None))
+                    .collect();
+                mixture(&per_model).iter().sum()
             }
             ScoreMode::Fast => {
                 // Level d normalises over that level's tokens, plus `\n` where SIDs end at d.
@@ -124,9 +144,11 @@ fn exhaustive(
                     set.push(NEWLINE);
                     sets.push(set);
                 }
-                sequence_scores(model, prompt, &seq, Some(&sets))
+                let per_model: Vec<Vec<f32>> = models
                     .iter()
-                    .sum()
+                    .map(|m| sequence_scores(m, prompt, &seq, Some(&sets)))
+                    .collect();
+                mixture(&per_model).iter().sum()
             }
         };
         out.push((sid, score));
@@ -188,13 +210,96 @@ fn beam_search_equals_exhaustive_ranking_in_both_modes() {
                     &cfg,
                 )
                 .unwrap();
-            let expected = exhaustive(&model, &decoder, &prompt, mode, &[]);
+            let expected = exhaustive(&[&model], &decoder, &prompt, mode, &[]);
             assert_matches_exhaustive(&got[0], &expected);
             for h in &got[0] {
                 assert_eq!(decoder.trie().lookup(&h.sid).unwrap(), h.items.as_slice());
             }
         }
     }
+}
+
+#[test]
+fn ensemble_search_ranks_by_the_members_mean_token_probability() {
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let index = catalogue(&mut rng, 120, 6, true);
+    let (first, decoder) = setup(&index, 11);
+    let (second, _) = setup(&index, 12);
+    let (third, _) = setup(&index, 13);
+    let distinct = decoder.trie().paths().count();
+    let prompt: Vec<u32> = (0..7).map(|_| rng.gen_range(0..100)).collect();
+    let req = [DecodeRequest {
+        prompt: &prompt,
+        exclude: &[],
+    }];
+    for mode in [ScoreMode::Exact, ScoreMode::Fast] {
+        // A beam wider than the catalogue keeps every prefix, so its scores are exact.
+        let cfg = SearchConfig {
+            num_beams: distinct + 5,
+            top_k: distinct + 5,
+            mode,
+        };
+        let members = [&first, &second, &third];
+        let got = decoder.beam_search_ensemble(&members, &req, &cfg).unwrap();
+        let expected = exhaustive(&members, &decoder, &prompt, mode, &[]);
+        assert_matches_exhaustive(&got[0], &expected);
+        // The mixture is not any single member's ranking.
+        let alone = exhaustive(&[&first], &decoder, &prompt, mode, &[]);
+        assert_ne!(
+            expected.iter().take(10).map(|(s, _)| s).collect::<Vec<_>>(),
+            alone.iter().take(10).map(|(s, _)| s).collect::<Vec<_>>(),
+            "{mode}: members too alike for the test to tell a mixture from one model"
+        );
+    }
+}
+
+#[test]
+fn ensemble_of_one_model_twice_is_that_model_and_batches_like_it() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let index = catalogue(&mut rng, 200, 7, true);
+    let (model, decoder) = setup(&index, 5);
+    let prompts: Vec<Vec<u32>> = [3usize, 9, 5]
+        .iter()
+        .map(|&n| (0..n).map(|_| rng.gen_range(0..100)).collect())
+        .collect();
+    let exclude: Vec<ItemId> = (0..30).collect();
+    let reqs: Vec<DecodeRequest> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| DecodeRequest {
+            prompt: p,
+            exclude: if i == 2 { &exclude } else { &[] },
+        })
+        .collect();
+    let cfg = SearchConfig {
+        num_beams: 12,
+        top_k: 12,
+        mode: ScoreMode::Exact,
+    };
+    let alone = decoder.beam_search(&model, &reqs, &cfg).unwrap();
+    let twice = decoder
+        .beam_search_ensemble(&[&model, &model], &reqs, &cfg)
+        .unwrap();
+    for (a, t) in alone.iter().zip(&twice) {
+        assert_eq!(a.len(), t.len());
+        for (x, y) in a.iter().zip(t) {
+            assert_eq!(x.sid, y.sid);
+            assert!(
+                (x.score - y.score).abs() < 1e-4,
+                "{} vs {}",
+                x.score,
+                y.score
+            );
+        }
+    }
+    for h in &twice[2] {
+        assert!(
+            h.items.iter().any(|i| !exclude.contains(i)),
+            "{} is excluded",
+            h.sid
+        );
+    }
+    assert!(decoder.beam_search_ensemble(&[], &reqs, &cfg).is_err());
 }
 
 #[test]
@@ -314,7 +419,7 @@ fn sampler_draws_only_catalogue_sids_and_respects_exclusions() {
         )
         .unwrap();
     assert_eq!(samples[0].len(), 64);
-    let exhaustive = exhaustive(&model, &decoder, &prompt, ScoreMode::Exact, &[]);
+    let exhaustive = exhaustive(&[&model], &decoder, &prompt, ScoreMode::Exact, &[]);
     for h in &samples[0] {
         assert!(decoder.trie().lookup(&h.sid).is_some());
         assert_ne!(h.sid, best[0][0].sid, "excluded SID sampled");

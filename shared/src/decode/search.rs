@@ -11,7 +11,7 @@ use super::tables::{candidate_edges, neg_inf, DecodeTables};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::kernels::log_sum_exp_rows;
-use crate::model::{BeamCache, Qwen2};
+use crate::model::{BeamCache, PromptCache, Qwen2};
 use crate::sid::{ItemId, Sid, SidIndex};
 use crate::trie::{SidTrie, SidVocab};
 
@@ -273,6 +273,24 @@ impl Decoder {
         reqs: &[DecodeRequest<'_>],
         cfg: &SearchConfig,
     ) -> Result<Vec<Vec<Hypothesis>>> {
+        self.beam_search_ensemble(&[model], reqs, cfg)
+    }
+
+    /// Beam search scored by an ensemble: at every step each candidate token's log-probability
+    /// is the log of the members' mean probability (a mixture of the models, token by token).
+    /// Every member runs its own prefill and KV caches over the same prompts and beams, so the
+    /// members must share the tokenizer; one member is exactly [`Self::beam_search`].
+    pub fn beam_search_ensemble(
+        &self,
+        models: &[&Qwen2],
+        reqs: &[DecodeRequest<'_>],
+        cfg: &SearchConfig,
+    ) -> Result<Vec<Vec<Hypothesis>>> {
+        if models.is_empty() {
+            return Err(Error::Invalid(
+                "an ensemble needs at least one model".into(),
+            ));
+        }
         if reqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -286,12 +304,22 @@ impl Decoder {
         let (b, nb) = (reqs.len(), cfg.num_beams);
         let rows = b * nb;
         let (ids, lengths) = self.pad_prompts(reqs, &device)?;
-        let (hidden0, prompt_cache) = model.prefill_hidden(&ids, &lengths)?;
+        let mut members = models
+            .iter()
+            .map(|&model| {
+                // `[B, hidden]` at step 0 (every beam of a prompt is at the root with the
+                // prompt's hidden state), `[rows, hidden]` afterwards.
+                let (hidden, prompt_cache) = model.prefill_hidden(&ids, &lengths)?;
+                Ok(MemberState {
+                    model,
+                    hidden,
+                    prompt_cache,
+                    beam_cache: BeamCache::new(model.num_layers()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let owner: Vec<u32> = (0..rows).map(|r| (r / nb) as u32).collect();
         let owner = Tensor::from_vec(owner, rows, &device)?;
-        // `[B, hidden]` at step 0 (every beam of a prompt is at the root with the prompt's
-        // hidden state), `[rows, hidden]` afterwards.
-        let mut hidden = hidden0;
         let mut states = Tensor::zeros(rows, DType::U32, &device)?;
         // Only beam 0 of each prompt is live at first, as in HuggingFace's beam search.
         let init: Vec<f32> = (0..rows)
@@ -299,7 +327,6 @@ impl Decoder {
             .collect();
         let mut scores = Tensor::from_vec(init, rows, &device)?;
         let mut history: Option<Tensor> = None;
-        let mut beam_cache = BeamCache::new(model.num_layers());
         let exclusions = self.exclusions(reqs);
         let row_base = Tensor::arange(0u32, b as u32, &device)?
             .affine(nb as f64, 0.0)?
@@ -309,7 +336,7 @@ impl Decoder {
             let table = &self.tables.steps[step];
             let (cand, valid) = candidate_edges(table, &states)?;
             let m = table.max_edges;
-            let logp = self.step_logp(model, &hidden, step, &cand, cfg.mode, b, &owner)?;
+            let logp = self.ensemble_logp(&members, step, &cand, cfg.mode, b, &owner)?;
             let mut cand_scores = scores.reshape((rows, 1))?.broadcast_add(&logp)?;
             let ninf = neg_inf(&[rows, m], &device)?;
             cand_scores = valid.where_cond(&cand_scores, &ninf)?;
@@ -329,14 +356,45 @@ impl Decoder {
                 )?,
             });
             if step + 1 < run {
-                if step > 0 {
-                    beam_cache.reorder(&parent)?;
+                for s in &mut members {
+                    if step > 0 {
+                        s.beam_cache.reorder(&parent)?;
+                    }
+                    s.hidden = s.model.decode_step_hidden(
+                        &tokens,
+                        &s.prompt_cache,
+                        &mut s.beam_cache,
+                        nb,
+                    )?;
                 }
-                hidden = model.decode_step_hidden(&tokens, &prompt_cache, &mut beam_cache, nb)?;
             }
         }
         let history = history.ok_or_else(|| Error::Invalid("the trie has no levels".into()))?;
         self.collect(&history, &scores, b, nb, cfg.top_k)
+    }
+
+    /// [`Self::step_logp`] of an ensemble: `log(mean_k p_k)` over the members, computed from
+    /// the largest member log-probability so that no probability underflows.
+    fn ensemble_logp(
+        &self,
+        members: &[MemberState<'_>],
+        step: usize,
+        cand: &Tensor,
+        mode: ScoreMode,
+        b: usize,
+        owner: &Tensor,
+    ) -> Result<Tensor> {
+        let per_member = members
+            .iter()
+            .map(|s| self.step_logp(s.model, &s.hidden, step, cand, mode, b, owner))
+            .collect::<Result<Vec<_>>>()?;
+        if let [single] = per_member.as_slice() {
+            return Ok(single.clone());
+        }
+        let all = Tensor::stack(&per_member, 0)?;
+        let top = all.max_keepdim(0)?;
+        let mean = all.broadcast_sub(&top)?.exp()?.mean_keepdim(0)?;
+        Ok((mean.log()? + top)?.squeeze(0)?)
     }
 
     /// Draw `num_samples` constrained samples per prompt at `temperature` (each row independent;
@@ -465,6 +523,14 @@ impl Decoder {
         }
         Ok(out)
     }
+}
+
+/// One ensemble member's running state in a search: its hidden states and KV caches.
+struct MemberState<'m> {
+    model: &'m Qwen2,
+    hidden: Tensor,
+    prompt_cache: PromptCache,
+    beam_cache: BeamCache,
 }
 
 /// Rows of beams whose full-vocabulary logits exact mode computes at once.
