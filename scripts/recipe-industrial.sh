@@ -2,17 +2,21 @@
 # The best pure generative recipe on MiniOneRec's Industrial data, train split only, one
 # command: for each seed, a from-scratch model of two wide layers trained with attention over
 # the last history item (`sft --item-window 1`), covered rows left out, early-stopped on the
-# valid split; then every seed and the last-item transition baseline on all test rows (50
-# beams), and `trainer compare` (bootstrap over rows and seeds) against the baseline.
+# valid split; the seeds' best checkpoints joined into one ensemble checkpoint (each beam step
+# scores a token by the models' mean probability); then every seed, the ensemble and the
+# last-item transition baseline on all test rows (50 beams), and `trainer compare` (bootstrap
+# over rows and seeds) of the seeds and of the ensemble against the baseline.
 # Usage: scripts/recipe-industrial.sh [seeds=42,1,2]
-# SIDREC_DATA (default ../shared/data/industrial), SIDREC_RUN_DIR (default runs/industrial),
-# SIDREC_THREADS (default 1: two seeds run side by side on a 2-core machine with
-# SIDREC_PARALLEL=2, the default).
+# SIDREC_DATA (default ../shared/data/industrial), SIDREC_INIT_SEED (the initial weights,
+# default 42), SIDREC_RUN_DIR (default runs/industrial, runs/industrial-init<seed> for another
+# SIDREC_INIT_SEED), SIDREC_THREADS (default 1: two seeds run side by side on a 2-core machine
+# with SIDREC_PARALLEL=2, the default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${1:-42,1,2}
 D=${SIDREC_DATA:-../shared/data/industrial}
-RUN=${SIDREC_RUN_DIR:-runs/industrial}
+INIT_SEED=${SIDREC_INIT_SEED:-42}
+if [ "$INIT_SEED" = 42 ]; then RUN=${SIDREC_RUN_DIR:-runs/industrial}; else RUN=${SIDREC_RUN_DIR:-runs/industrial-init$INIT_SEED}; fi
 PARALLEL=${SIDREC_PARALLEL:-2}
 export SIDREC_THREADS=${SIDREC_THREADS:-1}
 [ -d "$D" ] || { echo "error: no dataset at $D (set SIDREC_DATA)" >&2; exit 1; }
@@ -23,9 +27,10 @@ T=target/release/sidrec-trainer
 mkdir -p "$RUN"
 start=$(date +%s)
 
-echo "==> init: tiny preset, two layers with a 2048-wide MLP"
+echo "==> init: tiny preset, two layers with a 2048-wide MLP, seed $INIT_SEED"
 [ -f "$RUN/init/sidrec.json" ] ||
-  $T init --data "$D" --out "$RUN/init" --preset tiny --layers 2 --intermediate-size 2048
+  $T init --data "$D" --out "$RUN/init" --preset tiny --layers 2 --intermediate-size 2048 \
+    --seed "$INIT_SEED"
 
 train_and_eval() {
   local s=$1
@@ -56,4 +61,15 @@ $T eval --baseline transition --data "$D" --split test --num-beams 50 --out "$RU
 evals=""
 for s in "${seeds[@]}"; do evals="$evals${evals:+,}$RUN/test-s$s"; done
 $T compare --a "$RUN/test-transition" --b "$evals" --ks 10
+
+if [ ${#seeds[@]} -gt 1 ]; then
+  echo "==> the seeds as one ensemble checkpoint ($RUN/ensemble), on the same rows"
+  members=""
+  for s in "${seeds[@]:1}"; do members="$members${members:+,}$RUN/sft-s$s/best"; done
+  $T ensemble --checkpoint "$RUN/sft-s${seeds[0]}/best" --members "$members" --out "$RUN/ensemble"
+  $T eval --checkpoint "$RUN/ensemble" --data "$D" --split test --num-beams 50 \
+    --out "$RUN/test-ensemble" > /dev/null
+  $T compare --a "$RUN/test-transition" --b "$RUN/test-ensemble" --ks 10
+  $T compare --a "$evals" --b "$RUN/test-ensemble" --ks 10
+fi
 echo "==> done in $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::{index, items, Items};
 use crate::decode::ScoreMode;
+use crate::ensemble;
 use crate::error::{Error, Result};
 use crate::hybrid::{Hybrid, HYBRID_FILE};
 use crate::model::{checkpoint as hf, ItemLookup, Qwen2};
@@ -98,6 +99,9 @@ pub struct Checkpoint {
     pub item_types: Arc<ItemTypes>,
     /// The hybrid ranker of `hybrid.json`, when the checkpoint has one.
     pub hybrid: Option<Arc<Hybrid>>,
+    /// The further models of an ensemble checkpoint (`ensemble.json`), decoded with `model`;
+    /// empty for a single model.
+    pub members: Vec<Qwen2>,
 }
 
 /// sha256 of a file, hex.
@@ -176,17 +180,46 @@ impl CheckpointMeta {
 
 impl Checkpoint {
     /// Load a complete checkpoint onto `device` (weights in `dtype`, or as stored).
+    /// An ensemble checkpoint loads every member.
     pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: Option<DType>) -> Result<Self> {
-        Self::load_with(dir, |dir| hf::load(dir, dtype, device))
+        let mut ck = Self::load_parts(dir.as_ref(), |dir| hf::load(dir, dtype, device))?;
+        if let Some(manifest) = ensemble::read_manifest(&ck.dir, &ck.meta)? {
+            let members = ensemble::load_members(&ck.dir, &manifest, dtype, device)?;
+            for m in &members {
+                ck.check_member_model(m)?;
+            }
+            ck.members = members;
+        }
+        Ok(ck)
     }
 
-    /// Load a complete checkpoint whose model `load_model` builds from the directory (once),
-    /// e.g. as trainable variables; everything else is read and checked as [`Self::load`] does.
+    /// Load a complete single-model checkpoint whose model `load_model` builds from the
+    /// directory (once), e.g. as trainable variables; everything else is read and checked as
+    /// [`Self::load`] does. An ensemble is refused: training continues one model, and its
+    /// members are trained (and resumed) from their own checkpoints.
     pub fn load_with(
         dir: impl AsRef<Path>,
         load_model: impl FnOnce(&Path) -> Result<Qwen2>,
     ) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.as_ref();
+        if ensemble::read_manifest(dir, &read_meta(dir)?)?.is_some() {
+            return Err(Error::Invalid(format!(
+                "{} is an ensemble ({}): training starts from one model; use one of its \
+                 members' own checkpoints",
+                dir.display(),
+                ensemble::ENSEMBLE_FILE
+            )));
+        }
+        Self::load_parts(dir, load_model)
+    }
+
+    /// Every model of the checkpoint: its own first, then an ensemble's members.
+    pub fn models(&self) -> Vec<&Qwen2> {
+        std::iter::once(&self.model).chain(&self.members).collect()
+    }
+
+    fn load_parts(dir: &Path, load_model: impl FnOnce(&Path) -> Result<Qwen2>) -> Result<Self> {
+        let dir = dir.to_path_buf();
         let meta = read_meta(&dir)?;
         let index = index::read_index(dir.join(SID_INDEX_FILE))?;
         let items = items::read_items(dir.join(ITEMS_FILE))?;
@@ -195,16 +228,7 @@ impl Checkpoint {
         let item_types = prompt_item_types(&meta.prompt_tokens, &items, &index)?;
         let hybrid = read_hybrid(&dir, &meta)?;
         let model = load_model(&dir)?;
-        attach_item_lookup(&model, &tokenizer, &index)?;
-        if model.config().vocab_size < tokenizer.vocab_size() {
-            return Err(Error::Invalid(format!(
-                "{}: model vocabulary ({}) is smaller than the tokenizer's ({})",
-                dir.display(),
-                model.config().vocab_size,
-                tokenizer.vocab_size()
-            )));
-        }
-        Ok(Self {
+        let ck = Self {
             dir,
             meta,
             model,
@@ -213,7 +237,25 @@ impl Checkpoint {
             items: Arc::new(items),
             item_types: Arc::new(item_types),
             hybrid: hybrid.map(Arc::new),
-        })
+            members: Vec::new(),
+        };
+        ck.check_member_model(&ck.model)?;
+        Ok(ck)
+    }
+
+    /// Attach the item lookup to a model of this checkpoint (its own or a member) and check
+    /// that its vocabulary covers the tokenizer's.
+    fn check_member_model(&self, model: &Qwen2) -> Result<()> {
+        attach_item_lookup(model, &self.tokenizer, &self.index)?;
+        if model.config().vocab_size < self.tokenizer.vocab_size() {
+            return Err(Error::Invalid(format!(
+                "{}: model vocabulary ({}) is smaller than the tokenizer's ({})",
+                self.dir.display(),
+                model.config().vocab_size,
+                self.tokenizer.vocab_size()
+            )));
+        }
+        Ok(())
     }
 
     /// Its prompts: the one path from a history to token ids, in its prompt style, with the
@@ -221,6 +263,31 @@ impl Checkpoint {
     pub fn prompts(&self) -> PromptEncoder<'_> {
         self.meta
             .prompt_encoder(&self.tokenizer, &self.index, &self.item_types)
+    }
+
+    /// Refuse `other` as an ensemble partner of this checkpoint unless both read prompts and
+    /// write SIDs alike: the same tokenizer and SID index (byte for byte) and the same prompt
+    /// tokens, so that one prompt's token ids and one beam's tokens mean the same to both.
+    pub fn check_ensemble_member(&self, other: &Checkpoint) -> Result<()> {
+        for file in [TOKENIZER_FILE, SID_INDEX_FILE] {
+            if sha256_file(&self.dir.join(file))? != sha256_file(&other.dir.join(file))? {
+                return Err(Error::Invalid(format!(
+                    "{} cannot join an ensemble with {}: their {file} differ (ensemble members \
+                     must come from `init` runs on the same data and SID index)",
+                    other.dir.display(),
+                    self.dir.display()
+                )));
+            }
+        }
+        if self.meta.prompt_tokens != other.meta.prompt_tokens {
+            return Err(Error::Invalid(format!(
+                "{} cannot join an ensemble with {}: they were trained with different prompt \
+                 tokens",
+                other.dir.display(),
+                self.dir.display()
+            )));
+        }
+        Ok(())
     }
 }
 

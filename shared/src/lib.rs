@@ -11,6 +11,7 @@ pub mod decode;
 pub mod device;
 pub mod duration;
 pub mod embed;
+pub mod ensemble;
 pub mod error;
 pub mod hybrid;
 pub mod io;

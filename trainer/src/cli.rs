@@ -52,6 +52,10 @@ pub enum Command {
     /// Hybrid ranker: fit a last-item transition table on train, choose λ on valid for
     /// `log p(SID) + λ·transition score` over the model's beam, write a checkpoint that carries it.
     Hybrid(HybridArgs),
+    /// Ensemble: store further models (same tokenizer and SID index) beside a checkpoint's own;
+    /// beam search scores each token by their mean probability. `eval`, `hybrid` and the server
+    /// load the result as one checkpoint.
+    Ensemble(EnsembleArgs),
     /// Train the SASRec baseline (the reference's sasrec.py): BCE or CE, early stopping on
     /// valid NDCG@20.
     Sasrec(crate::sasrec::SasRecArgs),
@@ -425,6 +429,22 @@ pub enum OnOff {
     On,
     /// Disabled.
     Off,
+}
+
+/// Arguments of `ensemble`.
+#[derive(Debug, Args)]
+pub struct EnsembleArgs {
+    /// The checkpoint whose tokenizer, SID index, prompt settings and model come first (read
+    /// only).
+    #[arg(long, env = "SIDREC_CHECKPOINT")]
+    pub checkpoint: PathBuf,
+    /// The other members' checkpoints (a comma list or the flag repeated); each needs
+    /// `--checkpoint`'s tokenizer, SID index and prompt tokens.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub members: Vec<PathBuf>,
+    /// The new checkpoint directory (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Arguments of `hybrid`.

@@ -44,6 +44,8 @@ pub struct EvalReport {
     /// History items the prompts kept (`None`: all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_history: Option<usize>,
+    /// Models decoded together: more than one for an ensemble checkpoint (0 for a baseline).
+    pub models: usize,
     /// What ranked the lists: `model` (the beam's order), `hybrid` (the beam's items re-ranked
     /// by the checkpoint's hybrid ranker) or `baseline`.
     pub ranker: String,
@@ -244,6 +246,10 @@ pub fn render(r: &EvalReport) -> String {
                 h.lambda, h.item_model, h.prior_strength
             ),
             None => r.ranker.clone(),
+        } + &if r.models > 1 {
+            format!(" (an ensemble of {} models)", r.models)
+        } else {
+            String::new()
         },
         r.decode_seconds,
         r.rows_per_second,
@@ -313,6 +319,7 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
         targets.push(encoder.sid(r.item_id).map_err(at_line(*line))?);
     }
 
+    let models = ck.models();
     let decoder = Decoder::for_checkpoint(&ck, &device)?;
     let mode = args.mode.or(ck.meta.score_mode).unwrap_or_default();
     let cfg = SearchConfig {
@@ -334,7 +341,7 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
                 exclude: &[],
             })
             .collect();
-        let out = decoder.beam_search(&ck.model, &reqs, &cfg)?;
+        let out = decoder.beam_search_ensemble(&models, &reqs, &cfg)?;
         for (&i, hyps) in chunk.iter().zip(out) {
             beams[i] = hyps
                 .into_iter()
@@ -348,6 +355,7 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
+    drop(models);
     Ok(Decoded {
         ck,
         rows,
@@ -416,6 +424,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         mode: d.mode.to_string(),
         prompt_style: d.style.to_string(),
         max_history: d.max_history,
+        models: d.ck.models().len(),
         ranker: if hybrid.is_some() { "hybrid" } else { "model" }.into(),
         hybrid: hybrid.map(HybridSummary::of),
         metrics,

@@ -15,6 +15,7 @@
 //! * [`embed`] — `embed`: item text embeddings (`.npy`) with a BERT-family encoder;
 //! * [`sasrec`] — `sasrec`: the SASRec baseline (training, full-ranking eval, `cf` scores);
 //! * [`compare`] — `compare`: paired significance of the difference between two evals;
+//! * [`ensemble`] — `ensemble`: several trained models stored and decoded as one checkpoint;
 //! * [`error`] — the crate's one error type.
 
 pub mod baselines;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod compare;
 pub mod data;
 pub mod embed;
+pub mod ensemble;
 pub mod error;
 pub mod eval;
 pub mod grpo;
@@ -59,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(a) => plot::run(&a),
         Command::Compare(a) => compare::run(&a),
         Command::Hybrid(a) => hybrid::run(&a),
+        Command::Ensemble(a) => ensemble::run(&a),
         Command::Sasrec(a) => sasrec::train::run(&a).map(|_| ()),
     }
 }

@@ -51,12 +51,15 @@ pub struct Engine {
     pub mode: ScoreMode,
     /// The device it runs on (`cpu`, `cuda:0`).
     pub device: String,
-    /// Parameters of the model.
+    /// Parameters of the model (of every model, for an ensemble).
     pub num_parameters: usize,
+    /// Models decoded together: 1, or an ensemble checkpoint's size.
+    pub num_models: usize,
     /// The checkpoint's hybrid ranker (`hybrid.json`): when present, `/v1/recommend` re-ranks
     /// the beam's items with it, as `eval` does.
     pub hybrid: Option<Arc<Hybrid>>,
-    model: Qwen2,
+    /// The checkpoint's model, then an ensemble's members.
+    models: Vec<Qwen2>,
     tokenizer: SidTokenizer,
     index: Arc<SidIndex>,
     item_types: Arc<ItemTypes>,
@@ -103,10 +106,15 @@ impl Engine {
             loaded_at: SystemTime::now(),
             mode,
             device: device_name(device),
-            num_parameters: ck.model.config().num_parameters(),
+            num_parameters: ck
+                .models()
+                .iter()
+                .map(|m| m.config().num_parameters())
+                .sum(),
+            num_models: ck.models().len(),
             hybrid: ck.hybrid,
             meta: ck.meta,
-            model: ck.model,
+            models: std::iter::once(ck.model).chain(ck.members).collect(),
             tokenizer: ck.tokenizer,
             index: ck.index,
             item_types: ck.item_types,
@@ -221,6 +229,7 @@ impl Engine {
             top_k: num_beams,
             mode: self.mode,
         };
-        self.decoder.beam_search(&self.model, &reqs, &cfg)
+        let models: Vec<&Qwen2> = self.models.iter().collect();
+        self.decoder.beam_search_ensemble(&models, &reqs, &cfg)
     }
 }

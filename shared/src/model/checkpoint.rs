@@ -28,11 +28,15 @@ fn at(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Read and validate `config.json` of a checkpoint directory.
 pub fn load_config(dir: &Path) -> Result<Qwen2Config> {
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    read_config(&dir.join(CONFIG_FILE))
+}
+
+/// Read and validate a Qwen2 config file.
+pub fn read_config(path: &Path) -> Result<Qwen2Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let cfg: Qwen2Config = serde_json::from_str(&text)
-        .map_err(|e| Error::parse(&path, e.line() as u64, e.column() as u64, e.to_string()))?;
-    cfg.validate().map_err(|e| at(&path, e))?;
+        .map_err(|e| Error::parse(path, e.line() as u64, e.column() as u64, e.to_string()))?;
+    cfg.validate().map_err(|e| at(path, e))?;
     Ok(cfg)
 }
 
@@ -96,6 +100,23 @@ pub fn load(dir: &Path, dtype: Option<DType>, device: &Device) -> Result<Qwen2> 
     let tensors = load_tensors(dir, device)?;
     let vb = VarBuilder::from_tensors(tensors, dtype, device);
     Qwen2::new(&cfg, vb).map_err(|e| at(dir, e))
+}
+
+/// Load a model from one config file and one single-file safetensors (the layout of an
+/// ensemble member stored inside another checkpoint), for inference.
+pub fn load_files(
+    config: &Path,
+    weights: &Path,
+    dtype: Option<DType>,
+    device: &Device,
+) -> Result<Qwen2> {
+    let cfg = read_config(config)?;
+    let dtype = dtype.or_else(|| cfg.dtype()).unwrap_or(DType::F32);
+    let bytes = std::fs::read(weights).map_err(|e| Error::io(weights, e))?;
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| at(weights, e))?;
+    let vb = VarBuilder::from_tensors(tensors, dtype, device);
+    Qwen2::new(&cfg, vb).map_err(|e| at(weights, e))
 }
 
 /// Overwrite every variable of `varmap` with the checkpoint's tensor of the same name.

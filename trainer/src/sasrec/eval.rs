@@ -125,6 +125,7 @@ pub fn run(args: &EvalArgs, kind: BaselineKind) -> Result<EvalReport> {
         mode: "full-ranking".into(),
         prompt_style: "none".into(),
         max_history: None,
+        models: 0,
         ranker: "baseline".into(),
         hybrid: None,
         metrics,

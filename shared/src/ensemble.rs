@@ -1,0 +1,185 @@
+//! Ensembles: several models decoded together as one checkpoint.
+//!
+//! An ensemble checkpoint is an ordinary checkpoint (its own model, tokenizer, SID index,
+//! prompts) that also stores the weights of further models trained on the same tokenizer and
+//! index, listed in `ensemble.json`. Beam search runs every model over the same prompts and
+//! beams and scores each candidate token by the members' mean probability
+//! ([`crate::decode::Decoder::beam_search_ensemble`]), so `eval`, the hybrid ranker and the
+//! server treat it as one model. Member files are flat names in the checkpoint directory
+//! (`member-1.config.json`, `member-1.safetensors`, ...), hashed in `sidrec.json` like the rest.
+//!
+//! Why a mixture: models trained from other seeds, or with and without item embeddings, err on
+//! different rows; averaging probabilities keeps a token that any member is sure of, where
+//! averaging log-probabilities would let one doubtful member veto it.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{self, Checkpoint, CheckpointMeta, META_FILE};
+use crate::error::{Error, Result};
+use crate::hybrid::HYBRID_FILE;
+use crate::model::{checkpoint as hf, Qwen2};
+
+/// File name of the member list inside a checkpoint directory.
+pub const ENSEMBLE_FILE: &str = "ensemble.json";
+/// Current `ensemble.json` format.
+pub const ENSEMBLE_FORMAT_VERSION: u32 = 1;
+
+/// What `ensemble.json` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleManifest {
+    /// Format of this file.
+    pub format_version: u32,
+    /// The members stored beside the checkpoint's own model, in decoding order.
+    pub members: Vec<EnsembleMember>,
+}
+
+/// One stored member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleMember {
+    /// Its config file in the checkpoint directory.
+    pub config: String,
+    /// Its single-file safetensors in the checkpoint directory.
+    pub weights: String,
+    /// The version of the checkpoint it was taken from (provenance only).
+    pub source_version: String,
+}
+
+/// The manifest of the checkpoint in `dir`, when it is an ensemble. Only a file that
+/// `sidrec.json` lists (and so hash-verified) counts, as for `hybrid.json`.
+pub fn read_manifest(dir: &Path, meta: &CheckpointMeta) -> Result<Option<EnsembleManifest>> {
+    let path = dir.join(ENSEMBLE_FILE);
+    if !meta.files.contains_key(ENSEMBLE_FILE) {
+        if path.exists() {
+            return Err(Error::Invalid(format!(
+                "{}: not listed in {META_FILE}, so not verified; write ensembles with \
+                 `sidrec-trainer ensemble`",
+                path.display()
+            )));
+        }
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let manifest: EnsembleManifest = serde_json::from_str(&text)
+        .map_err(|e| Error::parse(&path, e.line() as u64, e.column() as u64, e.to_string()))?;
+    if manifest.format_version > ENSEMBLE_FORMAT_VERSION {
+        return Err(Error::Invalid(format!(
+            "{}: format {} is newer than this build understands ({ENSEMBLE_FORMAT_VERSION})",
+            path.display(),
+            manifest.format_version
+        )));
+    }
+    if manifest.members.is_empty() {
+        return Err(Error::Invalid(format!("{}: no members", path.display())));
+    }
+    for m in &manifest.members {
+        for name in [&m.config, &m.weights] {
+            if !meta.files.contains_key(name) {
+                return Err(Error::Invalid(format!(
+                    "{}: member file `{name}` is not a verified file of the checkpoint",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(Some(manifest))
+}
+
+/// Load the members `manifest` lists from `dir` onto `device` (weights in `dtype`, or as
+/// stored).
+pub fn load_members(
+    dir: &Path,
+    manifest: &EnsembleManifest,
+    dtype: Option<DType>,
+    device: &Device,
+) -> Result<Vec<Qwen2>> {
+    manifest
+        .members
+        .iter()
+        .map(|m| hf::load_files(&dir.join(&m.config), &dir.join(&m.weights), dtype, device))
+        .collect()
+}
+
+/// Write the ensemble of `primary` and `members` to `dst` (atomically, as every checkpoint):
+/// `primary`'s files (verified copies) with the members' configs and weights and
+/// `ensemble.json` added, under a new version. Members must share `primary`'s tokenizer, SID
+/// index and prompt tokens; none may itself be an ensemble, and `primary` may not carry a
+/// hybrid ranker (its λ was chosen for the model alone: run `sidrec-trainer hybrid` on the
+/// ensemble instead).
+pub fn write(primary: &Checkpoint, members: &[Checkpoint], dst: &Path) -> Result<CheckpointMeta> {
+    if members.is_empty() {
+        return Err(Error::Invalid(
+            "an ensemble needs at least one member besides the checkpoint".into(),
+        ));
+    }
+    if primary.hybrid.is_some() {
+        return Err(Error::Invalid(format!(
+            "{} has a {HYBRID_FILE}, tuned for that model alone: build the ensemble from the \
+             checkpoint without it, then run `sidrec-trainer hybrid` on the ensemble",
+            primary.dir.display()
+        )));
+    }
+    for ck in std::iter::once(primary).chain(members) {
+        if !ck.members.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} is already an ensemble; list its members' own checkpoints instead",
+                ck.dir.display()
+            )));
+        }
+    }
+    let mut files = Vec::new();
+    let mut listed = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        primary.check_ensemble_member(m)?;
+        let weights = hf::weight_files(&m.dir)?;
+        let [weights] = weights.as_slice() else {
+            return Err(Error::Invalid(format!(
+                "{}: sharded weights cannot join an ensemble",
+                m.dir.display()
+            )));
+        };
+        let entry = EnsembleMember {
+            config: format!("member-{}.config.json", i + 1),
+            weights: format!("member-{}.safetensors", i + 1),
+            source_version: m.meta.version.clone(),
+        };
+        for (name, from) in [
+            (&entry.config, m.dir.join(hf::CONFIG_FILE)),
+            (&entry.weights, weights.clone()),
+        ] {
+            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            // The member was verified when it was loaded; the bytes stored must be those.
+            let file_name = from.file_name().map(|f| f.to_string_lossy().into_owned());
+            let want = file_name.as_ref().and_then(|f| m.meta.files.get(f));
+            if want.is_some_and(|w| *w != format!("{:x}", Sha256::digest(&bytes))) {
+                return Err(Error::Invalid(format!(
+                    "{}: changed since it was loaded",
+                    from.display()
+                )));
+            }
+            files.push((name.clone(), bytes));
+        }
+        listed.push(entry);
+    }
+    let manifest = EnsembleManifest {
+        format_version: ENSEMBLE_FORMAT_VERSION,
+        members: listed,
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
+    files.push((ENSEMBLE_FILE.to_string(), json));
+    let mut metrics = primary.meta.metrics.clone();
+    if let Some(obj) = metrics.as_object_mut() {
+        obj.insert(
+            "ensemble_of".into(),
+            std::iter::once(&primary.meta.version)
+                .chain(members.iter().map(|m| &m.meta.version))
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
+    checkpoint::derive(&primary.dir, dst, &files, metrics)
+}

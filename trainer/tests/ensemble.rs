@@ -1,0 +1,218 @@
+//! `sidrec-trainer ensemble` end to end on a small synthetic dataset: the written checkpoint
+//! holds both models (the inputs untouched), `eval` and the server decode it as the library's
+//! ensemble search over the source models, and bad input is refused by name.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use candle_core::Device;
+use common::{ok, BIN};
+use serde_json::Value;
+use sidrec::checkpoint::Checkpoint;
+use sidrec::decode::{DecodeRequest, Decoder, ScoreMode, SearchConfig};
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    assert!(!o.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (data, other_data) = (p("data"), p("other-data"));
+    let (a, b, c, ens) = (p("a"), p("b"), p("c"), p("ens"));
+    ok(&[
+        "data", "synth", "--items", "200", "--users", "200", "--seed", "3", "--out", &data,
+    ]);
+    ok(&[
+        "data",
+        "synth",
+        "--items",
+        "150",
+        "--users",
+        "150",
+        "--seed",
+        "4",
+        "--out",
+        &other_data,
+    ]);
+    // Two models on one tokenizer and index (other weights), a third on other data.
+    for (out, seed, d) in [(&a, "1", &data), (&b, "2", &data), (&c, "1", &other_data)] {
+        ok(&[
+            "init",
+            "--data",
+            d,
+            "--out",
+            out,
+            "--vocab-size",
+            "600",
+            "--seed",
+            seed,
+        ]);
+    }
+    let meta_before = std::fs::read(Path::new(&a).join("sidrec.json")).unwrap();
+    let stdout = String::from_utf8(
+        ok(&[
+            "ensemble",
+            "--checkpoint",
+            &a,
+            "--members",
+            &b,
+            "--out",
+            &ens,
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert!(stdout.contains("an ensemble of 2 models"), "{stdout}");
+    assert_eq!(
+        std::fs::read(Path::new(&a).join("sidrec.json")).unwrap(),
+        meta_before,
+        "the input checkpoint is left alone"
+    );
+    let manifest = read_json(&Path::new(&ens).join("ensemble.json"));
+    let source_b = read_json(&Path::new(&b).join("sidrec.json"));
+    assert_eq!(
+        manifest["members"][0]["source_version"],
+        source_b["version"]
+    );
+
+    let loaded = Checkpoint::load(&ens, &Device::Cpu, None).unwrap();
+    assert_eq!(loaded.models().len(), 2);
+    let ck_a = Checkpoint::load(&a, &Device::Cpu, None).unwrap();
+    let ck_b = Checkpoint::load(&b, &Device::Cpu, None).unwrap();
+
+    // eval decodes the ensemble; every row equals the library's ensemble search over the two
+    // source checkpoints, and some row differs from the first model alone.
+    let (e_ens, e_a) = (p("eval-ens"), p("eval-a"));
+    let common = ["--data", &data, "--limit", "25", "--num-beams", "10"];
+    for (ck, out) in [(&ens, &e_ens), (&a, &e_a)] {
+        let mut args = vec!["eval", "--checkpoint", ck, "--out", out];
+        args.extend(common);
+        ok(&args);
+    }
+    let report = read_json(&Path::new(&e_ens).join("report.json"));
+    assert_eq!(report["models"], 2);
+    let md = std::fs::read_to_string(Path::new(&e_ens).join("report.md")).unwrap();
+    assert!(md.contains("an ensemble of 2 models"), "{md}");
+    assert_eq!(read_json(&Path::new(&e_a).join("report.json"))["models"], 1);
+    let preds = read_json(&Path::new(&e_ens).join("predictions.json"));
+    let preds_a = read_json(&Path::new(&e_a).join("predictions.json"));
+    let decoder = Decoder::for_checkpoint(&ck_a, &Device::Cpu).unwrap();
+    let cfg = SearchConfig {
+        num_beams: 10,
+        top_k: 10,
+        mode: ScoreMode::Exact,
+    };
+    let engine = sidrec_server::engine::Engine::load(
+        Path::new(&ens),
+        "ens",
+        &Device::Cpu,
+        Some(ScoreMode::Exact),
+    )
+    .unwrap();
+    assert_eq!(engine.num_models, 2);
+    assert_eq!(
+        engine.num_parameters,
+        2 * ck_a.model.config().num_parameters()
+    );
+    let mut differ = 0;
+    for (row, alone) in preds
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(preds_a.as_array().unwrap())
+    {
+        let prompt: Vec<u32> = serde_json::from_value(row["prompt_ids"].clone()).unwrap();
+        let got: Vec<String> = serde_json::from_value(row["predict"].clone()).unwrap();
+        let req = [DecodeRequest {
+            prompt: &prompt,
+            exclude: &[],
+        }];
+        let want: Vec<String> = decoder
+            .beam_search_ensemble(&[&ck_a.model, &ck_b.model], &req, &cfg)
+            .unwrap()[0]
+            .iter()
+            .map(|h| h.sid.to_string())
+            .collect();
+        assert_eq!(got, want);
+        let served: Vec<String> = engine.decode(&[(prompt.as_slice(), &[][..])], 10).unwrap()[0]
+            .iter()
+            .map(|h| h.sid.to_string())
+            .collect();
+        assert_eq!(served, want, "the server decodes as eval does");
+        differ += usize::from(row["predict"] != alone["predict"]);
+    }
+    assert!(differ > 0, "the member changed no row");
+
+    // Bad input is refused, naming the cause; nothing is written.
+    let y = p("y");
+    let e = fails(&["ensemble", "--checkpoint", &a, "--members", &c, "--out", &y]);
+    assert!(
+        e.contains("cannot join an ensemble") && e.contains(".json differ"),
+        "{e}"
+    );
+    let e = fails(&[
+        "ensemble",
+        "--checkpoint",
+        &ens,
+        "--members",
+        &b,
+        "--out",
+        &y,
+    ]);
+    assert!(e.contains("already an ensemble"), "{e}");
+    let e = fails(&["ensemble", "--checkpoint", &a, "--members", &b, "--out", &a]);
+    assert!(e.contains("another directory"), "{e}");
+    let e = fails(&["ensemble", "--checkpoint", &a, "--out", &y]);
+    assert!(e.contains("--members"), "{e}");
+    assert!(!Path::new(&y).exists());
+    let e = fails(&[
+        "sft",
+        "--init",
+        &ens,
+        "--data",
+        &data,
+        "--out",
+        &y,
+        "--max-steps",
+        "1",
+    ]);
+    assert!(e.contains("is an ensemble"), "{e}");
+
+    // A tampered member and an unlisted ensemble.json are refused at load.
+    let tampered = dir.path().join("tampered");
+    copy_dir(Path::new(&ens), &tampered);
+    let weights = tampered.join("member-1.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    let err = Checkpoint::load(&tampered, &Device::Cpu, None).unwrap_err();
+    assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+    let unlisted = dir.path().join("unlisted");
+    copy_dir(Path::new(&a), &unlisted);
+    std::fs::copy(
+        Path::new(&ens).join("ensemble.json"),
+        unlisted.join("ensemble.json"),
+    )
+    .unwrap();
+    let err = Checkpoint::load(&unlisted, &Device::Cpu, None).unwrap_err();
+    assert!(err.to_string().contains("not listed"), "{err}");
+}
