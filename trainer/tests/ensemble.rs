@@ -1,6 +1,7 @@
 //! `sidrec-trainer ensemble` end to end on a small synthetic dataset: the written checkpoint
 //! holds both models (the inputs untouched), `eval` and the server decode it as the library's
-//! ensemble search over the source models, and bad input is refused by name.
+//! ensemble search over the source models, a hybrid ranker keeps them, and bad input is refused
+//! by name.
 
 mod common;
 
@@ -161,6 +162,29 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     }
     assert!(differ > 0, "the member changed no row");
 
+    // A hybrid ranker tuned on the ensemble keeps every model.
+    let hyb = p("ens-hybrid");
+    ok(&[
+        "hybrid",
+        "--checkpoint",
+        &ens,
+        "--data",
+        &data,
+        "--out",
+        &hyb,
+        "--valid-rows",
+        "20",
+        "--num-beams",
+        "10",
+        "--lambdas",
+        "0.5",
+        "--prior-strengths",
+        "10",
+    ]);
+    let loaded = Checkpoint::load(&hyb, &Device::Cpu, None).unwrap();
+    assert_eq!(loaded.models().len(), 2);
+    assert!(loaded.hybrid.is_some());
+
     // Bad input is refused, naming the cause; nothing is written.
     let y = p("y");
     let e = fails(&["ensemble", "--checkpoint", &a, "--members", &c, "--out", &y]);
@@ -180,6 +204,16 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     assert!(e.contains("already an ensemble"), "{e}");
     let e = fails(&["ensemble", "--checkpoint", &a, "--members", &b, "--out", &a]);
     assert!(e.contains("another directory"), "{e}");
+    let e = fails(&[
+        "ensemble",
+        "--checkpoint",
+        &hyb,
+        "--members",
+        &b,
+        "--out",
+        &y,
+    ]);
+    assert!(e.contains("hybrid.json"), "{e}");
     let e = fails(&["ensemble", "--checkpoint", &a, "--out", &y]);
     assert!(e.contains("--members"), "{e}");
     assert!(!Path::new(&y).exists());
