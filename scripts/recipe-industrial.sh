@@ -34,6 +34,12 @@ echo "==> init: tiny preset, two layers with a 2048-wide MLP, seed $INIT_SEED"
 
 train_and_eval() {
   local s=$1
+  # A seed whose test evaluation is written is kept, as the init is: a rerun adds what is
+  # missing (remove $RUN/test-s$s and $RUN/sft-s$s to train that seed again).
+  if [ -f "$RUN/test-s$s/report.json" ]; then
+    echo "seed $s: kept from an earlier run ($RUN/test-s$s)"
+    return
+  fi
   $T sft --init "$RUN/init" --data "$D" --out "$RUN/sft-s$s" --seed "$s" --tasks seqrec \
     --history-loss --drop-covered-rows --item-window 1 --dropout 0.2 --weight-decay 0.01 \
     --batch-size 32 --lr 2e-3 --warmup 100 --cosine --epochs 12 --eval-every 250 \
