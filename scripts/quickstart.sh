@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 RUN=${SIDREC_RUN_DIR:-runs/quickstart}
 PORT=${SIDREC_PORT:-8080}
 STEPS=${SIDREC_SFT_STEPS:-2000}
-# A tiny model runs faster on one thread than on a pool that spins on barriers.
+# A tiny model runs faster on one thread than on a pool that spins on barriers; the two SFT
+# runs take one core each.
 export SIDREC_THREADS=${SIDREC_THREADS:-1}
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -35,7 +36,7 @@ $T sid --data "$RUN/data" --embeddings "$RUN/items.npy" --method rq-kmeans-const
 echo "==> dataset statistics, SID trie and baselines"
 $T data stats --data "$RUN/data" --json "$RUN/stats.json"
 
-echo "==> a small from-scratch checkpoint with item embeddings, then $STEPS SFT steps of 16 examples"
+echo "==> a small from-scratch checkpoint with item embeddings, then two models of $STEPS SFT steps (16 examples each)"
 # A 300-token BPE: the prompts are SIDs and a few words, and every unused token in the softmax
 # slows learning. Two layers with a wide MLP (2048) learn the item-to-item associations this
 # data is made of much faster per CPU-second than the tiny preset's four narrow ones
@@ -45,8 +46,6 @@ $T init --data "$RUN/data" --out "$RUN/checkpoints/init" --item-embeddings --voc
 # Batches of 16 learn more per example than 32 at this size, at the same tokens/s. Rows that
 # only begin a longer row of the same user are left out (--drop-covered-rows): the history loss
 # of the longer row already supervises them, so an epoch takes 45 % of the tokens.
-# Training uses both cores: with the trainer on the rayon pool, two threads train the tiny
-# model 1.3x faster than one (BENCHMARKS.md, "Fused CPU kernels").
 # On this data the next item depends mostly on the last one: each token attends only to the
 # item before its own (--item-window 1), so every transition of a whole row is learned from what
 # the checkpoint's prompts (validation, eval, serving) will hold, the last history item alone
@@ -55,12 +54,24 @@ $T init --data "$RUN/data" --out "$RUN/checkpoints/init" --item-embeddings --voc
 # keeps reading the SID codes instead of memorising item pairs through the vector alone. It then
 # gains from 2000 steps, where without it 2000 steps score below 1200 (BENCHMARKS.md, "Item
 # dropout").
-SIDREC_THREADS=${SIDREC_SFT_THREADS:-2} $T sft --init "$RUN/checkpoints/init" --data "$RUN/data" --out "$RUN/sft" \
-  --tasks seqrec --history-loss --drop-covered-rows --batch-size 16 --max-steps "$STEPS" \
-  --eval-every 400 --valid-rows 500 --lr 3e-3 --warmup 20 --item-window 1 --item-dropout 0.3
+sft() {
+  $T sft --init "$RUN/checkpoints/init" --data "$RUN/data" --out "$1" --seed "$2" \
+    --tasks seqrec --history-loss --drop-covered-rows --batch-size 16 --max-steps "$STEPS" \
+    --eval-every 400 --valid-rows 500 --lr 3e-3 --warmup 20 --item-window 1 --item-dropout 0.3
+}
+# Two models from other seeds, one per core, decoded together as one ensemble checkpoint (each
+# beam step scores a token by their mean probability): they err on different rows, and together
+# they rank the pairs seen once or twice in train much better than either alone (BENCHMARKS.md,
+# "Quickstart model").
+echo "    (the second model trains beside the first; its log: $RUN/sft-2.log)"
+sft "$RUN/sft-2" 1 > "$RUN/sft-2.log" 2>&1 &
+second=$!
+sft "$RUN/sft" 42
+wait "$second" || { echo "error: the second SFT run failed; see $RUN/sft-2.log" >&2; exit 1; }
+$T ensemble --checkpoint "$RUN/sft/best" --members "$RUN/sft-2/best" --out "$RUN/ensemble"
 
-echo "==> the best SFT checkpoint and both baselines on the same 500 test rows (50 beams)"
-$T eval --checkpoint "$RUN/sft/best" --data "$RUN/data" --split test \
+echo "==> the ensemble of both best checkpoints and both baselines on the same 500 test rows (50 beams)"
+$T eval --checkpoint "$RUN/ensemble" --data "$RUN/data" --split test \
   --num-beams 50 --limit 500 --out "$RUN/eval-sft"
 for b in transition popularity; do
   $T eval --baseline "$b" --data "$RUN/data" --split test --num-beams 50 --limit 500 \
@@ -77,7 +88,7 @@ done
 
 cat <<MSG
 
-==> serving $RUN/sft/best on http://127.0.0.1:$PORT (Ctrl-C to stop). Try:
+==> serving $RUN/ensemble on http://127.0.0.1:$PORT (Ctrl-C to stop). Try:
   curl -s http://127.0.0.1:$PORT/v1/recommend -H 'content-type: application/json' \
        -d '{"history": [7, 12, 31], "k": 5}'
   curl -s http://127.0.0.1:$PORT/v1/events -H 'content-type: application/json' \
@@ -90,4 +101,4 @@ cat <<MSG
   curl 'http://127.0.0.1:$PORT/readyz'
   curl 'http://127.0.0.1:$PORT/metrics'
 MSG
-exec target/release/sidrec-server --model-dir "$RUN/sft/best" --port "$PORT"
+exec target/release/sidrec-server --model-dir "$RUN/ensemble" --port "$PORT"
