@@ -66,8 +66,11 @@ sft() {
 echo "    (the second model trains beside the first; its log: $RUN/sft-2.log)"
 sft "$RUN/sft-2" 1 > "$RUN/sft-2.log" 2>&1 &
 second=$!
+# A background job ignores the terminal's Ctrl-C: stop it with the script.
+trap 'kill "$second" 2>/dev/null' EXIT
 sft "$RUN/sft" 42
 wait "$second" || { echo "error: the second SFT run failed; see $RUN/sft-2.log" >&2; exit 1; }
+trap - EXIT
 $T ensemble --checkpoint "$RUN/sft/best" --members "$RUN/sft-2/best" --out "$RUN/ensemble"
 
 echo "==> the ensemble of both best checkpoints and both baselines on the same 500 test rows (50 beams)"
