@@ -201,16 +201,16 @@ impl Checkpoint {
         dir: impl AsRef<Path>,
         load_model: impl FnOnce(&Path) -> Result<Qwen2>,
     ) -> Result<Self> {
-        let dir = dir.as_ref();
-        if ensemble::read_manifest(dir, &read_meta(dir)?)?.is_some() {
+        let ck = Self::load_parts(dir.as_ref(), load_model)?;
+        if ensemble::read_manifest(&ck.dir, &ck.meta)?.is_some() {
             return Err(Error::Invalid(format!(
                 "{} is an ensemble ({}): training starts from one model; use one of its \
                  members' own checkpoints",
-                dir.display(),
+                ck.dir.display(),
                 ensemble::ENSEMBLE_FILE
             )));
         }
-        Self::load_parts(dir, load_model)
+        Ok(ck)
     }
 
     /// Every model of the checkpoint: its own first, then an ensemble's members.
