@@ -355,7 +355,6 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    drop(models);
     Ok(Decoded {
         ck,
         rows,
