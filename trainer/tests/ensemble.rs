@@ -6,23 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::Device;
-use common::{ok, BIN};
-use serde_json::Value;
+use common::{fails, ok, read_json};
 use sidrec::checkpoint::Checkpoint;
 use sidrec::decode::{DecodeRequest, Decoder, ScoreMode, SearchConfig};
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = Command::new(BIN).args(args).output().unwrap();
-    assert!(!o.status.success(), "{args:?} succeeded");
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -6,21 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::Device;
-use common::{ok, BIN};
-use serde_json::Value;
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = Command::new(BIN).args(args).output().unwrap();
-    assert!(!o.status.success(), "{args:?} succeeded");
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{fails, ok, read_json};
 
 #[test]
 fn hybrid_checkpoints_are_written_evaluated_and_served_alike() {

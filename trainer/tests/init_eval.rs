@@ -1,9 +1,12 @@
 //! `init` + `eval` end to end on a small synthetic dataset, and checkpoint integrity checks.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
+use common::read_json;
 use sidrec::checkpoint::Checkpoint;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sidrec-trainer");
@@ -251,10 +254,6 @@ fn the_server_encodes_a_history_exactly_as_eval_does() {
         matches!(e, sidrec::Error::NoSid(id) if id == u32::MAX),
         "{e}"
     );
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
 #[test]

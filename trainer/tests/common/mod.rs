@@ -19,6 +19,18 @@ pub fn ok(args: &[&str]) -> Output {
     o
 }
 
+/// Run `sidrec-trainer args`, fail the test if it succeeds, and return its stderr.
+pub fn fails(args: &[&str]) -> String {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    assert!(!o.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A JSON file the test expects to exist and parse.
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
 /// Run `sidrec-trainer args` and kill it as soon as its first `last/` save (`run/last/train-state.json`)
 /// exists: a run interrupted mid-way, for the `--resume` tests.
 pub fn kill_after_first_save(args: &[&str], run: &Path) {
