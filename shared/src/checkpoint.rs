@@ -265,12 +265,21 @@ impl Checkpoint {
             .prompt_encoder(&self.tokenizer, &self.index, &self.item_types)
     }
 
+    /// The sha256 of one of its files: the hash `sidrec.json` lists, verified when it was
+    /// loaded, or computed for a file it does not list.
+    fn file_sha256(&self, name: &str) -> Result<String> {
+        match self.meta.files.get(name) {
+            Some(hash) => Ok(hash.clone()),
+            None => sha256_file(&self.dir.join(name)),
+        }
+    }
+
     /// Refuse `other` as an ensemble partner of this checkpoint unless both read prompts and
     /// write SIDs alike: the same tokenizer and SID index (byte for byte) and the same prompt
     /// tokens, so that one prompt's token ids and one beam's tokens mean the same to both.
     pub fn check_ensemble_member(&self, other: &Checkpoint) -> Result<()> {
         for file in [TOKENIZER_FILE, SID_INDEX_FILE] {
-            if sha256_file(&self.dir.join(file))? != sha256_file(&other.dir.join(file))? {
+            if self.file_sha256(file)? != other.file_sha256(file)? {
                 return Err(Error::Invalid(format!(
                     "{} cannot join an ensemble with {}: their {file} differ (ensemble members \
                      must come from `init` runs on the same data and SID index)",
