@@ -116,7 +116,7 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
         Some(ScoreMode::Exact),
     )
     .unwrap();
-    assert_eq!(engine.num_models, 2);
+    assert_eq!(engine.num_models(), 2);
     assert_eq!(
         engine.num_parameters,
         2 * ck_a.model.config().num_parameters()

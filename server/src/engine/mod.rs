@@ -53,8 +53,6 @@ pub struct Engine {
     pub device: String,
     /// Parameters of the model (of every model, for an ensemble).
     pub num_parameters: usize,
-    /// Models decoded together: 1, or an ensemble checkpoint's size.
-    pub num_models: usize,
     /// The checkpoint's hybrid ranker (`hybrid.json`): when present, `/v1/recommend` re-ranks
     /// the beam's items with it, as `eval` does.
     pub hybrid: Option<Arc<Hybrid>>,
@@ -111,7 +109,6 @@ impl Engine {
                 .iter()
                 .map(|m| m.config().num_parameters())
                 .sum(),
-            num_models: ck.models().len(),
             hybrid: ck.hybrid,
             meta: ck.meta,
             models: std::iter::once(ck.model).chain(ck.members).collect(),
@@ -120,6 +117,11 @@ impl Engine {
             item_types: ck.item_types,
             decoder,
         })
+    }
+
+    /// Models decoded together: 1, or an ensemble checkpoint's size.
+    pub fn num_models(&self) -> usize {
+        self.models.len()
     }
 
     /// The checkpoint's version, named in every response it serves.

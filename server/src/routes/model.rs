@@ -88,7 +88,7 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         "metrics": metrics,
         "collision_policy": e.meta.collision_policy,
         "num_parameters": e.num_parameters,
-        "num_models": e.num_models,
+        "num_models": e.num_models(),
         "device": e.device,
         "score_mode": e.mode.to_string(),
         "hybrid": e.hybrid.as_ref().map(|h| json!({
