@@ -81,10 +81,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let mut all = HashMap::new();
     for path in weight_files(dir)? {
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let tensors =
-            candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| at(&path, e))?;
-        for (name, t) in tensors {
+        for (name, t) in read_safetensors(&path, device)? {
             if all.insert(name.clone(), t).is_some() {
                 return Err(at(&path, format!("tensor {name:?} appears in two shards")));
             }
@@ -93,13 +90,30 @@ pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tenso
     Ok(all)
 }
 
+/// The tensors of one safetensors file, as stored.
+fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| at(path, e))
+}
+
+/// An inference model of `cfg` from `tensors`, in `dtype` (default: the config's
+/// `torch_dtype`, else f32); errors name `source`.
+fn build(
+    cfg: &Qwen2Config,
+    tensors: HashMap<String, Tensor>,
+    dtype: Option<DType>,
+    device: &Device,
+    source: &Path,
+) -> Result<Qwen2> {
+    let dtype = dtype.or_else(|| cfg.dtype()).unwrap_or(DType::F32);
+    let vb = VarBuilder::from_tensors(tensors, dtype, device);
+    Qwen2::new(cfg, vb).map_err(|e| at(source, e))
+}
+
 /// Load a checkpoint directory for inference, in `dtype` (default: its `torch_dtype`, else f32).
 pub fn load(dir: &Path, dtype: Option<DType>, device: &Device) -> Result<Qwen2> {
     let cfg = load_config(dir)?;
-    let dtype = dtype.or_else(|| cfg.dtype()).unwrap_or(DType::F32);
-    let tensors = load_tensors(dir, device)?;
-    let vb = VarBuilder::from_tensors(tensors, dtype, device);
-    Qwen2::new(&cfg, vb).map_err(|e| at(dir, e))
+    build(&cfg, load_tensors(dir, device)?, dtype, device, dir)
 }
 
 /// Load a model from one config file and one single-file safetensors (the layout of an
@@ -111,12 +125,13 @@ pub fn load_files(
     device: &Device,
 ) -> Result<Qwen2> {
     let cfg = read_config(config)?;
-    let dtype = dtype.or_else(|| cfg.dtype()).unwrap_or(DType::F32);
-    let bytes = std::fs::read(weights).map_err(|e| Error::io(weights, e))?;
-    let tensors =
-        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| at(weights, e))?;
-    let vb = VarBuilder::from_tensors(tensors, dtype, device);
-    Qwen2::new(&cfg, vb).map_err(|e| at(weights, e))
+    build(
+        &cfg,
+        read_safetensors(weights, device)?,
+        dtype,
+        device,
+        weights,
+    )
 }
 
 /// Overwrite every variable of `varmap` with the checkpoint's tensor of the same name.
