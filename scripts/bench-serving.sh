@@ -8,8 +8,8 @@
 #
 # The model is $SIDREC_BENCH_MODEL (default runs/quickstart/sft/best, the first of the two
 # models scripts/quickstart.sh trains: one model, so that the figures are one model's; its
-# served ensemble, runs/quickstart/ensemble, decodes both) with its dataset $SIDREC_BENCH_DATA (default runs/quickstart/data). When the model is
-# missing it is built cheaply with the quickstart's steps and a short SFT
+# served ensemble, runs/quickstart/ensemble, decodes both) with its dataset $SIDREC_BENCH_DATA
+# (default runs/quickstart/data). When the model is missing it is built cheaply with the quickstart's steps and a short SFT
 # ($SIDREC_BENCH_SFT_STEPS, default 100). Reports go to $SIDREC_BENCH_OUT (default
 # runs/bench-serving). Every scenario is short (at most about a minute), so the whole run takes
 # about 5 minutes once the binaries and the model exist.
