@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, ScoreMode, SearchConfig};
+use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, Mixture, ScoreMode, SearchConfig};
 use sidrec::model::{Qwen2, Qwen2Config};
 use sidrec::trie::{SidTrie, SidVocab};
 use sidrec::{ItemId, Sid, SidIndex};
@@ -82,25 +82,26 @@ fn sequence_scores(
     out
 }
 
-/// Per token, `log(mean_k p_k)` of the members' log-probabilities (`per_model[k][i]`): the
-/// ensemble's token score, written out directly (one model: its own log-probabilities).
-fn mixture(per_model: &[Vec<f32>]) -> Vec<f32> {
+/// Per token, `log(Σ_k w_k p_k)` of the members' log-probabilities (`per_model[k][i]`) with
+/// weights `w` summing to one: the ensemble's token score, written out directly (one model:
+/// its own log-probabilities).
+fn mixture(per_model: &[Vec<f32>], weights: &[f64]) -> Vec<f32> {
     (0..per_model[0].len())
         .map(|i| {
             let mean = per_model
                 .iter()
-                .map(|lp| f64::from(lp[i]).exp())
-                .sum::<f64>()
-                / per_model.len() as f64;
+                .zip(weights)
+                .map(|(lp, w)| w * f64::from(lp[i]).exp())
+                .sum::<f64>();
             mean.ln() as f32
         })
         .collect()
 }
 
-/// Every distinct SID of the catalogue with its exact (or fast) score under the ensemble
-/// `models` (one model: its own score), best first.
+/// Every distinct SID of the catalogue with its exact (or fast) score under the ensemble `mix`
+/// (one model: its own score), best first.
 fn exhaustive(
-    models: &[&Qwen2],
+    mix: &Mixture<'_>,
     decoder: &Decoder,
     prompt: &[u32],
     mode: ScoreMode,
@@ -119,11 +120,12 @@ fn exhaustive(
             ScoreMode::Exact => {
                 let mut seq = toks.clone();
                 seq.extend([NEWLINE, EOS]);
-                let per_model: Vec<Vec<f32>> = models
+                let per_model: Vec<Vec<f32>> = mix
+                    .models()
                     .iter()
                     .map(|m| sequence_scores(m, prompt, &seq, None))
                     .collect();
-                mixture(&per_model).iter().sum()
+                mixture(&per_model, mix.weights()).iter().sum()
             }
             ScoreMode::Fast => {
                 // Level d normalises over that level's tokens, plus `\n` where SIDs end at d.
@@ -144,11 +146,12 @@ fn exhaustive(
                     set.push(NEWLINE);
                     sets.push(set);
                 }
-                let per_model: Vec<Vec<f32>> = models
+                let per_model: Vec<Vec<f32>> = mix
+                    .models()
                     .iter()
                     .map(|m| sequence_scores(m, prompt, &seq, Some(&sets)))
                     .collect();
-                mixture(&per_model).iter().sum()
+                mixture(&per_model, mix.weights()).iter().sum()
             }
         };
         out.push((sid, score));
@@ -210,7 +213,13 @@ fn beam_search_equals_exhaustive_ranking_in_both_modes() {
                     &cfg,
                 )
                 .unwrap();
-            let expected = exhaustive(&[&model], &decoder, &prompt, mode, &[]);
+            let expected = exhaustive(
+                &Mixture::equal(vec![&model]).unwrap(),
+                &decoder,
+                &prompt,
+                mode,
+                &[],
+            );
             assert_matches_exhaustive(&got[0], &expected);
             for h in &got[0] {
                 assert_eq!(decoder.trie().lookup(&h.sid).unwrap(), h.items.as_slice());
@@ -239,17 +248,37 @@ fn ensemble_search_ranks_by_the_members_mean_token_probability() {
             top_k: distinct + 5,
             mode,
         };
-        let members = [&first, &second, &third];
-        let got = decoder.beam_search_ensemble(&members, &req, &cfg).unwrap();
-        let expected = exhaustive(&members, &decoder, &prompt, mode, &[]);
-        assert_matches_exhaustive(&got[0], &expected);
-        // The mixture is not any single member's ranking.
-        let alone = exhaustive(&[&first], &decoder, &prompt, mode, &[]);
+        let members = vec![&first, &second, &third];
+        let equal = Mixture::equal(members.clone()).unwrap();
+        let weighted = Mixture::weighted(members, vec![0.5, 6.0, 1.5]).unwrap();
+        assert_eq!(weighted.weights(), &[0.0625, 0.75, 0.1875]);
+        let mut top10 = Vec::new();
+        for mix in [&equal, &weighted] {
+            let got = decoder.beam_search_ensemble(mix, &req, &cfg).unwrap();
+            let expected = exhaustive(mix, &decoder, &prompt, mode, &[]);
+            assert_matches_exhaustive(&got[0], &expected);
+            top10.push(
+                expected
+                    .iter()
+                    .take(10)
+                    .map(|(s, _)| s.clone())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        // The mixture is not any single member's ranking, and the weights move it.
+        let alone = exhaustive(
+            &Mixture::equal(vec![&first]).unwrap(),
+            &decoder,
+            &prompt,
+            mode,
+            &[],
+        );
+        let alone: Vec<Sid> = alone.iter().take(10).map(|(s, _)| s.clone()).collect();
         assert_ne!(
-            expected.iter().take(10).map(|(s, _)| s).collect::<Vec<_>>(),
-            alone.iter().take(10).map(|(s, _)| s).collect::<Vec<_>>(),
+            top10[0], alone,
             "{mode}: members too alike for the test to tell a mixture from one model"
         );
+        assert_ne!(top10[0], top10[1], "{mode}: the weights changed nothing");
     }
 }
 
@@ -278,7 +307,7 @@ fn ensemble_of_one_model_twice_is_that_model_and_batches_like_it() {
     };
     let alone = decoder.beam_search(&model, &reqs, &cfg).unwrap();
     let twice = decoder
-        .beam_search_ensemble(&[&model, &model], &reqs, &cfg)
+        .beam_search_ensemble(&Mixture::equal(vec![&model, &model]).unwrap(), &reqs, &cfg)
         .unwrap();
     for (a, t) in alone.iter().zip(&twice) {
         assert_eq!(a.len(), t.len());
@@ -299,7 +328,18 @@ fn ensemble_of_one_model_twice_is_that_model_and_batches_like_it() {
             h.sid
         );
     }
-    assert!(decoder.beam_search_ensemble(&[], &reqs, &cfg).is_err());
+    assert!(Mixture::equal(Vec::new()).is_err());
+    for bad in [
+        vec![1.0],
+        vec![1.0, 0.0],
+        vec![1.0, -2.0],
+        vec![1.0, f64::NAN],
+    ] {
+        assert!(
+            Mixture::weighted(vec![&model, &model], bad.clone()).is_err(),
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]
@@ -419,7 +459,13 @@ fn sampler_draws_only_catalogue_sids_and_respects_exclusions() {
         )
         .unwrap();
     assert_eq!(samples[0].len(), 64);
-    let exhaustive = exhaustive(&[&model], &decoder, &prompt, ScoreMode::Exact, &[]);
+    let exhaustive = exhaustive(
+        &Mixture::equal(vec![&model]).unwrap(),
+        &decoder,
+        &prompt,
+        ScoreMode::Exact,
+        &[],
+    );
     for h in &samples[0] {
         assert!(decoder.trie().lookup(&h.sid).is_some());
         assert_ne!(h.sid, best[0][0].sid, "excluded SID sampled");

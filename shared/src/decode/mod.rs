@@ -5,8 +5,10 @@
 //! each beam's trie node, keeps the best `num_beams` per prompt and reorders the per-beam KV
 //! cache by index. All of it runs on the model's device; only the final top-K come back.
 
+mod mixture;
 mod search;
 mod tables;
 
+pub use mixture::{normalized_weights, Mixture};
 pub use search::{DecodeRequest, Decoder, Hypothesis, ScoreMode, SearchConfig};
 pub use tables::DecodeTables;

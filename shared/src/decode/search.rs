@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use super::mixture::Mixture;
 use super::tables::{candidate_edges, neg_inf, DecodeTables};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -273,24 +274,19 @@ impl Decoder {
         reqs: &[DecodeRequest<'_>],
         cfg: &SearchConfig,
     ) -> Result<Vec<Vec<Hypothesis>>> {
-        self.beam_search_ensemble(&[model], reqs, cfg)
+        self.beam_search_ensemble(&Mixture::equal(vec![model])?, reqs, cfg)
     }
 
     /// Beam search scored by an ensemble: at every step each candidate token's log-probability
-    /// is the log of the members' mean probability (a mixture of the models, token by token).
-    /// Every member runs its own prefill and KV caches over the same prompts and beams, so the
-    /// members must share the tokenizer; one member is exactly [`Self::beam_search`].
+    /// is the log of the members' weighted mean probability (a mixture of the models, token by
+    /// token). Every member runs its own prefill and KV caches over the same prompts and beams,
+    /// so the members must share the tokenizer; one member is exactly [`Self::beam_search`].
     pub fn beam_search_ensemble(
         &self,
-        models: &[&Qwen2],
+        mixture: &Mixture<'_>,
         reqs: &[DecodeRequest<'_>],
         cfg: &SearchConfig,
     ) -> Result<Vec<Vec<Hypothesis>>> {
-        if models.is_empty() {
-            return Err(Error::Invalid(
-                "an ensemble needs at least one model".into(),
-            ));
-        }
         if reqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -304,14 +300,17 @@ impl Decoder {
         let (b, nb) = (reqs.len(), cfg.num_beams);
         let rows = b * nb;
         let (ids, lengths) = self.pad_prompts(reqs, &device)?;
-        let mut members = models
+        let mut members = mixture
+            .models()
             .iter()
-            .map(|&model| {
+            .zip(mixture.weights())
+            .map(|(&model, &weight)| {
                 // `[B, hidden]` at step 0 (every beam of a prompt is at the root with the
                 // prompt's hidden state), `[rows, hidden]` afterwards.
                 let (hidden, prompt_cache) = model.prefill_hidden(&ids, &lengths)?;
                 Ok(MemberState {
                     model,
+                    weight,
                     hidden,
                     prompt_cache,
                     beam_cache: BeamCache::new(model.num_layers()),
@@ -373,7 +372,7 @@ impl Decoder {
         self.collect(&history, &scores, b, nb, cfg.top_k)
     }
 
-    /// [`Self::step_logp`] of an ensemble: `log(mean_k p_k)` over the members, computed from
+    /// [`Self::step_logp`] of an ensemble: `log(Σ_k w_k p_k)` over the members, computed from
     /// the largest member log-probability so that no probability underflows.
     fn ensemble_logp(
         &self,
@@ -393,7 +392,15 @@ impl Decoder {
         }
         let all = Tensor::stack(&per_member, 0)?;
         let top = all.max_keepdim(0)?;
-        let mean = all.broadcast_sub(&top)?.exp()?.mean_keepdim(0)?;
+        let rel = all.broadcast_sub(&top)?.exp()?;
+        let mean = if members.iter().all(|m| m.weight == members[0].weight) {
+            // The plain mean, as equal weights have always been decoded.
+            rel.mean_keepdim(0)?
+        } else {
+            let w: Vec<f32> = members.iter().map(|m| m.weight as f32).collect();
+            let w = Tensor::from_vec(w, (members.len(), 1, 1), all.device())?;
+            rel.broadcast_mul(&w)?.sum_keepdim(0)?
+        };
         Ok((mean.log()? + top)?.squeeze(0)?)
     }
 
@@ -525,9 +532,11 @@ impl Decoder {
     }
 }
 
-/// One ensemble member's running state in a search: its hidden states and KV caches.
+/// One ensemble member's running state in a search: its weight, hidden states and KV caches.
 struct MemberState<'m> {
     model: &'m Qwen2,
+    /// Its share of the token mixture.
+    weight: f64,
     hidden: Tensor,
     prompt_cache: PromptCache,
     beam_cache: BeamCache,

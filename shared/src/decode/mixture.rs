@@ -1,0 +1,66 @@
+//! The models an ensemble decodes together and the weight of each in the token mixture.
+
+use crate::error::{Error, Result};
+use crate::model::Qwen2;
+
+/// Models scored as one: each candidate token gets `log(Σ_k w_k · p_k(token | prefix))`, with
+/// weights that sum to one. Weights let a model that is sure of few things (one that memorises
+/// the item pairs of the train split, say) lift those without pulling the rest of the ranking
+/// as far as an equal share would.
+#[derive(Debug, Clone)]
+pub struct Mixture<'m> {
+    models: Vec<&'m Qwen2>,
+    weights: Vec<f64>,
+}
+
+impl<'m> Mixture<'m> {
+    /// The models with equal weights (one model: that model).
+    pub fn equal(models: Vec<&'m Qwen2>) -> Result<Self> {
+        let k = models.len();
+        Self::weighted(models, vec![1.0; k])
+    }
+
+    /// The models with relative `weights`, one each, positive and finite; they are divided by
+    /// their sum.
+    pub fn weighted(models: Vec<&'m Qwen2>, weights: Vec<f64>) -> Result<Self> {
+        let weights = normalized_weights(&weights, models.len())?;
+        Ok(Self { models, weights })
+    }
+
+    /// The models, in decoding order.
+    pub fn models(&self) -> &[&'m Qwen2] {
+        &self.models
+    }
+
+    /// Each model's weight (they sum to one).
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+}
+
+/// `weights` divided by their sum, after checking there is one per model (`models` of them),
+/// each positive and finite.
+pub fn normalized_weights(weights: &[f64], models: usize) -> Result<Vec<f64>> {
+    if models == 0 {
+        return Err(Error::Invalid(
+            "an ensemble needs at least one model".into(),
+        ));
+    }
+    if weights.len() != models {
+        return Err(Error::Invalid(format!(
+            "{} mixture weights for {models} models (one per model, the first model's first)",
+            weights.len()
+        )));
+    }
+    if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
+        return Err(Error::Invalid(format!(
+            "mixture weight {w} is not a positive finite number"
+        )));
+    }
+    let total: f64 = weights.iter().sum();
+    if weights.iter().all(|&w| w == weights[0]) {
+        // Exactly 1/K each, whatever rounding the sum had.
+        return Ok(vec![1.0 / models as f64; models]);
+    }
+    Ok(weights.iter().map(|w| w / total).collect())
+}
