@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{index, items, Items};
-use crate::decode::ScoreMode;
+use crate::decode::{Mixture, ScoreMode};
 use crate::ensemble;
 use crate::error::{Error, Result};
 use crate::hybrid::{Hybrid, HYBRID_FILE};
@@ -102,6 +102,9 @@ pub struct Checkpoint {
     /// The further models of an ensemble checkpoint (`ensemble.json`), decoded with `model`;
     /// empty for a single model.
     pub members: Vec<Qwen2>,
+    /// Each model's share of the token mixture (`model` first, then `members`; they sum to
+    /// one): `[1.0]` for a single model.
+    pub model_weights: Vec<f64>,
 }
 
 /// sha256 of a file, hex.
@@ -189,6 +192,7 @@ impl Checkpoint {
                 ck.check_member_model(m)?;
             }
             ck.members = members;
+            ck.model_weights = manifest.checked_weights()?;
         }
         Ok(ck)
     }
@@ -218,6 +222,11 @@ impl Checkpoint {
         std::iter::once(&self.model).chain(&self.members).collect()
     }
 
+    /// Every model of the checkpoint with its share of the token mixture, for decoding.
+    pub fn mixture(&self) -> Result<Mixture<'_>> {
+        Mixture::weighted(self.models(), self.model_weights.clone())
+    }
+
     fn load_parts(dir: &Path, load_model: impl FnOnce(&Path) -> Result<Qwen2>) -> Result<Self> {
         let dir = dir.to_path_buf();
         let meta = read_meta(&dir)?;
@@ -238,6 +247,7 @@ impl Checkpoint {
             item_types: Arc::new(item_types),
             hybrid: hybrid.map(Arc::new),
             members: Vec::new(),
+            model_weights: vec![1.0],
         };
         ck.check_member_model(&ck.model)?;
         Ok(ck)

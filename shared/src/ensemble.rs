@@ -2,10 +2,10 @@
 //!
 //! An ensemble checkpoint is an ordinary checkpoint (its own model, tokenizer, SID index,
 //! prompts) that also stores the weights of further models trained on the same tokenizer and
-//! index, listed in `ensemble.json`. Beam search runs every model over the same prompts and
-//! beams and scores each candidate token by the members' mean probability
-//! ([`crate::decode::Decoder::beam_search_ensemble`]), so `eval`, the hybrid ranker and the
-//! server treat it as one model. Member files are flat names in the checkpoint directory
+//! index, listed in `ensemble.json` with each model's share of the mixture. Beam search runs
+//! every model over the same prompts and beams and scores each candidate token by the models'
+//! weighted mean probability ([`crate::decode::Decoder::beam_search_ensemble`]), so `eval`, the
+//! hybrid ranker and the server treat it as one model. Member files are flat names in the checkpoint directory
 //! (`member-1.config.json`, `member-1.safetensors`, ...), hashed in `sidrec.json` like the rest.
 //!
 //! Why a mixture: models trained from other seeds, or with and without item embeddings, err on
@@ -19,14 +19,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, META_FILE};
+use crate::decode::normalized_weights;
 use crate::error::{Error, Result};
 use crate::hybrid::HYBRID_FILE;
 use crate::model::{checkpoint as hf, Qwen2};
 
 /// File name of the member list inside a checkpoint directory.
 pub const ENSEMBLE_FILE: &str = "ensemble.json";
-/// Current `ensemble.json` format.
-pub const ENSEMBLE_FORMAT_VERSION: u32 = 1;
+/// Current `ensemble.json` format (2 added `model_weights`; a format-1 file has equal weights).
+pub const ENSEMBLE_FORMAT_VERSION: u32 = 2;
 
 /// What `ensemble.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,28 @@ pub struct EnsembleManifest {
     pub format_version: u32,
     /// The members stored beside the checkpoint's own model, in decoding order.
     pub members: Vec<EnsembleMember>,
+    /// Each model's share of the token mixture, the checkpoint's own model first, summing to
+    /// one; absent (format 1) means equal shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_weights: Option<Vec<f64>>,
+}
+
+impl EnsembleManifest {
+    /// The share of every model (the checkpoint's own first), checked: one per model, positive,
+    /// summing to one.
+    pub fn checked_weights(&self) -> Result<Vec<f64>> {
+        let models = self.members.len() + 1;
+        match &self.model_weights {
+            None => normalized_weights(&vec![1.0; models], models),
+            Some(w) => {
+                let normalized = normalized_weights(w, models)?;
+                if normalized.iter().zip(w).any(|(a, b)| (a - b).abs() > 1e-6) {
+                    return Err(Error::Invalid(format!("weights {w:?} do not sum to one")));
+                }
+                Ok(w.clone())
+            }
+        }
+    }
 }
 
 /// One stored member.
@@ -75,6 +98,9 @@ pub fn read_manifest(dir: &Path, meta: &CheckpointMeta) -> Result<Option<Ensembl
     if manifest.members.is_empty() {
         return Err(Error::Invalid(format!("{}: no members", path.display())));
     }
+    manifest
+        .checked_weights()
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     for m in &manifest.members {
         for name in [&m.config, &m.weights] {
             if !meta.files.contains_key(name) {
@@ -105,16 +131,24 @@ pub fn load_members(
 
 /// Write the ensemble of `primary` and `members` to `dst` (atomically, as every checkpoint):
 /// `primary`'s files (verified copies) with the members' configs and weights and
-/// `ensemble.json` added, under a new version. Members must share `primary`'s tokenizer, SID
+/// `ensemble.json` added, under a new version. `model_weights` are the models' relative shares
+/// of the mixture (`primary` first; `None`: equal). Members must share `primary`'s tokenizer, SID
 /// index and prompt tokens; none may itself be an ensemble, and `primary` may not carry a
 /// hybrid ranker (its λ was chosen for the model alone: run `sidrec-trainer hybrid` on the
 /// ensemble instead).
-pub fn write(primary: &Checkpoint, members: &[Checkpoint], dst: &Path) -> Result<CheckpointMeta> {
+pub fn write(
+    primary: &Checkpoint,
+    members: &[Checkpoint],
+    model_weights: Option<&[f64]>,
+    dst: &Path,
+) -> Result<CheckpointMeta> {
     if members.is_empty() {
         return Err(Error::Invalid(
             "an ensemble needs at least one member besides the checkpoint".into(),
         ));
     }
+    let models = members.len() + 1;
+    let shares = normalized_weights(model_weights.unwrap_or(&vec![1.0; models]), models)?;
     if primary.hybrid.is_some() {
         return Err(Error::Invalid(format!(
             "{} has a {HYBRID_FILE}, tuned for that model alone: build the ensemble from the \
@@ -167,6 +201,7 @@ pub fn write(primary: &Checkpoint, members: &[Checkpoint], dst: &Path) -> Result
     let manifest = EnsembleManifest {
         format_version: ENSEMBLE_FORMAT_VERSION,
         members: listed,
+        model_weights: Some(shares),
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
     files.push((ENSEMBLE_FILE.to_string(), json));
@@ -182,4 +217,44 @@ pub fn write(primary: &Checkpoint, members: &[Checkpoint], dst: &Path) -> Result
         );
     }
     checkpoint::derive(&primary.dir, dst, &files, metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(model_weights: Option<Vec<f64>>) -> EnsembleManifest {
+        let member = |i: usize| EnsembleMember {
+            config: format!("member-{i}.config.json"),
+            weights: format!("member-{i}.safetensors"),
+            source_version: format!("v{i}"),
+        };
+        EnsembleManifest {
+            format_version: ENSEMBLE_FORMAT_VERSION,
+            members: vec![member(1), member(2)],
+            model_weights,
+        }
+    }
+
+    #[test]
+    fn model_weights_default_to_equal_and_must_fit_the_models() {
+        // A format-1 file has no weights: equal shares.
+        let v1: EnsembleManifest = serde_json::from_str(
+            r#"{"format_version": 1, "members": [
+                {"config": "member-1.config.json", "weights": "member-1.safetensors", "source_version": "a"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(v1.checked_weights().unwrap(), vec![0.5, 0.5]);
+        assert_eq!(manifest(None).checked_weights().unwrap().len(), 3);
+        let ok = manifest(Some(vec![0.5, 0.25, 0.25]));
+        assert_eq!(ok.checked_weights().unwrap(), vec![0.5, 0.25, 0.25]);
+        for (bad, why) in [
+            (vec![0.5, 0.5], "2 mixture weights for 3 models"),
+            (vec![0.5, 0.5, 0.5], "do not sum to one"),
+            (vec![1.0, 0.0, 0.0], "not a positive finite number"),
+        ] {
+            let err = manifest(Some(bad)).checked_weights().unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+    }
 }

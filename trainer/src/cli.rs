@@ -53,7 +53,7 @@ pub enum Command {
     /// `log p(SID) + λ·transition score` over the model's beam, write a checkpoint that carries it.
     Hybrid(HybridArgs),
     /// Ensemble: store further models (same tokenizer and SID index) beside a checkpoint's own;
-    /// beam search scores each token by their mean probability. `eval`, `hybrid` and the server
+    /// beam search scores each token by their (weighted) mean probability. `eval`, `hybrid` and the server
     /// load the result as one checkpoint.
     Ensemble(EnsembleArgs),
     /// Train the SASRec baseline (the reference's sasrec.py): BCE or CE, early stopping on
@@ -442,6 +442,10 @@ pub struct EnsembleArgs {
     /// `--checkpoint`'s tokenizer, SID index and prompt tokens.
     #[arg(long, value_delimiter = ',', required = true)]
     pub members: Vec<PathBuf>,
+    /// Relative shares of the token mixture, one per model (`--checkpoint`'s first, then the
+    /// members'), positive; divided by their sum. Default: equal shares.
+    #[arg(long, value_delimiter = ',')]
+    pub weights: Option<Vec<f64>>,
     /// The new checkpoint directory (written atomically).
     #[arg(long)]
     pub out: PathBuf,

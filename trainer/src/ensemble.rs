@@ -2,12 +2,20 @@
 
 use candle_core::Device;
 use sidrec::checkpoint::Checkpoint;
+use sidrec::decode::normalized_weights;
 
 use crate::cli::EnsembleArgs;
-use crate::error::Result;
+use crate::error::{Result, TrainerError};
 
 /// `sidrec-trainer ensemble`.
 pub fn run(args: &EnsembleArgs) -> Result<()> {
+    let models = args.members.len() + 1;
+    // Checked before any checkpoint is read, so that a typo costs nothing.
+    let weights = match &args.weights {
+        Some(w) => normalized_weights(w, models)
+            .map_err(|e| TrainerError::Invalid(format!("--weights: {e}")))?,
+        None => vec![1.0 / models as f64; models],
+    };
     let device = Device::Cpu;
     let primary = Checkpoint::load(&args.checkpoint, &device, None)?;
     let members = args
@@ -15,15 +23,16 @@ pub fn run(args: &EnsembleArgs) -> Result<()> {
         .iter()
         .map(|dir| Checkpoint::load(dir, &device, None))
         .collect::<sidrec::Result<Vec<_>>>()?;
-    let meta = sidrec::ensemble::write(&primary, &members, &args.out)?;
+    let meta = sidrec::ensemble::write(&primary, &members, Some(&weights), &args.out)?;
     let parameters: usize = std::iter::once(&primary)
         .chain(&members)
         .map(|c| c.model.config().num_parameters())
         .sum();
+    let shares: Vec<String> = weights.iter().map(|w| format!("{w:.3}")).collect();
     println!(
-        "wrote {} (an ensemble of {} models, {parameters} parameters, version {})",
+        "wrote {} (an ensemble of {models} models, weights {}, {parameters} parameters, version {})",
         args.out.display(),
-        members.len() + 1,
+        shares.join(" / "),
         meta.version
     );
     Ok(())

@@ -46,6 +46,9 @@ pub struct EvalReport {
     pub max_history: Option<usize>,
     /// Models decoded together: more than one for an ensemble checkpoint (0 for a baseline).
     pub models: usize,
+    /// An ensemble's mixture weights, the checkpoint's own model first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_weights: Option<Vec<f64>>,
     /// What ranked the lists: `model` (the beam's order), `hybrid` (the beam's items re-ranked
     /// by the checkpoint's hybrid ranker) or `baseline`.
     pub ranker: String,
@@ -247,7 +250,14 @@ pub fn render(r: &EvalReport) -> String {
             ),
             None => r.ranker.clone(),
         } + &if r.models > 1 {
-            format!(" (an ensemble of {} models)", r.models)
+            let weights = r
+                .model_weights
+                .iter()
+                .flatten()
+                .map(|w| format!("{w:.3}"))
+                .collect::<Vec<_>>()
+                .join(" / ");
+            format!(" (an ensemble of {} models, weights {weights})", r.models)
         } else {
             String::new()
         },
@@ -319,7 +329,7 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
         targets.push(encoder.sid(r.item_id).map_err(at_line(*line))?);
     }
 
-    let models = ck.models();
+    let mixture = ck.mixture()?;
     let decoder = Decoder::for_checkpoint(&ck, &device)?;
     let mode = args.mode.or(ck.meta.score_mode).unwrap_or_default();
     let cfg = SearchConfig {
@@ -341,7 +351,7 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
                 exclude: &[],
             })
             .collect();
-        let out = decoder.beam_search_ensemble(&models, &reqs, &cfg)?;
+        let out = decoder.beam_search_ensemble(&mixture, &reqs, &cfg)?;
         for (&i, hyps) in chunk.iter().zip(out) {
             beams[i] = hyps
                 .into_iter()
@@ -424,6 +434,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         prompt_style: d.style.to_string(),
         max_history: d.max_history,
         models: d.ck.models().len(),
+        model_weights: (d.ck.models().len() > 1).then(|| d.ck.model_weights.clone()),
         ranker: if hybrid.is_some() { "hybrid" } else { "model" }.into(),
         hybrid: hybrid.map(HybridSummary::of),
         metrics,

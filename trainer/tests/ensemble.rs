@@ -1,7 +1,7 @@
 //! `sidrec-trainer ensemble` end to end on a small synthetic dataset: the written checkpoint
 //! holds both models (the inputs untouched), `eval` and the server decode it as the library's
-//! ensemble search over the source models, a hybrid ranker keeps them, and bad input is refused
-//! by name.
+//! ensemble search over the source models (with equal or chosen weights), a hybrid ranker keeps
+//! them, and bad input is refused by name.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::path::Path;
 use candle_core::Device;
 use common::{fails, ok, read_json};
 use sidrec::checkpoint::Checkpoint;
-use sidrec::decode::{DecodeRequest, Decoder, ScoreMode, SearchConfig};
+use sidrec::decode::{DecodeRequest, Decoder, Mixture, ScoreMode, SearchConfig};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -134,9 +134,8 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
             prompt: &prompt,
             exclude: &[],
         }];
-        let want: Vec<String> = decoder
-            .beam_search_ensemble(&[&ck_a.model, &ck_b.model], &req, &cfg)
-            .unwrap()[0]
+        let equal = Mixture::equal(vec![&ck_a.model, &ck_b.model]).unwrap();
+        let want: Vec<String> = decoder.beam_search_ensemble(&equal, &req, &cfg).unwrap()[0]
             .iter()
             .map(|h| h.sid.to_string())
             .collect();
@@ -149,6 +148,81 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
         differ += usize::from(row["predict"] != alone["predict"]);
     }
     assert!(differ > 0, "the member changed no row");
+    assert!(read_json(&Path::new(&e_a).join("report.json"))
+        .get("model_weights")
+        .is_none());
+    assert_eq!(report["model_weights"], serde_json::json!([0.5, 0.5]));
+
+    // Chosen weights: stored divided by their sum, reported by eval and the server, and
+    // decoded as the library's weighted mixture, which is not the equal one.
+    let weighted = p("ens-weighted");
+    let stdout = String::from_utf8(
+        ok(&[
+            "ensemble",
+            "--checkpoint",
+            &a,
+            "--members",
+            &b,
+            "--weights",
+            "1,3",
+            "--out",
+            &weighted,
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert!(stdout.contains("weights 0.250 / 0.750"), "{stdout}");
+    let shares = serde_json::json!([0.25, 0.75]);
+    assert_eq!(
+        read_json(&Path::new(&weighted).join("ensemble.json"))["model_weights"],
+        shares
+    );
+    let e_w = p("eval-weighted");
+    let mut args = vec!["eval", "--checkpoint", &weighted, "--out", &e_w];
+    args.extend(common);
+    ok(&args);
+    assert_eq!(
+        read_json(&Path::new(&e_w).join("report.json"))["model_weights"],
+        shares
+    );
+    let engine_w = sidrec_server::engine::Engine::load(
+        Path::new(&weighted),
+        "weighted",
+        &Device::Cpu,
+        Some(ScoreMode::Exact),
+    )
+    .unwrap();
+    assert_eq!(engine_w.model_weights(), &[0.25, 0.75]);
+    let mix = Mixture::weighted(vec![&ck_a.model, &ck_b.model], vec![1.0, 3.0]).unwrap();
+    let preds_w = read_json(&Path::new(&e_w).join("predictions.json"));
+    let mut moved = 0;
+    for (row, eq) in preds_w
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(preds.as_array().unwrap())
+    {
+        let prompt: Vec<u32> = serde_json::from_value(row["prompt_ids"].clone()).unwrap();
+        let got: Vec<String> = serde_json::from_value(row["predict"].clone()).unwrap();
+        let req = [DecodeRequest {
+            prompt: &prompt,
+            exclude: &[],
+        }];
+        let want: Vec<String> = decoder.beam_search_ensemble(&mix, &req, &cfg).unwrap()[0]
+            .iter()
+            .map(|h| h.sid.to_string())
+            .collect();
+        assert_eq!(got, want);
+        let served: Vec<String> = engine_w
+            .decode(&[(prompt.as_slice(), &[][..])], 10)
+            .unwrap()[0]
+            .iter()
+            .map(|h| h.sid.to_string())
+            .collect();
+        assert_eq!(served, want, "the server decodes the weights as eval does");
+        moved += usize::from(row["predict"] != eq["predict"]);
+    }
+    assert!(moved > 0, "the weights changed no row");
 
     // A hybrid ranker tuned on the ensemble keeps every model.
     let hyb = p("ens-hybrid");
@@ -204,6 +278,24 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     assert!(e.contains("hybrid.json"), "{e}");
     let e = fails(&["ensemble", "--checkpoint", &a, "--out", &y]);
     assert!(e.contains("--members"), "{e}");
+    for (bad, why) in [
+        ("1", "1 mixture weights for 2 models"),
+        ("1,0", "not a positive finite number"),
+        ("1,inf", "not a positive finite number"),
+    ] {
+        let e = fails(&[
+            "ensemble",
+            "--checkpoint",
+            &a,
+            "--members",
+            &b,
+            "--weights",
+            bad,
+            "--out",
+            &y,
+        ]);
+        assert!(e.contains("--weights") && e.contains(why), "{bad}: {e}");
+    }
     assert!(!Path::new(&y).exists());
     let e = fails(&[
         "sft",

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use candle_core::Device;
 use sidrec::catalogue::Catalogue;
 use sidrec::checkpoint::{Checkpoint, CheckpointMeta};
-use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, ScoreMode, SearchConfig};
+use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, Mixture, ScoreMode, SearchConfig};
 use sidrec::hybrid::Hybrid;
 use sidrec::model::Qwen2;
 use sidrec::prompt::{self, ItemTypes, PromptContext, PromptEncoder};
@@ -58,6 +58,8 @@ pub struct Engine {
     pub hybrid: Option<Arc<Hybrid>>,
     /// The checkpoint's model, then an ensemble's members.
     models: Vec<Qwen2>,
+    /// Each model's share of the token mixture (they sum to one).
+    model_weights: Vec<f64>,
     tokenizer: SidTokenizer,
     index: Arc<SidIndex>,
     item_types: Arc<ItemTypes>,
@@ -111,6 +113,7 @@ impl Engine {
                 .sum(),
             hybrid: ck.hybrid,
             meta: ck.meta,
+            model_weights: ck.model_weights,
             models: std::iter::once(ck.model).chain(ck.members).collect(),
             tokenizer: ck.tokenizer,
             index: ck.index,
@@ -122,6 +125,11 @@ impl Engine {
     /// Models decoded together: 1, or an ensemble checkpoint's size.
     pub fn num_models(&self) -> usize {
         self.models.len()
+    }
+
+    /// Each model's share of the token mixture, the checkpoint's own model first.
+    pub fn model_weights(&self) -> &[f64] {
+        &self.model_weights
     }
 
     /// The checkpoint's version, named in every response it serves.
@@ -231,7 +239,7 @@ impl Engine {
             top_k: num_beams,
             mode: self.mode,
         };
-        let models: Vec<&Qwen2> = self.models.iter().collect();
-        self.decoder.beam_search_ensemble(&models, &reqs, &cfg)
+        let mixture = Mixture::weighted(self.models.iter().collect(), self.model_weights.clone())?;
+        self.decoder.beam_search_ensemble(&mixture, &reqs, &cfg)
     }
 }

@@ -89,6 +89,7 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         "collision_policy": e.meta.collision_policy,
         "num_parameters": e.num_parameters,
         "num_models": e.num_models(),
+        "model_weights": e.model_weights(),
         "device": e.device,
         "score_mode": e.mode.to_string(),
         "hybrid": e.hybrid.as_ref().map(|h| json!({

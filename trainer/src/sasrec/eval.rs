@@ -126,6 +126,7 @@ pub fn run(args: &EvalArgs, kind: BaselineKind) -> Result<EvalReport> {
         prompt_style: "none".into(),
         max_history: None,
         models: 0,
+        model_weights: None,
         ranker: "baseline".into(),
         hybrid: None,
         metrics,
