@@ -2,10 +2,13 @@
 # The best pure generative recipe on MiniOneRec's Industrial data, train split only, one
 # command: for each seed, a from-scratch model of two wide layers trained with attention over
 # the last history item (`sft --item-window 1`), covered rows left out, early-stopped on the
-# valid split; the seeds' best checkpoints joined into one ensemble checkpoint (each beam step
-# scores a token by the models' mean probability); then every seed, the ensemble and the
-# last-item transition baseline on all test rows (50 beams), and `trainer compare` (bootstrap
-# over rows and seeds) of the seeds and of the ensemble against the baseline.
+# valid split; beside them one model of the same recipe with a learned vector per item
+# (`init --item-embeddings`), which memorises the item pairs of the train split; the seeds'
+# best checkpoints and that model joined into one ensemble checkpoint (each beam step scores a
+# token by the models' weighted mean probability, the item-vector model at half a seed's
+# share); then every seed, the ensemble and the last-item transition baseline on all test rows
+# (50 beams), and `trainer compare` (bootstrap over rows and seeds) of the seeds and of the
+# ensemble against the baseline and of the ensemble against the seeds.
 # Usage: scripts/recipe-industrial.sh [seeds=42,1,2]
 # SIDREC_DATA (default ../shared/data/industrial), SIDREC_INIT_SEED (the initial weights,
 # default 42), SIDREC_RUN_DIR (default runs/industrial, runs/industrial-init<seed> for another
@@ -32,6 +35,26 @@ echo "==> init: tiny preset, two layers with a 2048-wide MLP, seed $INIT_SEED"
   $T init --data "$D" --out "$RUN/init" --preset tiny --layers 2 --intermediate-size 2048 \
     --seed "$INIT_SEED"
 
+# The item-vector model: the same SFT recipe from its own init, trained beside the seeds.
+train_items() {
+  if [ -f "$RUN/sft-items/best/sidrec.json" ]; then
+    echo "item-vector model: kept from an earlier run ($RUN/sft-items)"
+    return
+  fi
+  [ -f "$RUN/init-items/sidrec.json" ] ||
+    $T init --data "$D" --out "$RUN/init-items" --preset tiny --layers 2 --intermediate-size 2048 \
+      --seed "$INIT_SEED" --item-embeddings > /dev/null
+  sft_recipe "$RUN/init-items" "$RUN/sft-items" "${seeds[0]}" > "$RUN/sft-items.log" 2>&1
+  tail -n 1 "$RUN/sft-items.log"
+}
+
+sft_recipe() {
+  $T sft --init "$1" --data "$D" --out "$2" --seed "$3" --tasks seqrec \
+    --history-loss --drop-covered-rows --item-window 1 --dropout 0.2 --weight-decay 0.01 \
+    --batch-size 32 --lr 2e-3 --warmup 100 --cosine --epochs 12 --eval-every 250 \
+    --valid-rows 512 --valid-beams 20 --patience 4
+}
+
 train_and_eval() {
   local s=$1
   # A seed whose test evaluation is written is kept, as the init is: a rerun adds what is
@@ -40,22 +63,21 @@ train_and_eval() {
     echo "seed $s: kept from an earlier run ($RUN/test-s$s)"
     return
   fi
-  $T sft --init "$RUN/init" --data "$D" --out "$RUN/sft-s$s" --seed "$s" --tasks seqrec \
-    --history-loss --drop-covered-rows --item-window 1 --dropout 0.2 --weight-decay 0.01 \
-    --batch-size 32 --lr 2e-3 --warmup 100 --cosine --epochs 12 --eval-every 250 \
-    --valid-rows 512 --valid-beams 20 --patience 4 > "$RUN/sft-s$s.log" 2>&1
+  sft_recipe "$RUN/init" "$RUN/sft-s$s" "$s" > "$RUN/sft-s$s.log" 2>&1
   tail -n 1 "$RUN/sft-s$s.log"
   $T eval --checkpoint "$RUN/sft-s$s/best" --data "$D" --split test --num-beams 50 \
     --out "$RUN/test-s$s" > /dev/null
 }
 
-echo "==> SFT and test evaluation of seeds $SEEDS ($PARALLEL at a time; logs in $RUN/sft-s*.log)"
-# Seeds in groups of $PARALLEL; every job's exit status is checked.
+echo "==> SFT and test evaluation of seeds $SEEDS, and the item-vector model ($PARALLEL at a time; logs in $RUN/sft-*.log)"
+# Jobs in groups of $PARALLEL; every job's exit status is checked.
 seeds=(${SEEDS//,/ })
-for ((i = 0; i < ${#seeds[@]}; i += PARALLEL)); do
+jobs=("${seeds[@]}")
+[ ${#seeds[@]} -gt 1 ] && jobs+=(items)
+for ((i = 0; i < ${#jobs[@]}; i += PARALLEL)); do
   pids=()
-  for s in "${seeds[@]:i:PARALLEL}"; do
-    train_and_eval "$s" &
+  for s in "${jobs[@]:i:PARALLEL}"; do
+    if [ "$s" = items ]; then train_items & else train_and_eval "$s" & fi
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
@@ -69,10 +91,16 @@ for s in "${seeds[@]}"; do evals="$evals${evals:+,}$RUN/test-s$s"; done
 $T compare --a "$RUN/test-transition" --b "$evals" --ks 10
 
 if [ ${#seeds[@]} -gt 1 ]; then
-  echo "==> the seeds as one ensemble checkpoint ($RUN/ensemble), on the same rows"
-  members=""
-  for s in "${seeds[@]:1}"; do members="$members${members:+,}$RUN/sft-s$s/best"; done
-  $T ensemble --checkpoint "$RUN/sft-s${seeds[0]}/best" --members "$members" --out "$RUN/ensemble"
+  echo "==> the seeds and the item-vector model as one ensemble checkpoint ($RUN/ensemble), on the same rows"
+  # Shares 2 per seed, 1 for the item-vector model (chosen on valid): it lifts the pairs seen in
+  # train without crowding the unseen ones out of the top 10.
+  members="" weights=2
+  for s in "${seeds[@]:1}"; do
+    members="$members${members:+,}$RUN/sft-s$s/best"
+    weights="$weights,2"
+  done
+  $T ensemble --checkpoint "$RUN/sft-s${seeds[0]}/best" --members "$members,$RUN/sft-items/best" \
+    --weights "$weights,1" --out "$RUN/ensemble"
   $T eval --checkpoint "$RUN/ensemble" --data "$D" --split test --num-beams 50 \
     --out "$RUN/test-ensemble" > /dev/null
   $T compare --a "$RUN/test-transition" --b "$RUN/test-ensemble" --ks 10
