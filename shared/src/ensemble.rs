@@ -5,8 +5,9 @@
 //! index, listed in `ensemble.json` with each model's share of the mixture. Beam search runs
 //! every model over the same prompts and beams and scores each candidate token by the models'
 //! weighted mean probability ([`crate::decode::Decoder::beam_search_ensemble`]), so `eval`, the
-//! hybrid ranker and the server treat it as one model. Member files are flat names in the checkpoint directory
-//! (`member-1.config.json`, `member-1.safetensors`, ...), hashed in `sidrec.json` like the rest.
+//! hybrid ranker and the server treat it as one model. Member files are flat names in the
+//! checkpoint directory (`member-1.config.json`, `member-1.safetensors`, ...), hashed in
+//! `sidrec.json` like the rest.
 //!
 //! Why a mixture: models trained from other seeds, or with and without item embeddings, err on
 //! different rows; averaging probabilities keeps a token that any member is sure of, where

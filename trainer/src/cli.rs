@@ -53,8 +53,8 @@ pub enum Command {
     /// `log p(SID) + λ·transition score` over the model's beam, write a checkpoint that carries it.
     Hybrid(HybridArgs),
     /// Ensemble: store further models (same tokenizer and SID index) beside a checkpoint's own;
-    /// beam search scores each token by their (weighted) mean probability. `eval`, `hybrid` and the server
-    /// load the result as one checkpoint.
+    /// beam search scores each token by their (weighted) mean probability. `eval`, `hybrid` and
+    /// the server load the result as one checkpoint.
     Ensemble(EnsembleArgs),
     /// Train the SASRec baseline (the reference's sasrec.py): BCE or CE, early stopping on
     /// valid NDCG@20.
