@@ -98,6 +98,11 @@ fn mixture(per_model: &[Vec<f32>], weights: &[f64]) -> Vec<f32> {
         .collect()
 }
 
+/// `model` alone, as a mixture of one.
+fn alone(model: &Qwen2) -> Mixture<'_> {
+    Mixture::equal(vec![model]).unwrap()
+}
+
 /// Every distinct SID of the catalogue with its exact (or fast) score under the ensemble `mix`
 /// (one model: its own score), best first.
 fn exhaustive(
@@ -213,13 +218,7 @@ fn beam_search_equals_exhaustive_ranking_in_both_modes() {
                     &cfg,
                 )
                 .unwrap();
-            let expected = exhaustive(
-                &Mixture::equal(vec![&model]).unwrap(),
-                &decoder,
-                &prompt,
-                mode,
-                &[],
-            );
+            let expected = exhaustive(&alone(&model), &decoder, &prompt, mode, &[]);
             assert_matches_exhaustive(&got[0], &expected);
             for h in &got[0] {
                 assert_eq!(decoder.trie().lookup(&h.sid).unwrap(), h.items.as_slice());
@@ -266,16 +265,14 @@ fn ensemble_search_ranks_by_the_members_mean_token_probability() {
             );
         }
         // The mixture is not any single member's ranking, and the weights move it.
-        let alone = exhaustive(
-            &Mixture::equal(vec![&first]).unwrap(),
-            &decoder,
-            &prompt,
-            mode,
-            &[],
-        );
-        let alone: Vec<Sid> = alone.iter().take(10).map(|(s, _)| s.clone()).collect();
+        let first_alone = exhaustive(&alone(&first), &decoder, &prompt, mode, &[]);
+        let first_alone: Vec<Sid> = first_alone
+            .iter()
+            .take(10)
+            .map(|(s, _)| s.clone())
+            .collect();
         assert_ne!(
-            top10[0], alone,
+            top10[0], first_alone,
             "{mode}: members too alike for the test to tell a mixture from one model"
         );
         assert_ne!(top10[0], top10[1], "{mode}: the weights changed nothing");
@@ -459,13 +456,7 @@ fn sampler_draws_only_catalogue_sids_and_respects_exclusions() {
         )
         .unwrap();
     assert_eq!(samples[0].len(), 64);
-    let exhaustive = exhaustive(
-        &Mixture::equal(vec![&model]).unwrap(),
-        &decoder,
-        &prompt,
-        ScoreMode::Exact,
-        &[],
-    );
+    let exhaustive = exhaustive(&alone(&model), &decoder, &prompt, ScoreMode::Exact, &[]);
     for h in &samples[0] {
         assert!(decoder.trie().lookup(&h.sid).is_some());
         assert_ne!(h.sid, best[0][0].sid, "excluded SID sampled");

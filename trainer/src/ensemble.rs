@@ -11,11 +11,9 @@ use crate::error::{Result, TrainerError};
 pub fn run(args: &EnsembleArgs) -> Result<()> {
     let models = args.members.len() + 1;
     // Checked before any checkpoint is read, so that a typo costs nothing.
-    let weights = match &args.weights {
-        Some(w) => normalized_weights(w, models)
-            .map_err(|e| TrainerError::Invalid(format!("--weights: {e}")))?,
-        None => vec![1.0 / models as f64; models],
-    };
+    let weights = args.weights.clone().unwrap_or_else(|| vec![1.0; models]);
+    let weights = normalized_weights(&weights, models)
+        .map_err(|e| TrainerError::Invalid(format!("--weights: {e}")))?;
     let device = Device::Cpu;
     let primary = Checkpoint::load(&args.checkpoint, &device, None)?;
     let members = args

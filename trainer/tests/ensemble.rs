@@ -11,6 +11,7 @@ use candle_core::Device;
 use common::{fails, ok, read_json};
 use sidrec::checkpoint::Checkpoint;
 use sidrec::decode::{DecodeRequest, Decoder, Mixture, ScoreMode, SearchConfig};
+use sidrec_server::engine::Engine;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -18,6 +19,46 @@ fn copy_dir(from: &Path, to: &Path) {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
+}
+
+/// Check that every row of eval's `preds` holds the library's search over `mix` and what
+/// `engine` serves for the same prompt; returns how many rows differ from `other`'s.
+fn assert_rows_decode_as(
+    preds: &serde_json::Value,
+    other: &serde_json::Value,
+    decoder: &Decoder,
+    mix: &Mixture<'_>,
+    engine: &Engine,
+    cfg: &SearchConfig,
+) -> usize {
+    let mut differ = 0;
+    for (row, other) in preds
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(other.as_array().unwrap())
+    {
+        let prompt: Vec<u32> = serde_json::from_value(row["prompt_ids"].clone()).unwrap();
+        let got: Vec<String> = serde_json::from_value(row["predict"].clone()).unwrap();
+        let req = [DecodeRequest {
+            prompt: &prompt,
+            exclude: &[],
+        }];
+        let want: Vec<String> = decoder.beam_search_ensemble(mix, &req, cfg).unwrap()[0]
+            .iter()
+            .map(|h| h.sid.to_string())
+            .collect();
+        assert_eq!(got, want);
+        let served: Vec<String> = engine
+            .decode(&[(prompt.as_slice(), &[][..])], cfg.num_beams)
+            .unwrap()[0]
+            .iter()
+            .map(|h| h.sid.to_string())
+            .collect();
+        assert_eq!(served, want, "the server decodes as eval does");
+        differ += usize::from(row["predict"] != other["predict"]);
+    }
+    differ
 }
 
 #[test]
@@ -109,44 +150,15 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
         top_k: 10,
         mode: ScoreMode::Exact,
     };
-    let engine = sidrec_server::engine::Engine::load(
-        Path::new(&ens),
-        "ens",
-        &Device::Cpu,
-        Some(ScoreMode::Exact),
-    )
-    .unwrap();
+    let engine =
+        Engine::load(Path::new(&ens), "ens", &Device::Cpu, Some(ScoreMode::Exact)).unwrap();
     assert_eq!(engine.num_models(), 2);
     assert_eq!(
         engine.num_parameters,
         2 * ck_a.model.config().num_parameters()
     );
-    let mut differ = 0;
-    for (row, alone) in preds
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(preds_a.as_array().unwrap())
-    {
-        let prompt: Vec<u32> = serde_json::from_value(row["prompt_ids"].clone()).unwrap();
-        let got: Vec<String> = serde_json::from_value(row["predict"].clone()).unwrap();
-        let req = [DecodeRequest {
-            prompt: &prompt,
-            exclude: &[],
-        }];
-        let equal = Mixture::equal(vec![&ck_a.model, &ck_b.model]).unwrap();
-        let want: Vec<String> = decoder.beam_search_ensemble(&equal, &req, &cfg).unwrap()[0]
-            .iter()
-            .map(|h| h.sid.to_string())
-            .collect();
-        assert_eq!(got, want);
-        let served: Vec<String> = engine.decode(&[(prompt.as_slice(), &[][..])], 10).unwrap()[0]
-            .iter()
-            .map(|h| h.sid.to_string())
-            .collect();
-        assert_eq!(served, want, "the server decodes as eval does");
-        differ += usize::from(row["predict"] != alone["predict"]);
-    }
+    let equal = Mixture::equal(vec![&ck_a.model, &ck_b.model]).unwrap();
+    let differ = assert_rows_decode_as(&preds, &preds_a, &decoder, &equal, &engine, &cfg);
     assert!(differ > 0, "the member changed no row");
     assert!(read_json(&Path::new(&e_a).join("report.json"))
         .get("model_weights")
@@ -185,7 +197,7 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
         read_json(&Path::new(&e_w).join("report.json"))["model_weights"],
         shares
     );
-    let engine_w = sidrec_server::engine::Engine::load(
+    let engine_w = Engine::load(
         Path::new(&weighted),
         "weighted",
         &Device::Cpu,
@@ -195,33 +207,7 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     assert_eq!(engine_w.model_weights(), &[0.25, 0.75]);
     let mix = Mixture::weighted(vec![&ck_a.model, &ck_b.model], vec![1.0, 3.0]).unwrap();
     let preds_w = read_json(&Path::new(&e_w).join("predictions.json"));
-    let mut moved = 0;
-    for (row, eq) in preds_w
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(preds.as_array().unwrap())
-    {
-        let prompt: Vec<u32> = serde_json::from_value(row["prompt_ids"].clone()).unwrap();
-        let got: Vec<String> = serde_json::from_value(row["predict"].clone()).unwrap();
-        let req = [DecodeRequest {
-            prompt: &prompt,
-            exclude: &[],
-        }];
-        let want: Vec<String> = decoder.beam_search_ensemble(&mix, &req, &cfg).unwrap()[0]
-            .iter()
-            .map(|h| h.sid.to_string())
-            .collect();
-        assert_eq!(got, want);
-        let served: Vec<String> = engine_w
-            .decode(&[(prompt.as_slice(), &[][..])], 10)
-            .unwrap()[0]
-            .iter()
-            .map(|h| h.sid.to_string())
-            .collect();
-        assert_eq!(served, want, "the server decodes the weights as eval does");
-        moved += usize::from(row["predict"] != eq["predict"]);
-    }
+    let moved = assert_rows_decode_as(&preds_w, &preds, &decoder, &mix, &engine_w, &cfg);
     assert!(moved > 0, "the weights changed no row");
 
     // A hybrid ranker tuned on the ensemble keeps every model.
