@@ -137,9 +137,7 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
             dir.display()
         )));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let meta: CheckpointMeta = serde_json::from_str(&text)
-        .map_err(|e| Error::parse(&path, e.line() as u64, e.column() as u64, e.to_string()))?;
+    let meta: CheckpointMeta = crate::io::read_json(&path, "a checkpoint manifest")?;
     if meta.format_version > FORMAT_VERSION {
         return Err(Error::Invalid(format!(
             "{}: format {} is newer than this build understands ({FORMAT_VERSION})",

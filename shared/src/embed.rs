@@ -210,15 +210,7 @@ impl TextEncoder {
         }
 
         let cfg_path = dir.join("config.json");
-        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let cfg: BertConfig = serde_json::from_str(&cfg_text).map_err(|e| {
-            Error::parse(
-                &cfg_path,
-                e.line() as u64,
-                e.column() as u64,
-                format!("not a BERT config: {e}"),
-            )
-        })?;
+        let cfg: BertConfig = crate::io::read_json(&cfg_path, "a BERT config")?;
         if max_length > cfg.max_position_embeddings {
             return Err(Error::Invalid(format!(
                 "max length {max_length} exceeds the encoder's {} positions ({})",

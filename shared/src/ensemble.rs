@@ -86,9 +86,7 @@ pub fn read_manifest(dir: &Path, meta: &CheckpointMeta) -> Result<Option<Ensembl
         }
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let manifest: EnsembleManifest = serde_json::from_str(&text)
-        .map_err(|e| Error::parse(&path, e.line() as u64, e.column() as u64, e.to_string()))?;
+    let manifest: EnsembleManifest = crate::io::read_json(&path, "an ensemble manifest")?;
     if manifest.format_version > ENSEMBLE_FORMAT_VERSION {
         return Err(Error::Invalid(format!(
             "{}: format {} is newer than this build understands ({ENSEMBLE_FORMAT_VERSION})",

@@ -238,8 +238,7 @@ impl Hybrid {
 
     /// Parse `hybrid.json` bytes read from `path` (named in errors).
     pub fn from_json(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let file: HybridFile = serde_json::from_slice(bytes)
-            .map_err(|e| Error::parse(path, e.line() as u64, e.column() as u64, e.to_string()))?;
+        let file: HybridFile = crate::io::parse_json(path, bytes, "a hybrid ranker file")?;
         let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
         if file.format_version > HYBRID_FORMAT_VERSION {
             return Err(bad(format!(

@@ -4,7 +4,28 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
+
 use crate::error::{Error, Result};
+
+/// Read the JSON file `path` as `what` (e.g. "a checkpoint manifest"): a read error names the
+/// file, a parse error also its line and column.
+pub fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_json(path, &bytes, what)
+}
+
+/// Parse JSON `bytes` read from `path` as `what` (see [`read_json`]).
+pub fn parse_json<T: DeserializeOwned>(path: &Path, bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::parse(
+            path,
+            e.line() as u64,
+            e.column() as u64,
+            format!("not {what}: {e}"),
+        )
+    })
+}
 
 /// A temp path next to `path`, unique to this process and call.
 fn temp_sibling(path: &Path) -> PathBuf {
@@ -81,5 +102,31 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         write_bytes_atomic(&p, b"new").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"new");
+    }
+
+    #[test]
+    fn json_errors_name_the_file_and_where_it_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.json");
+        let missing = read_json::<Vec<u32>>(&p, "a list").unwrap_err();
+        assert!(
+            matches!(&missing, Error::Io { path, .. } if path == &p),
+            "{missing}"
+        );
+        fs::write(&p, "[1,\n 2,\n x]").unwrap();
+        match read_json::<Vec<u32>>(&p, "a list").unwrap_err() {
+            Error::Parse {
+                path,
+                line,
+                column,
+                message,
+            } => {
+                assert_eq!((path.as_path(), line, column), (p.as_path(), 3, 2));
+                assert!(message.starts_with("not a list: "), "{message}");
+            }
+            e => panic!("expected a parse error, got {e}"),
+        }
+        fs::write(&p, "[1, 2]").unwrap();
+        assert_eq!(read_json::<Vec<u32>>(&p, "a list").unwrap(), vec![1, 2]);
     }
 }

@@ -30,8 +30,7 @@ pub fn read_tokenizer_file(path: &Path) -> Result<Tokenizer> {
     // the `decoder` member fails (on a truncated file, invalid UTF-8 or a lone surrogate
     // escape, found by fuzzing), which cannot happen on a value already parsed. Anything else
     // it might panic on is caught.
-    let json: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let json: serde_json::Value = crate::io::parse_json(path, &bytes, "a tokenizer file")?;
     std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(json))
         .map_err(|_| {
             Error::Invalid(format!(

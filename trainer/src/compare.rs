@@ -157,14 +157,7 @@ fn predictions_path(p: &Path) -> PathBuf {
 /// Read one run: targets in item ids where the file has them, else SIDs as calc.py strips them.
 fn read_run(path: &Path) -> Result<Run> {
     let path = predictions_path(path);
-    let bytes = std::fs::read(&path).map_err(|e| TrainerError::io(&path, e))?;
-    let rows: Vec<PredictionRow> = serde_json::from_slice(&bytes).map_err(|e| {
-        TrainerError::parse(
-            &path,
-            e.line() as u64,
-            format!("not an eval predictions.json: {e}"),
-        )
-    })?;
+    let rows: Vec<PredictionRow> = sidrec::io::read_json(&path, "an eval predictions.json")?;
     if rows.is_empty() {
         return Err(TrainerError::Invalid(format!(
             "{} has no rows",

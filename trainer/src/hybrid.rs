@@ -61,18 +61,8 @@ struct GridPoint {
 /// Read the rows of a finished pure valid eval of `ck` in `dir`; anything else (another
 /// checkpoint, another split, a hybrid eval, a baseline's rows) is refused naming the file.
 fn read_valid_eval(dir: &Path, ck: &Checkpoint) -> Result<Vec<ValidRow>> {
-    let read = |name: &str| -> Result<Vec<u8>> {
-        let p = dir.join(name);
-        std::fs::read(&p).map_err(|e| TrainerError::io(&p, e))
-    };
     let report_path = dir.join("report.json");
-    let head: ReportHead = serde_json::from_slice(&read("report.json")?).map_err(|e| {
-        TrainerError::parse(
-            &report_path,
-            e.line() as u64,
-            format!("not an eval report: {e}"),
-        )
-    })?;
+    let head: ReportHead = sidrec::io::read_json(&report_path, "an eval report")?;
     let refuse = |m: String| TrainerError::Invalid(format!("{}: {m}", report_path.display()));
     if head.version != ck.meta.version {
         return Err(refuse(format!(
@@ -94,8 +84,7 @@ fn read_valid_eval(dir: &Path, ck: &Checkpoint) -> Result<Vec<ValidRow>> {
         ));
     }
     let preds_path = dir.join("predictions.json");
-    let rows: Vec<PredictionRow> = serde_json::from_slice(&read("predictions.json")?)
-        .map_err(|e| TrainerError::parse(&preds_path, e.line() as u64, e.to_string()))?;
+    let rows: Vec<PredictionRow> = sidrec::io::read_json(&preds_path, "an eval predictions.json")?;
     rows.into_iter()
         .enumerate()
         .map(|(i, r)| {

@@ -9,8 +9,8 @@ use crate::sid::{ItemId, Sid, SidIndex};
 
 /// Parse `.index.json` text; `path` is used in messages.
 pub fn parse_index(text: &str, path: &Path) -> Result<SidIndex> {
-    let raw: BTreeMap<String, Vec<String>> = serde_json::from_str(text)
-        .map_err(|e| Error::parse(path, e.line() as u64, e.column() as u64, e.to_string()))?;
+    let raw: BTreeMap<String, Vec<String>> =
+        crate::io::parse_json(path, text.as_bytes(), "a SID index")?;
     let mut index = SidIndex::new();
     for (key, tokens) in raw {
         let id: ItemId = key.parse().map_err(|_| {

@@ -36,14 +36,10 @@ impl ItemMeta {
 /// All items of a catalogue, by id.
 pub type Items = BTreeMap<ItemId, ItemMeta>;
 
-fn json_err(path: &Path, e: serde_json::Error) -> Error {
-    Error::parse(path, e.line() as u64, e.column() as u64, e.to_string())
-}
-
 /// Parse `.item.json` text; `path` is used in messages.
 pub fn parse_items(text: &str, path: &Path) -> Result<Items> {
     let raw: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| json_err(path, e))?;
+        crate::io::parse_json(path, text.as_bytes(), "an item file")?;
     let mut items = Items::new();
     for (key, value) in raw {
         let id: ItemId = key.parse().map_err(|_| {

@@ -33,9 +33,7 @@ pub fn load_config(dir: &Path) -> Result<Qwen2Config> {
 
 /// Read and validate a Qwen2 config file.
 pub fn read_config(path: &Path) -> Result<Qwen2Config> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let cfg: Qwen2Config = serde_json::from_str(&text)
-        .map_err(|e| Error::parse(path, e.line() as u64, e.column() as u64, e.to_string()))?;
+    let cfg: Qwen2Config = crate::io::read_json(path, "a Qwen2 config")?;
     cfg.validate().map_err(|e| at(path, e))?;
     Ok(cfg)
 }
@@ -53,9 +51,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             dir.display()
         )));
     }
-    let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::parse(&index, e.line() as u64, e.column() as u64, e.to_string()))?;
+    let json: serde_json::Value = crate::io::read_json(&index, "a safetensors index")?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())

@@ -233,8 +233,7 @@ impl Features {
                 TrainerError::io(&path, e)
             }
         })?;
-        let f: Self = serde_json::from_str(&text)
-            .map_err(|e| TrainerError::parse(&path, e.line() as u64, e.to_string()))?;
+        let f: Self = sidrec::io::parse_json(&path, text.as_bytes(), "a value-feature file")?;
         if f.format != FEATURES_FORMAT {
             return Err(TrainerError::Invalid(format!(
                 "{}: format {} (this build reads {FEATURES_FORMAT})",

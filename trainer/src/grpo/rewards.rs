@@ -250,10 +250,7 @@ impl ItemEmbeddings {
     pub fn load(npy: &Path) -> Result<Self> {
         let m = sidrec::npy::read_npy(npy)?;
         let ids_path = crate::embed::ids_path(npy);
-        let text =
-            std::fs::read_to_string(&ids_path).map_err(|e| TrainerError::io(&ids_path, e))?;
-        let ids: Vec<ItemId> = serde_json::from_str(&text)
-            .map_err(|e| TrainerError::parse(&ids_path, e.line() as u64, e.to_string()))?;
+        let ids: Vec<ItemId> = sidrec::io::read_json(&ids_path, "an item id list")?;
         if ids.len() != m.rows {
             return Err(TrainerError::Invalid(format!(
                 "{}: {} ids for {} rows of {}",

@@ -129,14 +129,7 @@ impl SasRec {
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let meta_path = dir.join(META_FILE);
-        let bytes = std::fs::read(&meta_path).map_err(|e| TrainerError::io(&meta_path, e))?;
-        let meta: SasRecMeta = serde_json::from_slice(&bytes).map_err(|e| {
-            TrainerError::parse(
-                &meta_path,
-                e.line() as u64,
-                format!("not a sasrec.json: {e}"),
-            )
-        })?;
+        let meta: SasRecMeta = sidrec::io::read_json(&meta_path, "a sasrec.json")?;
         if meta.format_version != FORMAT_VERSION {
             return Err(TrainerError::Invalid(format!(
                 "{}: format_version {} (this build reads {FORMAT_VERSION})",

@@ -53,9 +53,7 @@ impl TrainState {
             }));
         }
         let p = last_dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|e| TrainerError::io(&p, e))?;
-        let state: Self = serde_json::from_str(&text)
-            .map_err(|e| TrainerError::parse(&p, e.line() as u64, e.to_string()))?;
+        let state: Self = sidrec::io::read_json(&p, "a training state file")?;
         if state.best_by != best_by {
             return Err(TrainerError::Invalid(format!(
                 "{}: the run picks its best checkpoint by {}; resume it with that, not {}",
