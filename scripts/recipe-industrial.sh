@@ -3,12 +3,12 @@
 # command: for each seed, a from-scratch model of two wide layers trained with attention over
 # the last history item (`sft --item-window 1`), covered rows left out, early-stopped on the
 # valid split; beside them one model of the same recipe with a learned vector per item
-# (`init --item-embeddings`), which memorises the item pairs of the train split; the seeds'
-# best checkpoints and that model joined into one ensemble checkpoint (each beam step scores a
-# token by the models' weighted mean probability, the item-vector model at half a seed's
-# share); then every seed, the ensemble and the last-item transition baseline on all test rows
-# (50 beams), and `trainer compare` (bootstrap over rows and seeds) of the seeds and of the
-# ensemble against the baseline and of the ensemble against the seeds.
+# (`init --item-embeddings`) and no dropout, which memorises the item pairs of the train split;
+# the seeds' best checkpoints and that model joined into one ensemble checkpoint (each beam step
+# scores a token by the models' weighted mean probability, the item-vector model at half a
+# seed's share); then every seed, the ensemble and the last-item transition baseline on all
+# test rows (50 beams), and `trainer compare` (bootstrap over rows and seeds) of the seeds and
+# of the ensemble against the baseline and of the ensemble against the seeds.
 # Usage: scripts/recipe-industrial.sh [seeds=42,1,2]
 # SIDREC_DATA (default ../shared/data/industrial), SIDREC_INIT_SEED (the initial weights,
 # default 42), SIDREC_RUN_DIR (default runs/industrial, runs/industrial-init<seed> for another
@@ -35,22 +35,24 @@ echo "==> init: tiny preset, two layers with a 2048-wide MLP, seed $INIT_SEED"
   $T init --data "$D" --out "$RUN/init" --preset tiny --layers 2 --intermediate-size 2048 \
     --seed "$INIT_SEED"
 
-# The item-vector model: the same SFT recipe from its own init, trained beside the seeds.
+# The item-vector model: the same SFT recipe from its own init without dropout, so that it
+# memorises the item pairs of the train split the seeds only generalise from; trained beside them.
 train_items() {
-  if [ -f "$RUN/sft-items/best/sidrec.json" ]; then
-    echo "item-vector model: kept from an earlier run ($RUN/sft-items)"
+  if [ -f "$RUN/sft-items-d0/best/sidrec.json" ]; then
+    echo "item-vector model: kept from an earlier run ($RUN/sft-items-d0)"
     return
   fi
   [ -f "$RUN/init-items/sidrec.json" ] ||
     $T init --data "$D" --out "$RUN/init-items" --preset tiny --layers 2 --intermediate-size 2048 \
       --seed "$INIT_SEED" --item-embeddings > /dev/null
-  sft_recipe "$RUN/init-items" "$RUN/sft-items" "${seeds[0]}" > "$RUN/sft-items.log" 2>&1
-  tail -n 1 "$RUN/sft-items.log"
+  sft_recipe "$RUN/init-items" "$RUN/sft-items-d0" "${seeds[0]}" 0 > "$RUN/sft-items-d0.log" 2>&1
+  tail -n 1 "$RUN/sft-items-d0.log"
 }
 
+# sft_recipe INIT OUT SEED [DROPOUT=0.2]
 sft_recipe() {
   $T sft --init "$1" --data "$D" --out "$2" --seed "$3" --tasks seqrec \
-    --history-loss --drop-covered-rows --item-window 1 --dropout 0.2 --weight-decay 0.01 \
+    --history-loss --drop-covered-rows --item-window 1 --dropout "${4:-0.2}" --weight-decay 0.01 \
     --batch-size 32 --lr 2e-3 --warmup 100 --cosine --epochs 12 --eval-every 250 \
     --valid-rows 512 --valid-beams 20 --patience 4
 }
@@ -99,7 +101,7 @@ if [ ${#seeds[@]} -gt 1 ]; then
     members="$members${members:+,}$RUN/sft-s$s/best"
     weights="$weights,2"
   done
-  $T ensemble --checkpoint "$RUN/sft-s${seeds[0]}/best" --members "$members,$RUN/sft-items/best" \
+  $T ensemble --checkpoint "$RUN/sft-s${seeds[0]}/best" --members "$members,$RUN/sft-items-d0/best" \
     --weights "$weights,1" --out "$RUN/ensemble"
   $T eval --checkpoint "$RUN/ensemble" --data "$D" --split test --num-beams 50 \
     --out "$RUN/test-ensemble" > /dev/null
