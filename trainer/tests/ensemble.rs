@@ -96,20 +96,15 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
             seed,
         ]);
     }
+    // `ensemble --checkpoint a --members b [extra] --out out`, its stdout.
+    let write_ensemble = |extra: &[&str], out: &str| {
+        let mut args = vec!["ensemble", "--checkpoint", &a, "--members", &b];
+        args.extend(extra);
+        args.extend(["--out", out]);
+        String::from_utf8(ok(&args).stdout).unwrap()
+    };
     let meta_before = std::fs::read(Path::new(&a).join("sidrec.json")).unwrap();
-    let stdout = String::from_utf8(
-        ok(&[
-            "ensemble",
-            "--checkpoint",
-            &a,
-            "--members",
-            &b,
-            "--out",
-            &ens,
-        ])
-        .stdout,
-    )
-    .unwrap();
+    let stdout = write_ensemble(&[], &ens);
     assert!(stdout.contains("an ensemble of 2 models"), "{stdout}");
     assert_eq!(
         std::fs::read(Path::new(&a).join("sidrec.json")).unwrap(),
@@ -131,12 +126,23 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     // eval decodes the ensemble; every row equals the library's ensemble search over the two
     // source checkpoints, and some row differs from the first model alone.
     let (e_ens, e_a) = (p("eval-ens"), p("eval-a"));
-    let common = ["--data", &data, "--limit", "25", "--num-beams", "10"];
-    for (ck, out) in [(&ens, &e_ens), (&a, &e_a)] {
-        let mut args = vec!["eval", "--checkpoint", ck, "--out", out];
-        args.extend(common);
-        ok(&args);
-    }
+    let eval_to = |ck: &str, out: &str| {
+        ok(&[
+            "eval",
+            "--checkpoint",
+            ck,
+            "--out",
+            out,
+            "--data",
+            &data,
+            "--limit",
+            "25",
+            "--num-beams",
+            "10",
+        ]);
+    };
+    eval_to(&ens, &e_ens);
+    eval_to(&a, &e_a);
     let report = read_json(&Path::new(&e_ens).join("report.json"));
     assert_eq!(report["models"], 2);
     let md = std::fs::read_to_string(Path::new(&e_ens).join("report.md")).unwrap();
@@ -150,8 +156,10 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
         top_k: 10,
         mode: ScoreMode::Exact,
     };
-    let engine =
-        Engine::load(Path::new(&ens), "ens", &Device::Cpu, Some(ScoreMode::Exact)).unwrap();
+    let serve = |dir: &str| {
+        Engine::load(Path::new(dir), dir, &Device::Cpu, Some(ScoreMode::Exact)).unwrap()
+    };
+    let engine = serve(&ens);
     assert_eq!(engine.num_models(), 2);
     assert_eq!(
         engine.num_parameters,
@@ -168,21 +176,7 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     // Chosen weights: stored divided by their sum, reported by eval and the server, and
     // decoded as the library's weighted mixture, which is not the equal one.
     let weighted = p("ens-weighted");
-    let stdout = String::from_utf8(
-        ok(&[
-            "ensemble",
-            "--checkpoint",
-            &a,
-            "--members",
-            &b,
-            "--weights",
-            "1,3",
-            "--out",
-            &weighted,
-        ])
-        .stdout,
-    )
-    .unwrap();
+    let stdout = write_ensemble(&["--weights", "1,3"], &weighted);
     assert!(stdout.contains("weights 0.250 / 0.750"), "{stdout}");
     let shares = serde_json::json!([0.25, 0.75]);
     assert_eq!(
@@ -190,20 +184,12 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
         shares
     );
     let e_w = p("eval-weighted");
-    let mut args = vec!["eval", "--checkpoint", &weighted, "--out", &e_w];
-    args.extend(common);
-    ok(&args);
+    eval_to(&weighted, &e_w);
     assert_eq!(
         read_json(&Path::new(&e_w).join("report.json"))["model_weights"],
         shares
     );
-    let engine_w = Engine::load(
-        Path::new(&weighted),
-        "weighted",
-        &Device::Cpu,
-        Some(ScoreMode::Exact),
-    )
-    .unwrap();
+    let engine_w = serve(&weighted);
     assert_eq!(engine_w.model_weights(), &[0.25, 0.75]);
     let mix = Mixture::weighted(vec![&ck_a.model, &ck_b.model], vec![1.0, 3.0]).unwrap();
     let preds_w = read_json(&Path::new(&e_w).join("predictions.json"));
