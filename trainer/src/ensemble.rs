@@ -26,12 +26,20 @@ pub fn run(args: &EnsembleArgs) -> Result<()> {
         .chain(&members)
         .map(|c| c.model.config().num_parameters())
         .sum();
-    let shares: Vec<String> = weights.iter().map(|w| format!("{w:.3}")).collect();
     println!(
         "wrote {} (an ensemble of {models} models, weights {}, {parameters} parameters, version {})",
         args.out.display(),
-        shares.join(" / "),
+        shares(&weights),
         meta.version
     );
     Ok(())
+}
+
+/// Mixture shares as `eval`'s report and this command print them: `0.286 / 0.286 / 0.143`.
+pub fn shares(weights: &[f64]) -> String {
+    weights
+        .iter()
+        .map(|w| format!("{w:.3}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }

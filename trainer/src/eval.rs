@@ -250,13 +250,7 @@ pub fn render(r: &EvalReport) -> String {
             ),
             None => r.ranker.clone(),
         } + &if r.models > 1 {
-            let weights = r
-                .model_weights
-                .iter()
-                .flatten()
-                .map(|w| format!("{w:.3}"))
-                .collect::<Vec<_>>()
-                .join(" / ");
+            let weights = crate::ensemble::shares(r.model_weights.as_deref().unwrap_or_default());
             format!(" (an ensemble of {} models, weights {weights})", r.models)
         } else {
             String::new()
