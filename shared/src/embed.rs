@@ -22,6 +22,7 @@
 //!   does not depend on the batching beyond floating-point rounding.
 
 mod bert;
+pub mod cooc;
 
 use std::path::{Path, PathBuf};
 

@@ -44,6 +44,9 @@ pub enum Command {
     SidReport(SidReportArgs),
     /// Embed every item's text with a BERT-family encoder into a float32 `.npy` [items, dim].
     Embed(EmbedArgs),
+    /// Embed every item by the items it meets in train histories (PPMI of nearby pairs, truncated
+    /// SVD) into a float32 `.npy` [items, dim], the collaborative half of `sid --embeddings`.
+    EmbedCooc(EmbedCoocArgs),
     /// Draw a run's curves (loss, validation HR@10/NDCG@10, ...) from its metrics.jsonl to SVG.
     Plot(PlotArgs),
     /// Is run B better than run A? Paired bootstrap CI and sign-flip p-value of HR/NDCG@K
@@ -686,6 +689,30 @@ pub struct EmbedArgs {
     pub device: String,
 }
 
+/// Arguments of `embed-cooc`.
+#[derive(Debug, Clone, Args)]
+pub struct EmbedCoocArgs {
+    /// Dataset directory (its train split gives the pairs; its items file the rows).
+    #[arg(long, env = "SIDREC_DATA")]
+    pub data: PathBuf,
+    /// Output `.npy` (float32 [items, dim], rows in item id order); the row ids go to
+    /// `<out>.ids.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Vector size (the SVD's rank).
+    #[arg(long, default_value_t = 32)]
+    pub dim: usize,
+    /// Each train row pairs its target with each of its last this many history items.
+    #[arg(long, default_value_t = 3)]
+    pub window: usize,
+    /// Subspace-iteration rounds of the truncated SVD.
+    #[arg(long, default_value_t = 100)]
+    pub iterations: usize,
+    /// Seed of the SVD's random start; the same seed gives the same vectors.
+    #[arg(long, default_value_t = 42, env = "SIDREC_SEED")]
+    pub seed: u64,
+}
+
 /// SID construction methods offered by `sid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SidMethod {
@@ -738,9 +765,15 @@ pub struct SidArgs {
     /// Dataset directory (items, splits; an existing index is replaced).
     #[arg(long, env = "SIDREC_DATA")]
     pub data: PathBuf,
-    /// Item embeddings: `.npy`, float32 [items, dim], row i = the i-th item in id order.
-    #[arg(long)]
-    pub embeddings: PathBuf,
+    /// Item embeddings: `.npy`, float32 [items, dim], row i = the i-th item in id order. Several
+    /// files (comma-separated, e.g. text and `embed-cooc` vectors) are joined side by side, each
+    /// row of each file scaled to unit length first, so that each file counts by its weight
+    /// rather than by its dimension or scale.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub embeddings: Vec<PathBuf>,
+    /// With several `--embeddings`: the weight of each file's unit-length rows (default: 1 each).
+    #[arg(long, value_delimiter = ',')]
+    pub embedding_weights: Vec<f32>,
     /// Quantizer.
     #[arg(long, value_enum, default_value = "rq-kmeans")]
     pub method: SidMethod,

@@ -7,12 +7,14 @@
 //!   with `sidrec::metrics`);
 //! * [`init`] — `init`: an untrained from-scratch checkpoint;
 //! * [`eval`] — `eval`: constrained beam search over a split, HR/NDCG@K report;
-//! * [`sid`] — `sid` (residual k-means SIDs from embeddings) and `sid-report`;
+//! * [`sid`] — `sid` (residual k-means SIDs from one or several joined embeddings) and
+//!   `sid-report`;
 //! * [`sft`] — `sft`: supervised fine-tuning on the reference's five tasks;
 //! * [`train`] — what the training stages share: run directories, loading and saving, loop
 //!   state and resume, validation, the optimizer, batches;
 //! * [`grpo`] — `grpo`: reinforcement learning with group-normalised rewards and a KL penalty;
 //! * [`embed`] — `embed`: item text embeddings (`.npy`) with a BERT-family encoder;
+//! * [`embed_cooc`] — `embed-cooc`: item vectors from train co-occurrence (PPMI-SVD, `.npy`);
 //! * [`sasrec`] — `sasrec`: the SASRec baseline (training, full-ranking eval, `cf` scores);
 //! * [`compare`] — `compare`: paired significance of the difference between two evals;
 //! * [`ensemble`] — `ensemble`: several trained models stored and decoded as one checkpoint;
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod compare;
 pub mod data;
 pub mod embed;
+pub mod embed_cooc;
 pub mod ensemble;
 pub mod error;
 pub mod eval;
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sid(a) => sid::run(&a),
         Command::SidReport(a) => sid::run_report(&a),
         Command::Embed(a) => embed::run(&a),
+        Command::EmbedCooc(a) => embed_cooc::run(&a),
         Command::Plot(a) => plot::run(&a),
         Command::Compare(a) => compare::run(&a),
         Command::Hybrid(a) => hybrid::run(&a),

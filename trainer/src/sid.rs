@@ -1,7 +1,8 @@
 //! `sid` (build Semantic IDs from item embeddings) and `sid-report` (judge any SID index).
 //!
 //! `sid` reads the dataset directory and the embeddings (`.npy`, float32 `[items, dim]`, row `i` =
-//! the `i`-th item in id order), builds SIDs with `sidrec::quantize`, and writes `sid_index.json`
+//! the `i`-th item in id order; several files are joined side by side as weighted unit-length
+//! rows, e.g. text and `embed-cooc` vectors), builds SIDs with `sidrec::quantize`, and writes `sid_index.json`
 //! and `sid-report.json`. Writing into the dataset directory itself (the default) also rewrites
 //! the SID columns of the three split CSVs and the info file from the new index, so the dataset
 //! stays consistent; with `--out DIR` a complete dataset (items, index, splits, info, report) is
@@ -89,12 +90,54 @@ fn read_embeddings(path: &Path, items: usize) -> Result<Matrix> {
     Ok(m)
 }
 
+/// The `--embeddings` files as one matrix: one file as it is; several side by side, each row of
+/// each file scaled to unit length (a zero row stays zero) and then by the file's weight.
+fn joined_embeddings(paths: &[PathBuf], weights: &[f32], items: usize) -> Result<Matrix> {
+    if !weights.is_empty() && weights.len() != paths.len() {
+        return Err(TrainerError::Invalid(format!(
+            "--embedding-weights has {} values for {} --embeddings files",
+            weights.len(),
+            paths.len()
+        )));
+    }
+    if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+        return Err(TrainerError::Invalid(format!(
+            "--embedding-weights must be finite and non-negative (got {w})"
+        )));
+    }
+    let blocks = paths
+        .iter()
+        .map(|p| read_embeddings(p, items))
+        .collect::<Result<Vec<_>>>()?;
+    if let [one] = &blocks[..] {
+        if !weights.is_empty() {
+            eprintln!("note: --embedding-weights only affects two or more --embeddings files");
+        }
+        return Ok(one.clone());
+    }
+    let cols: usize = blocks.iter().map(|b| b.cols).sum();
+    let mut data = Vec::with_capacity(items * cols);
+    for i in 0..items {
+        for (k, b) in blocks.iter().enumerate() {
+            let r = b.row(i);
+            let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let scale = if norm > 0.0 {
+                weights.get(k).copied().unwrap_or(1.0) / norm
+            } else {
+                0.0
+            };
+            data.extend(r.iter().map(|x| x * scale));
+        }
+    }
+    Ok(Matrix::new(items, cols, data))
+}
+
 /// `sidrec-trainer sid`.
 pub fn run(args: &SidArgs) -> Result<()> {
     let ds = DatasetDir::discover(&args.data)?;
     let items = ds.read_items()?;
     let ids: Vec<ItemId> = items.keys().copied().collect();
-    let x = read_embeddings(&args.embeddings, ids.len())?;
+    let x = joined_embeddings(&args.embeddings, &args.embedding_weights, ids.len())?;
     let mut cfg = RqConfig {
         method: args.method.into(),
         levels: args.levels,
@@ -268,4 +311,33 @@ pub fn run_report(args: &SidReportArgs) -> Result<()> {
         println!("wrote {}", p.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sidrec::npy::write_npy;
+
+    #[test]
+    fn several_embedding_files_join_as_weighted_unit_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("text.npy");
+        let cooc = dir.path().join("cooc.npy");
+        write_npy(&text, &Matrix::new(2, 2, vec![3.0, 4.0, 0.0, 2.0])).unwrap();
+        write_npy(&cooc, &Matrix::new(2, 1, vec![-5.0, 0.0])).unwrap();
+        let paths = [text.clone(), cooc.clone()];
+        let x = joined_embeddings(&paths, &[1.0, 2.0], 2).unwrap();
+        assert_eq!((x.rows, x.cols), (2, 3));
+        // Row 0: (3, 4) / 5 and -5 / 5 · 2; row 1: (0, 2) / 2 and a zero row kept zero.
+        assert_eq!(x.data, vec![0.6, 0.8, -2.0, 0.0, 1.0, 0.0]);
+        // One file is used as it is.
+        let one = joined_embeddings(std::slice::from_ref(&text), &[], 2).unwrap();
+        assert_eq!(one.data, vec![3.0, 4.0, 0.0, 2.0]);
+        let err = joined_embeddings(&paths, &[1.0], 2).unwrap_err();
+        assert!(err.to_string().contains("1 values for 2"), "{err}");
+        let err = joined_embeddings(&paths, &[1.0, -1.0], 2).unwrap_err();
+        assert!(err.to_string().contains("non-negative"), "{err}");
+        let err = joined_embeddings(&paths, &[], 3).unwrap_err();
+        assert!(err.to_string().contains("3 items"), "{err}");
+    }
 }

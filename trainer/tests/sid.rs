@@ -316,3 +316,99 @@ fn trained_methods_run_end_to_end_and_are_deterministic() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--batch-size"));
 }
+
+/// Share of train rows whose target's first SID code is that of the last history item.
+fn train_pairs_sharing_the_first_code(dir: &Path) -> f64 {
+    let ds = DatasetDir::discover(dir).unwrap();
+    let index = ds.read_index().unwrap();
+    let rows = ds.read_split(Split::Train).unwrap();
+    let first = |id| index.get(id).unwrap().tokens().next().unwrap();
+    let same = rows
+        .iter()
+        .filter(|r| {
+            r.history_item_id
+                .last()
+                .is_some_and(|&h| first(h) == first(r.item_id))
+        })
+        .count();
+    same as f64 / rows.len() as f64
+}
+
+#[test]
+fn cooccurrence_vectors_joined_to_text_put_train_pairs_under_shared_prefixes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let titles = synth_dataset(&data);
+    let text = tmp.path().join("text.npy");
+    write_npy(&text, &title_projection(&titles, 24)).unwrap();
+    let cooc = tmp.path().join("cooc.npy");
+    let out = run(
+        &["embed-cooc", "--dim", "8", "--data"],
+        &[&data, Path::new("--out"), &cooc],
+    );
+    assert!(out.contains("co-occurrence vectors of 400 items"), "{out}");
+    let m = sidrec::npy::read_npy(&cooc).unwrap();
+    assert_eq!((m.rows, m.cols), (400, 8));
+    let ids: Vec<u64> =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("cooc.npy.ids.json")).unwrap())
+            .unwrap();
+    assert_eq!(ids.len(), 400);
+
+    let sid = |embeddings: String, out: &Path| {
+        run(
+            &[
+                "sid",
+                "--levels",
+                "2",
+                "--codebook-size",
+                "8",
+                "--method",
+                "rq-kmeans-constrained",
+                "--embeddings",
+                &embeddings,
+                "--data",
+            ],
+            &[&data, Path::new("--out"), out],
+        );
+        check_consistent(out);
+        train_pairs_sharing_the_first_code(out)
+    };
+    let alone = sid(text.display().to_string(), &tmp.path().join("text"));
+    let joined = sid(
+        format!("{},{}", text.display(), cooc.display()),
+        &tmp.path().join("joined"),
+    );
+    eprintln!("train pairs under one first code: text {alone:.3}, joined {joined:.3}");
+    // Eight balanced first codes: about 1/8 of unrelated pairs share one by chance.
+    assert!(
+        joined > alone + 0.08,
+        "train pairs under one first code: text {alone:.3}, text and co-occurrence {joined:.3}"
+    );
+
+    // More dimensions than items: refused, nothing written.
+    let big = tmp.path().join("big.npy");
+    let out = Command::new(BIN)
+        .args(["embed-cooc", "--dim", "401", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("number of items (400), got 401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!big.exists());
+
+    let out = Command::new(BIN)
+        .args(["sid", "--embedding-weights", "1", "--embeddings"])
+        .arg(format!("{},{}", text.display(), cooc.display()))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 values for 2 --embeddings files"));
+}
