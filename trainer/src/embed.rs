@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use sidrec::data::DatasetDir;
 use sidrec::embed::{self, EncodeOptions, TextEncoder};
-use sidrec::npy;
+use sidrec::{npy, ItemId};
 
 use crate::cli::EmbedArgs;
 use crate::error::{Result, TrainerError};
@@ -21,6 +21,16 @@ pub fn ids_path(out: &Path) -> PathBuf {
     let mut name = out.as_os_str().to_owned();
     name.push(".ids.json");
     PathBuf::from(name)
+}
+
+/// Write `matrix` to `out` and its row ids to `<out>.ids.json` (each atomically); returns the
+/// ids file's path. Shared by `embed` and `embed-cooc`, whose outputs `sid` reads alike.
+pub fn write_with_ids(out: &Path, matrix: &npy::Matrix, ids: &[ItemId]) -> Result<PathBuf> {
+    npy::write_npy(out, matrix)?;
+    let ids_file = ids_path(out);
+    let ids_json = serde_json::to_vec(ids).map_err(|e| TrainerError::Invalid(e.to_string()))?;
+    sidrec::io::write_bytes_atomic(&ids_file, &ids_json)?;
+    Ok(ids_file)
 }
 
 /// `sidrec-trainer embed`.
@@ -76,10 +86,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     };
     bar.finish_and_clear();
 
-    npy::write_npy(&args.out, &matrix)?;
-    let ids_file = ids_path(&args.out);
-    let ids_json = serde_json::to_vec(&ids).map_err(|e| TrainerError::Invalid(e.to_string()))?;
-    sidrec::io::write_bytes_atomic(&ids_file, &ids_json)?;
+    let ids_file = write_with_ids(&args.out, &matrix, &ids)?;
     println!(
         "embedded {} items ({} tokens, {:.1} per item) in {:.1} s ({:.1} items/s, {:.0} tokens/s{}); \
          wrote {} [{} x {}] and {}",

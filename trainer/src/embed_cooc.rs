@@ -8,10 +8,10 @@
 
 use sidrec::data::{DatasetDir, InteractionRow, Split};
 use sidrec::embed::cooc::{cooc_embeddings, CoocConfig};
-use sidrec::{npy, ItemId};
+use sidrec::ItemId;
 
 use crate::cli::EmbedCoocArgs;
-use crate::embed::ids_path;
+use crate::embed::write_with_ids;
 use crate::error::{Result, TrainerError};
 
 /// The pairs of `rows`: each row's target with each of its last `window` history items, as
@@ -62,10 +62,7 @@ pub fn run(args: &EmbedCoocArgs) -> Result<()> {
         seed: args.seed,
     };
     let e = cooc_embeddings(ids.len(), pairs.iter().copied(), &cfg)?;
-    npy::write_npy(&args.out, &e.matrix)?;
-    let ids_file = ids_path(&args.out);
-    let ids_json = serde_json::to_vec(&ids).map_err(|e| TrainerError::Invalid(e.to_string()))?;
-    sidrec::io::write_bytes_atomic(&ids_file, &ids_json)?;
+    let ids_file = write_with_ids(&args.out, &e.matrix, &ids)?;
     let shown: Vec<String> = e
         .singular_values
         .iter()
