@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
-# The best pure generative recipe on MiniOneRec's Industrial data, train split only, one
-# command: for each seed, a from-scratch model of two wide layers trained with attention over
-# the last history item (`sft --item-window 1`), covered rows left out, early-stopped on the
-# valid split; beside them one model of the same recipe with a learned vector per item
-# (`init --item-embeddings`) and no dropout, which memorises the item pairs of the train split;
-# the seeds' best checkpoints and that model joined into one ensemble checkpoint (each beam step
-# scores a token by the models' weighted mean probability, the item-vector model at half a
-# seed's share); then every seed, the ensemble and the last-item transition baseline on all
-# test rows (50 beams), and `trainer compare` (bootstrap over rows and seeds) of the seeds and
-# of the ensemble against the baseline and of the ensemble against the seeds.
+# The best pure generative recipe on MiniOneRec's Industrial data, train split only (or train
+# and valid, SIDREC_TRAIN_VALID=1), one command: for each seed, a from-scratch model of two wide
+# layers trained with attention over the last history item (`sft --item-window 1`), covered rows
+# left out, early-stopped on the valid split; beside them one model of the same recipe with a
+# learned vector per item (`init --item-embeddings`) and no dropout, which memorises the item
+# pairs of the train split; the seeds' best checkpoints and that model joined into one ensemble
+# checkpoint (each beam step scores a token by the models' weighted mean probability, the
+# item-vector model at half a seed's share); then every seed, the ensemble and the last-item
+# transition baseline on all test rows (50 beams), and `trainer compare` (bootstrap over rows and
+# seeds) of the seeds and of the ensemble against the baseline and of the ensemble against the
+# seeds.
 # Usage: scripts/recipe-industrial.sh [seeds=42,1,2]
 # SIDREC_DATA (default ../shared/data/industrial), SIDREC_INIT_SEED (the initial weights,
 # default 42), SIDREC_RUN_DIR (default runs/industrial, runs/industrial-init<seed> for another
 # SIDREC_INIT_SEED), SIDREC_THREADS (default 1: two seeds run side by side on a 2-core machine
-# with SIDREC_PARALLEL=2, the default).
+# with SIDREC_PARALLEL=2, the default), SIDREC_TRAIN_VALID=1 (train on the train and valid
+# splits, to be reported as such: no early stopping, `last` checkpoints, the transition table
+# fitted on both splits as the baseline; default run directory <run>-train-valid).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${1:-42,1,2}
 D=${SIDREC_DATA:-../shared/data/industrial}
 INIT_SEED=${SIDREC_INIT_SEED:-42}
-if [ "$INIT_SEED" = 42 ]; then RUN=${SIDREC_RUN_DIR:-runs/industrial}; else RUN=${SIDREC_RUN_DIR:-runs/industrial-init$INIT_SEED}; fi
+TRAIN_VALID=${SIDREC_TRAIN_VALID:-0}
+if [ "$INIT_SEED" = 42 ]; then RUN=runs/industrial; else RUN=runs/industrial-init$INIT_SEED; fi
+if [ "$TRAIN_VALID" = 1 ]; then
+  RUN=${SIDREC_RUN_DIR:-$RUN-train-valid}
+  # Valid rows are training data here: validation would say nothing, so every model trains its
+  # whole schedule and its last checkpoint is used.
+  VALIDATION=(--include-valid --eval-every 100000 --valid-rows 64 --valid-beams 20 --patience 1000)
+  CKPT=last
+else
+  RUN=${SIDREC_RUN_DIR:-$RUN}
+  VALIDATION=(--eval-every 250 --valid-rows 512 --valid-beams 20 --patience 4)
+  CKPT=best
+fi
 PARALLEL=${SIDREC_PARALLEL:-2}
 export SIDREC_THREADS=${SIDREC_THREADS:-1}
 [ -d "$D" ] || { echo "error: no dataset at $D (set SIDREC_DATA)" >&2; exit 1; }
@@ -38,7 +53,7 @@ echo "==> init: tiny preset, two layers with a 2048-wide MLP, seed $INIT_SEED"
 # The item-vector model: the same SFT recipe from its own init without dropout, so that it
 # memorises the item pairs of the train split the seeds only generalise from; trained beside them.
 train_items() {
-  if [ -f "$RUN/sft-items-d0/best/sidrec.json" ]; then
+  if [ -f "$RUN/sft-items-d0/$CKPT/sidrec.json" ]; then
     echo "item-vector model: kept from an earlier run ($RUN/sft-items-d0)"
     return
   fi
@@ -53,8 +68,7 @@ train_items() {
 sft_recipe() {
   $T sft --init "$1" --data "$D" --out "$2" --seed "$3" --tasks seqrec \
     --history-loss --drop-covered-rows --item-window 1 --dropout "${4:-0.2}" --weight-decay 0.01 \
-    --batch-size 32 --lr 2e-3 --warmup 100 --cosine --epochs 12 --eval-every 250 \
-    --valid-rows 512 --valid-beams 20 --patience 4
+    --batch-size 32 --lr 2e-3 --warmup 100 --cosine --epochs 12 "${VALIDATION[@]}"
 }
 
 train_and_eval() {
@@ -67,7 +81,7 @@ train_and_eval() {
   fi
   sft_recipe "$RUN/init" "$RUN/sft-s$s" "$s" > "$RUN/sft-s$s.log" 2>&1
   tail -n 1 "$RUN/sft-s$s.log"
-  $T eval --checkpoint "$RUN/sft-s$s/best" --data "$D" --split test --num-beams 50 \
+  $T eval --checkpoint "$RUN/sft-s$s/$CKPT" --data "$D" --split test --num-beams 50 \
     --out "$RUN/test-s$s" > /dev/null
 }
 
@@ -85,8 +99,22 @@ for ((i = 0; i < ${#jobs[@]}; i += PARALLEL)); do
   for p in "${pids[@]}"; do wait "$p"; done
 done
 
-echo "==> last-item transition on the same rows"
-$T eval --baseline transition --data "$D" --split test --num-beams 50 --out "$RUN/test-transition" >/dev/null
+BASE_D=$D
+if [ "$TRAIN_VALID" = 1 ]; then
+  # The table fitted on what the models saw: a copy of the dataset whose train split also holds
+  # the valid rows.
+  BASE_D=$RUN/data-train-valid
+  if [ ! -f "$BASE_D/train.csv" ]; then
+    rm -rf "$BASE_D" "$BASE_D.part" && mkdir -p "$BASE_D.part"
+    cp -r "$D"/. "$BASE_D.part/"
+    tail -n +2 "$D/valid.csv" >> "$BASE_D.part/train.csv"
+    mv "$BASE_D.part" "$BASE_D"
+  fi
+  echo "==> last-item transition fitted on train+valid, on the same rows"
+else
+  echo "==> last-item transition on the same rows"
+fi
+$T eval --baseline transition --data "$BASE_D" --split test --num-beams 50 --out "$RUN/test-transition" >/dev/null
 
 evals=""
 for s in "${seeds[@]}"; do evals="$evals${evals:+,}$RUN/test-s$s"; done
@@ -98,10 +126,10 @@ if [ ${#seeds[@]} -gt 1 ]; then
   # train without crowding the unseen ones out of the top 10.
   members="" weights=2
   for s in "${seeds[@]:1}"; do
-    members="$members${members:+,}$RUN/sft-s$s/best"
+    members="$members${members:+,}$RUN/sft-s$s/$CKPT"
     weights="$weights,2"
   done
-  $T ensemble --checkpoint "$RUN/sft-s${seeds[0]}/best" --members "$members,$RUN/sft-items-d0/best" \
+  $T ensemble --checkpoint "$RUN/sft-s${seeds[0]}/$CKPT" --members "$members,$RUN/sft-items-d0/$CKPT" \
     --weights "$weights,1" --out "$RUN/ensemble"
   $T eval --checkpoint "$RUN/ensemble" --data "$D" --split test --num-beams 50 \
     --out "$RUN/test-ensemble" > /dev/null
