@@ -31,7 +31,7 @@ use crate::error::{Result, TrainerError};
 use crate::progress;
 use crate::train::batch::epoch_batches;
 use crate::train::optim::{learning_rate, sorted_vars, AdamW, AdamWConfig, GradAccumulator};
-use crate::train::run::{category, load_trainable, save, var_model, RunDirs};
+use crate::train::run::{category, load_trainable, var_model, RunCheckpoints, RunDirs};
 use crate::train::state::{append_jsonl, TrainState};
 use crate::train::validate::Validator;
 
@@ -266,10 +266,16 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
         epsilon: (args.num_iterations > 1).then_some(args.epsilon),
     };
     let pad = tokenizer.eos_id();
-    let save_to = |dir: &Path, metrics, extra_files| save(dir, &base, "grpo", metrics, extra_files);
 
     let pb = progress::bar(total_steps as u64, "grpo");
     pb.set_position(state.step as u64);
+    let checkpoints = RunCheckpoints {
+        dirs: &dirs,
+        base: &base,
+        stage: "grpo",
+        patience: args.patience,
+        pb: &pb,
+    };
     let mut acc = GradAccumulator::default();
     let started = Instant::now();
     'epochs: for epoch in state.epoch..args.epochs {
@@ -382,20 +388,12 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
                 state.step >= total_steps || (epoch + 1 == args.epochs && bi + 1 == batches.len());
             if state.step / args.eval_every > prev_step / args.eval_every || at_end {
                 let v = validator.run(model, pad, &device)?;
-                let (improved, record) =
-                    state.log_validation(&v, epoch, metrics_path, &args.out, &pb)?;
-                let stop = at_end || args.patience.is_some_and(|p| state.bad_evals >= p);
-                state.done = stop;
-                if improved {
-                    save_to(&dirs.best, record.clone(), Vec::new())?;
-                }
                 // The reference model, when it moves, rides in the same atomic write.
-                let mut extra = state.resume_files(&opt)?;
+                let mut extra = Vec::new();
                 if args.sync_ref_every > 0 {
                     extra.push((REF_FILE.to_string(), vars_bytes(&ref_vars)?));
                 }
-                save_to(&dirs.last, record, extra)?;
-                if stop {
+                if checkpoints.after_validation(&mut state, &v, epoch, at_end, &opt, extra)? {
                     break 'epochs;
                 }
             }

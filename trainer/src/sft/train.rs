@@ -6,7 +6,6 @@
 //! that continues with the same data order and optimizer state. The loss is computed only at the
 //! supervised positions, so the vocabulary projection never runs over prompt tokens.
 
-use std::path::Path;
 use std::time::Instant;
 
 use candle_core::DType;
@@ -22,7 +21,7 @@ use crate::progress;
 use crate::train::batch::{epoch_batches, make_batch, Example};
 use crate::train::objective::{supervised_loss, LevelSets, LossOptions, SupervisedLoss};
 use crate::train::optim::{learning_rate, sorted_vars, AdamW, AdamWConfig, GradAccumulator};
-use crate::train::run::{category, load_trainable, save, RunDirs};
+use crate::train::run::{category, load_trainable, RunCheckpoints, RunDirs};
 use crate::train::state::{append_jsonl, TrainState};
 use crate::train::validate::Validator;
 
@@ -227,10 +226,16 @@ pub fn run(args: &SftArgs) -> Result<()> {
         None => steps_per_epoch * args.epochs,
     };
     let pad = tokenizer.eos_id();
-    let save_to = |dir: &Path, metrics, extra_files| save(dir, &base, "sft", metrics, extra_files);
 
     let pb = progress::bar(total_steps as u64, "sft");
     pb.set_position(state.step as u64);
+    let checkpoints = RunCheckpoints {
+        dirs: &dirs,
+        base: &base,
+        stage: "sft",
+        patience: Some(args.patience),
+        pb: &pb,
+    };
     let mut acc = GradAccumulator::default();
     let mut in_group = 0usize;
     let (mut group_nll, mut group_sup, mut window_tokens) = (0f64, 0usize, 0usize);
@@ -303,15 +308,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
             let at_end = state.step >= total_steps;
             if state.step % args.eval_every == 0 || at_end || last_of_epoch {
                 let v = validator.run(model, pad, &device)?;
-                let (improved, record) =
-                    state.log_validation(&v, epoch, metrics_path, &args.out, &pb)?;
-                let stop = at_end || state.bad_evals >= args.patience;
-                state.done = stop;
-                if improved {
-                    save_to(&dirs.best, record.clone(), Vec::new())?;
-                }
-                save_to(&dirs.last, record, state.resume_files(&opt)?)?;
-                if stop {
+                if checkpoints.after_validation(&mut state, &v, epoch, at_end, &opt, Vec::new())? {
                     break 'epochs;
                 }
             }

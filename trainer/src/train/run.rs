@@ -1,6 +1,6 @@
 //! A run's directories and checkpoints: where it starts (`--init`, or `last/` when resuming),
 //! the starting checkpoint loaded once with its weights as trainable variables, and the atomic
-//! `best/` and `last/` saves.
+//! `best/` and `last/` saves after each validation.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,9 @@ use sidrec::checkpoint::{self, Checkpoint, NewCheckpoint};
 use sidrec::data::DatasetDir;
 use sidrec::model::{checkpoint as hf, Qwen2, Qwen2Config};
 
+use super::optim::AdamW;
+use super::state::TrainState;
+use super::validate::Validation;
 use crate::error::{Result, TrainerError};
 
 /// The directories of a training run.
@@ -107,6 +110,56 @@ pub fn save(
         },
     )?;
     Ok(())
+}
+
+/// What a training loop does after each validation, the same for every stage: book and log
+/// it, save `best/` when it improved and `last/` always, and say whether to stop.
+pub struct RunCheckpoints<'a> {
+    /// The run's directories.
+    pub dirs: &'a RunDirs,
+    /// The checkpoint being trained (its model holds the current weights).
+    pub base: &'a Checkpoint,
+    /// The stage name written into saved checkpoints (`sft`, `grpo`).
+    pub stage: &'a str,
+    /// Validations in a row without a better one after which the run stops (`None`: never).
+    pub patience: Option<usize>,
+    /// The run's progress bar, above which validations are printed.
+    pub pb: &'a indicatif::ProgressBar,
+}
+
+impl RunCheckpoints<'_> {
+    /// After validation `v` at `epoch`: book and log it in `state` (`metrics.jsonl`, the
+    /// terminal, `curves.svg`), save `best/` when it improved and `last/` always, `last/` with
+    /// `state`'s resume files and `extra` in the same atomic write, so that a kill never leaves
+    /// them out of step with the weights. Returns whether the loop stops: at the end of its
+    /// schedule (`at_end`) or after `patience` validations without improvement.
+    pub fn after_validation(
+        &self,
+        state: &mut TrainState,
+        v: &Validation,
+        epoch: usize,
+        at_end: bool,
+        opt: &AdamW,
+        extra: Vec<(String, Vec<u8>)>,
+    ) -> Result<bool> {
+        let (improved, record) =
+            state.log_validation(v, epoch, &self.dirs.metrics, &self.dirs.out, self.pb)?;
+        let stop = at_end || self.patience.is_some_and(|p| state.bad_evals >= p);
+        state.done = stop;
+        if improved {
+            save(
+                &self.dirs.best,
+                self.base,
+                self.stage,
+                record.clone(),
+                Vec::new(),
+            )?;
+        }
+        let mut files = state.resume_files(opt)?;
+        files.extend(extra);
+        save(&self.dirs.last, self.base, self.stage, record, files)?;
+        Ok(stop)
+    }
 }
 
 /// The category phrase of the title prompts, from the dataset's item file name.
