@@ -399,14 +399,6 @@ pub fn run_with(args: &GrpoArgs, cf: Option<Arc<dyn CfScorer>>) -> Result<()> {
             }
         }
     }
-    pb.finish_and_clear();
-    println!(
-        "trained {} GRPO steps in {:.0} s; best valid NDCG@10 {:.4}; wrote {} and {}",
-        state.step,
-        started.elapsed().as_secs_f64(),
-        state.best.unwrap_or(0.0),
-        dirs.best.display(),
-        dirs.last.display()
-    );
+    checkpoints.finish(&state, started.elapsed());
     Ok(())
 }

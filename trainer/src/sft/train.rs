@@ -314,16 +314,7 @@ pub fn run(args: &SftArgs) -> Result<()> {
             }
         }
     }
-    pb.finish_and_clear();
-    println!(
-        "trained {} steps in {:.0} s; best {} {:.4}; wrote {} and {}",
-        state.step,
-        started.elapsed().as_secs_f64(),
-        state.best_by.key(),
-        state.best.unwrap_or(0.0),
-        dirs.best.display(),
-        dirs.last.display()
-    );
+    checkpoints.finish(&state, started.elapsed());
     Ok(())
 }
 

@@ -160,6 +160,22 @@ impl RunCheckpoints<'_> {
         save(&self.dirs.last, self.base, self.stage, record, files)?;
         Ok(stop)
     }
+
+    /// Clear the progress bar and print how the run ended: steps, time, its best validation
+    /// and where `best/` and `last/` are.
+    pub fn finish(&self, state: &TrainState, elapsed: std::time::Duration) {
+        self.pb.finish_and_clear();
+        println!(
+            "trained {} {} steps in {:.0} s; best {} {:.4}; wrote {} and {}",
+            state.step,
+            self.stage,
+            elapsed.as_secs_f64(),
+            state.best_by.key(),
+            state.best.unwrap_or(0.0),
+            self.dirs.best.display(),
+            self.dirs.last.display()
+        );
+    }
 }
 
 /// The category phrase of the title prompts, from the dataset's item file name.
