@@ -82,8 +82,9 @@ pub fn load_trainable(dir: &Path, device: &Device) -> Result<(Checkpoint, VarMap
 }
 
 /// Save `ck` (its current model weights, tokenizer, index and items) as a `stage` checkpoint in
-/// `dir`, atomically, with `metrics` and the `extra_files` (e.g. the resume state).
-pub fn save(
+/// `dir`, atomically, with `metrics` and the `extra_files` (e.g. the resume state). Loops save
+/// through [`RunCheckpoints::after_validation`], which decides what goes where.
+fn save(
     dir: &Path,
     ck: &Checkpoint,
     stage: &str,
