@@ -588,6 +588,13 @@ pub struct SftArgs {
     /// checkpoint with item embeddings (`init --item-embeddings`).
     #[arg(long, default_value_t = 0.0)]
     pub next_item_loss: f64,
+    /// Weight α of soft targets for item-to-item transitions (0: off). Each supervised SID
+    /// token of an item that follows another is trained against `1 − α` on its own token plus
+    /// `α` on how often each token follows the same codes after the same previous item across
+    /// the training examples: the same objective over an epoch at α = 1 (with `--item-window 1`),
+    /// less noise per step. Needs `--sid-softmax full`; decoding is unchanged.
+    #[arg(long, default_value_t = 0.0)]
+    pub soft_targets: f32,
     /// Weight each example's loss by the value of the item it names (VAFT): `1 + α·value`
     /// from the dataset's features.json, normalised to mean 1 over supervised tokens.
     #[arg(long)]

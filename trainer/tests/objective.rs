@@ -1,6 +1,7 @@
 //! The per-level softmax of `sft --sid-softmax level` trains exactly the scores fast-mode beam
 //! search ranks by: a response's level loss is minus its fast beam score, for SIDs of three
-//! and of four codes.
+//! and of four codes. Soft targets (`sft --soft-targets`) are the weighted sum of the plain
+//! cross-entropies of their tokens, values and gradients.
 
 mod common;
 
@@ -12,6 +13,9 @@ use sidrec::model::Mode;
 use sidrec::prompt;
 use sidrec_trainer::train::batch::{make_batch, Example};
 use sidrec_trainer::train::objective::{supervised_loss, LevelSets, LossOptions};
+use sidrec_trainer::train::optim::sorted_vars;
+use sidrec_trainer::train::run::load_trainable;
+use sidrec_trainer::train::soft_targets::SoftTargets;
 
 #[test]
 fn the_level_loss_of_a_response_is_minus_its_fast_beam_score() {
@@ -178,4 +182,160 @@ fn a_level_trained_checkpoint_is_evaluated_in_fast_mode_by_default() {
         eval(&["--mode", "exact"], &p("eval-exact"))["mode"],
         "exact"
     );
+}
+
+/// The soft-target loss of a batch equals the plain (fused-kernel) cross-entropy of a batch in
+/// which each supervised position is repeated once per token of its target distribution and
+/// weighted by that token's share: value and every gradient. At α = 0 it is the plain loss.
+#[test]
+fn soft_targets_are_the_weighted_plain_losses_of_their_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (data, init) = (p("data"), p("init"));
+    ok(&[
+        "data", "synth", "--items", "60", "--users", "40", "--seed", "5", "--out", &data,
+    ]);
+    ok(&[
+        "init",
+        "--data",
+        &data,
+        "--out",
+        &init,
+        "--vocab-size",
+        "300",
+    ]);
+    let dev = Device::Cpu;
+    let (ck, varmap) = load_trainable(std::path::Path::new(&init), &dev).unwrap();
+    let vars = sorted_vars(&varmap).unwrap();
+    let prompts = ck.prompts();
+    let items: Vec<_> = ck.index.iter().map(|(i, _)| i).collect();
+    // Rows over a few items, so that previous items have several counted companions.
+    let rows: Vec<Vec<sidrec::ItemId>> = (0..12)
+        .map(|r| {
+            (0..4)
+                .map(|j| items[(r * 3 + j * (r % 4 + 1)) % 7])
+                .collect()
+        })
+        .collect();
+    let examples: Vec<Example> = rows
+        .iter()
+        .map(|row| {
+            let history = prompts.sids(&row[..row.len() - 1]).unwrap();
+            let target = prompts.sids(&row[row.len() - 1..]).unwrap();
+            let p = prompt::sft_seqrec(prompts.style(), &history, &target[0]);
+            Example::encode(&prompts, &p, 4096).unwrap()
+        })
+        .collect();
+    let refs: Vec<&Example> = examples.iter().collect();
+    let batch = make_batch(&refs, ck.tokenizer.eos_id(), &dev).unwrap();
+    let vocab = ck.tokenizer.sid_vocab().clone();
+    let v = ck.model.config().vocab_size;
+
+    let soft_loss = |alpha: f32| {
+        let targets = SoftTargets::from_examples(&examples, vocab.clone(), alpha).unwrap();
+        let opts = LossOptions {
+            soft: Some(&targets),
+            ..LossOptions::default()
+        };
+        let loss = supervised_loss(&ck.model, &batch, opts, Mode::Train).unwrap();
+        (
+            targets.dense(&batch, v).unwrap(),
+            loss.nll,
+            loss.soft.unwrap(),
+        )
+    };
+    let grads_of = |loss: &candle_core::Tensor| {
+        let g = loss.backward().unwrap();
+        vars.iter()
+            .map(|(n, var)| {
+                (
+                    n.clone(),
+                    g.get(var.as_tensor())
+                        .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let plain = supervised_loss(&ck.model, &batch, LossOptions::default(), Mode::Train)
+        .unwrap()
+        .nll;
+    let close = |a: f32, b: f32, what: &str| {
+        assert!(
+            (a - b).abs() <= 2e-4 * a.abs().max(b.abs()).max(1.0),
+            "{what}: {a} against {b}"
+        );
+    };
+    let same_grads = |a: &[(String, Option<Vec<f32>>)], b: &[(String, Option<Vec<f32>>)]| {
+        let mut compared = 0;
+        for ((name, ga), (_, gb)) in a.iter().zip(b) {
+            let (Some(ga), Some(gb)) = (ga, gb) else {
+                assert_eq!(ga.is_some(), gb.is_some(), "{name}");
+                continue;
+            };
+            let scale = ga.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
+            for (x, y) in ga.iter().zip(gb) {
+                assert!((x - y).abs() <= 1e-3 * scale, "{name}: {x} against {y}");
+            }
+            compared += 1;
+        }
+        assert!(compared > 5, "{compared} gradients compared");
+    };
+
+    // α = 0: the plain loss, and the reported NLL is the plain NLL at any α.
+    let (_, nll0, soft0) = soft_loss(0.0);
+    let plain_value: f32 = plain.to_scalar().unwrap();
+    close(soft0.to_scalar().unwrap(), plain_value, "loss at α = 0");
+    close(nll0.to_scalar().unwrap(), plain_value, "reported NLL");
+    same_grads(&grads_of(&soft0), &grads_of(&plain));
+
+    // α = 0.7: the repeated, weighted batch through the fused kernel.
+    let (q, nll, soft) = soft_loss(0.7);
+    close(
+        nll.to_scalar().unwrap(),
+        plain_value,
+        "reported NLL at α = 0.7",
+    );
+    let q = q.to_vec2::<f32>().unwrap();
+    let positions = batch.positions.to_vec1::<u32>().unwrap();
+    let (mut pos, mut tgt, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    let mut spread = 0;
+    for (i, row) in q.iter().enumerate() {
+        let cells: Vec<(usize, f32)> = row
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, x)| x > 0.0)
+            .collect();
+        spread += usize::from(cells.len() > 1);
+        for (t, x) in cells {
+            pos.push(positions[i]);
+            tgt.push(t as u32);
+            w.push(x);
+        }
+    }
+    assert!(spread >= 5, "only {spread} positions have soft targets");
+    let n = pos.len();
+    let expanded = sidrec_trainer::train::batch::Batch {
+        ids: batch.ids.clone(),
+        mask: batch.mask.clone(),
+        positions: candle_core::Tensor::from_vec(pos, n, &dev).unwrap(),
+        targets: candle_core::Tensor::from_vec(tgt, n, &dev).unwrap(),
+        example_of: vec![0; n],
+        tokens: batch.tokens,
+        supervised: n,
+    };
+    let weights = candle_core::Tensor::from_vec(w, n, &dev).unwrap();
+    let opts = LossOptions {
+        token_weights: Some(&weights),
+        ..LossOptions::default()
+    };
+    let reference = supervised_loss(&ck.model, &expanded, opts, Mode::Train)
+        .unwrap()
+        .nll;
+    close(
+        soft.to_scalar().unwrap(),
+        reference.to_scalar().unwrap(),
+        "loss at α = 0.7",
+    );
+    same_grads(&grads_of(&soft), &grads_of(&reference));
 }

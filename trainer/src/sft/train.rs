@@ -22,6 +22,7 @@ use crate::train::batch::{epoch_batches, make_batch, Example};
 use crate::train::objective::{supervised_loss, LevelSets, LossOptions, SupervisedLoss};
 use crate::train::optim::{learning_rate, sorted_vars, AdamW, AdamWConfig, GradAccumulator};
 use crate::train::run::{category, load_trainable, RunCheckpoints, RunDirs};
+use crate::train::soft_targets::SoftTargets;
 use crate::train::state::{append_jsonl, TrainState};
 use crate::train::validate::Validator;
 
@@ -130,6 +131,31 @@ pub fn run(args: &SftArgs) -> Result<()> {
         return Err(TrainerError::Invalid("no training examples".into()));
     }
     let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+    let soft = if args.soft_targets > 0.0 {
+        if args.sid_softmax != SidSoftmax::Full {
+            return Err(TrainerError::Invalid(
+                "--soft-targets needs --sid-softmax full".into(),
+            ));
+        }
+        let soft = SoftTargets::from_examples(
+            &examples,
+            tokenizer.sid_vocab().clone(),
+            args.soft_targets,
+        )?;
+        let (items, pairs) = soft.size();
+        eprintln!(
+            "--soft-targets {}: {pairs} supervised transitions from {items} items",
+            args.soft_targets
+        );
+        Some(soft)
+    } else if args.soft_targets == 0.0 {
+        None
+    } else {
+        return Err(TrainerError::Invalid(format!(
+            "--soft-targets {}: must be between 0 and 1",
+            args.soft_targets
+        )));
+    };
     let weights = if args.value_weighting {
         let features = crate::data::features::Features::load(&ds.root)?;
         let w = super::value::example_weights(&examples, &features, args.value_alpha)?;
@@ -263,10 +289,15 @@ pub fn run(args: &SftArgs) -> Result<()> {
                 token_weights: token_weights.as_ref(),
                 levels: levels.as_ref(),
                 next_item: args.next_item_loss > 0.0,
+                soft: soft.as_ref(),
             };
-            let SupervisedLoss { nll, next_item } =
-                supervised_loss(model, &batch, opts, Mode::Train)?;
-            let mut loss = (&nll / (batch.supervised.max(1) * args.grad_accum) as f64)?;
+            let SupervisedLoss {
+                nll,
+                next_item,
+                soft: soft_loss,
+            } = supervised_loss(model, &batch, opts, Mode::Train)?;
+            let descend = soft_loss.as_ref().unwrap_or(&nll);
+            let mut loss = (descend / (batch.supervised.max(1) * args.grad_accum) as f64)?;
             if let Some((item_nll, k)) = &next_item {
                 let scale = args.next_item_loss / (k.max(&1) * args.grad_accum) as f64;
                 loss = (loss + (item_nll * scale)?)?;

@@ -2,11 +2,13 @@
 //! loop: the run's directories, its starting checkpoint loaded once as trainable variables and
 //! its atomic saves ([`run`]), the loop state and `--resume` ([`state`]), validation
 //! ([`validate`]), AdamW and the learning-rate schedule ([`optim`]), supervised examples and
-//! batches ([`batch`]) and their loss ([`objective`]).
+//! batches ([`batch`]) and their loss ([`objective`]), with optional soft targets
+//! ([`soft_targets`]).
 
 pub mod batch;
 pub mod objective;
 pub mod optim;
 pub mod run;
+pub mod soft_targets;
 pub mod state;
 pub mod validate;

@@ -1,6 +1,7 @@
 //! The supervised objective of a batch, from one forward pass: the tokens' negative
 //! log-likelihood (over the whole vocabulary, or per SID level with `--sid-softmax level`),
-//! optionally weighted per example, plus the optional next-item loss.
+//! optionally weighted per example, plus the optional next-item loss; or, with soft targets,
+//! the cross-entropy against them.
 
 use std::collections::HashMap;
 
@@ -11,6 +12,7 @@ use sidrec::trie::{SidTrie, SidVocab};
 use sidrec::SidIndex;
 
 use super::batch::Batch;
+use super::soft_targets::SoftTargets;
 use crate::error::{Result, TrainerError};
 
 /// What the loss of a batch includes beyond the plain token NLL.
@@ -22,6 +24,8 @@ pub struct LossOptions<'a> {
     pub levels: Option<&'a LevelSets>,
     /// Add the next-item loss (see [`supervised_loss`]).
     pub next_item: bool,
+    /// Train against these soft targets (whole-vocabulary softmax only).
+    pub soft: Option<&'a SoftTargets>,
 }
 
 /// The loss terms of one batch.
@@ -31,6 +35,9 @@ pub struct SupervisedLoss {
     pub nll: Tensor,
     /// Sum of the next-item negative log-likelihoods and how many items they cover.
     pub next_item: Option<(Tensor, usize)>,
+    /// With soft targets: the summed cross-entropy against them (each times its weight), the
+    /// term to descend instead of `nll`, which is then only reported.
+    pub soft: Option<Tensor>,
 }
 
 /// Sum of negative log-likelihoods of the supervised tokens of `batch` (whole vocabulary).
@@ -63,12 +70,31 @@ pub fn supervised_loss(
     let hidden = model.forward_hidden_at(&batch.ids, Some(&batch.mask), &positions, mode)?;
     let n = batch.supervised;
     let tokens = hidden.narrow(0, 0, n)?;
-    let nll = match opts.levels {
-        None => weighted_sum(
-            kernels::cross_entropy(&model.logits(&tokens)?, &batch.targets)?,
-            opts.token_weights,
-        )?,
-        Some(sets) => sets.nll(model, batch, &tokens, opts.token_weights)?,
+    let (nll, soft) = match (opts.levels, opts.soft) {
+        (Some(_), Some(_)) => {
+            return Err(TrainerError::Invalid(
+                "soft targets need the whole-vocabulary softmax (--sid-softmax full)".into(),
+            ))
+        }
+        (None, None) => (
+            weighted_sum(
+                kernels::cross_entropy(&model.logits(&tokens)?, &batch.targets)?,
+                opts.token_weights,
+            )?,
+            None,
+        ),
+        (Some(sets), None) => (sets.nll(model, batch, &tokens, opts.token_weights)?, None),
+        (None, Some(targets)) => {
+            let logits = model.logits(&tokens)?;
+            let logp = log_softmax(&logits)?;
+            let q = targets
+                .dense(batch, logits.dim(1)?)?
+                .to_device(logits.device())?;
+            let soft = weighted_sum((q * &logp)?.sum(1)?.neg()?, opts.token_weights)?;
+            let picked = logp.gather(&batch.targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+            let nll = weighted_sum(picked.neg()?.detach(), opts.token_weights)?;
+            (nll, Some(soft))
+        }
     };
     let next_item = match pairs {
         Some((_, rows)) => {
@@ -78,7 +104,20 @@ pub fn supervised_loss(
         }
         None => None,
     };
-    Ok(SupervisedLoss { nll, next_item })
+    Ok(SupervisedLoss {
+        nll,
+        next_item,
+        soft,
+    })
+}
+
+/// Log-probabilities over the last dimension of `[N, V]` logits. The row maximum only keeps
+/// the exponentials in range and cancels out of the value, so it is held out of the backward
+/// pass.
+fn log_softmax(logits: &Tensor) -> Result<Tensor> {
+    let shifted = logits.broadcast_sub(&logits.max_keepdim(1)?.detach())?;
+    let lse = shifted.exp()?.sum_keepdim(1)?.log()?;
+    Ok(shifted.broadcast_sub(&lse)?)
 }
 
 fn weighted_sum(nll: Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
