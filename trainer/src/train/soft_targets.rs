@@ -143,9 +143,13 @@ impl SoftTargets {
 
     /// The counted distribution of token `row[k]` (normalised; empty where none applies).
     fn distribution(&self, row: &[u32], spans: &[(usize, usize)], k: usize) -> Vec<(u32, f32)> {
-        // The item whose token (or whose end, the token after it) is `row[k]`, and the one
-        // before it.
-        let Some(j) = spans.iter().position(|&(s, e)| s <= k && k <= e) else {
+        // The item whose token (or else whose end, the token after it) is `row[k]`, and the
+        // one before it.
+        let Some(j) = spans
+            .iter()
+            .position(|&(s, e)| s <= k && k < e)
+            .or_else(|| spans.iter().position(|&(_, e)| e == k))
+        else {
             return Vec::new();
         };
         if j == 0 || k >= row.len() {
@@ -365,6 +369,24 @@ mod tests {
                 assert!((soft[t] - hard[t]).abs() < 1e-5, "{key:?} token {t}");
             }
         }
+    }
+
+    #[test]
+    fn items_written_without_a_separator_are_told_apart() {
+        // "h: A B \n EOS" with nothing between A and B, and A → C elsewhere.
+        let adjacent = Example {
+            ids: vec![9, A[0], A[1], B[0], B[1], NL, EOS],
+            prompt_len: 3,
+            prompt_targets: Vec::new(),
+            target: None,
+        };
+        let examples = vec![adjacent.clone(), pair(A, C), pair(A, D)];
+        let soft = SoftTargets::from_examples(&examples, vocab(), 1.0).unwrap();
+        assert_eq!(soft.size(), (1, 3));
+        let batch = make_batch(&[&adjacent], EOS, &Device::Cpu).unwrap();
+        let q = rows(&soft.dense(&batch, V).unwrap());
+        assert_row(&q[0], &[(101, 2.0 / 3.0), (102, 1.0 / 3.0)]);
+        assert_row(&q[1], &[(111, 0.5), (112, 0.5)]);
     }
 
     #[test]
