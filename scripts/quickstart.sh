@@ -54,10 +54,14 @@ $T init --data "$RUN/data" --out "$RUN/checkpoints/init" --item-embeddings --voc
 # keeps reading the SID codes instead of memorising item pairs through the vector alone. It then
 # gains from 2000 steps, where without it 2000 steps score below 1200 (BENCHMARKS.md, "Item
 # dropout").
+# The schedule runs to its end (--patience above its eight validations): valid NDCG@10 can stall
+# for three validations in the second epoch and climb again in the third, and best/ keeps the
+# best one anyway (BENCHMARKS.md, "Early stopping in the quickstart's schedule").
 sft() {
   $T sft --init "$RUN/checkpoints/init" --data "$RUN/data" --out "$1" --seed "$2" \
     --tasks seqrec --history-loss --drop-covered-rows --batch-size 16 --max-steps "$STEPS" \
-    --eval-every 400 --valid-rows 500 --lr 3e-3 --warmup 20 --item-window 1 --item-dropout 0.3
+    --eval-every 400 --valid-rows 500 --lr 3e-3 --warmup 20 --item-window 1 --item-dropout 0.3 \
+    --patience 10
 }
 # Two models from other seeds, one per core, decoded together as one ensemble checkpoint (each
 # beam step scores a token by their mean probability): they err on different rows, and together
