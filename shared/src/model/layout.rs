@@ -214,12 +214,9 @@ impl BatchLayout {
 }
 
 /// Attention restricted to the latest items of a row: a token sees the row's header (the
-/// tokens before its first SID), the `items` items before its own and its own item's tokens up
-/// to itself, where an item's tokens are whatever follows the previous SID (a separator, a
-/// response's lead-in) and its own SID. The token that predicts an item's first code (the
-/// last one before its SID) so sees the same items as the last token of a prompt cut to the
-/// `items` items before it; counting that token with the item before it would let the first
-/// code of every transition condition on one item more than a cut prompt gives it.
+/// tokens before its first SID), the SIDs of the `items` items before its own and its own
+/// item's tokens up to itself, where an item's tokens are its SID and whatever follows it up
+/// to the next SID.
 ///
 /// Why: a model whose recommendation prompts keep only the last few history items (`sft
 /// --max-history`) is asked, at inference, to predict from those items alone; trained on
@@ -246,34 +243,24 @@ impl ItemWindow {
 
     /// For each token of one unpadded row, the positions `from..to` it may not attend to.
     fn hidden_spans(&self, ids: &[u32]) -> Vec<(u32, u32)> {
-        // Each item's SID as `start..end`.
-        let mut sids: Vec<(u32, u32)> = Vec::new();
-        let mut i = 0;
-        while i < ids.len() {
-            if self.vocab.token(ids[i]).is_some_and(|t| t.level == 0) {
-                let start = i;
-                i += 1;
-                while i < ids.len() && self.vocab.token(ids[i]).is_some_and(|t| t.level > 0) {
-                    i += 1;
-                }
-                sids.push((start as u32, i as u32));
-            } else {
-                i += 1;
-            }
-        }
+        let starts: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &id)| self.vocab.token(id).is_some_and(|t| t.level == 0))
+            .map(|(i, _)| i as u32)
+            .collect();
         let mut out = Vec::with_capacity(ids.len());
-        let mut done = 0usize; // SIDs complete before this token
-        for t in 0..ids.len() as u32 {
-            while done < sids.len() && sids[done].1 <= t {
-                done += 1;
+        let mut item = 0usize; // items started so far
+        for i in 0..ids.len() as u32 {
+            while item < starts.len() && starts[item] <= i {
+                item += 1;
             }
-            // The token belongs to item `done` (0-based): the one whose SID comes next or is
-            // being written. The first visible item is `items` before it.
-            let first = done.saturating_sub(self.items);
+            // Own item is `item - 1` (0-based); the first visible one is `items` before it.
+            let first = item.saturating_sub(1 + self.items);
             out.push(if first == 0 {
                 (0, 0)
             } else {
-                (sids[0].0, sids[first].0)
+                (starts[0], starts[first])
             });
         }
         out
@@ -298,8 +285,6 @@ mod tests {
         // header(0,1) item(2,3) sep(4) item(5,6) sep(7) item(8,9) sep(10) item(11,12)
         let ids = [7, 8, 100, 111, 5, 101, 110, 5, 100, 111, 6, 101, 110];
         let spans = ItemWindow::new(vocab.clone(), 1).hidden_spans(&ids);
-        // A separator counts with the item after it: the one at 7, which predicts the third
-        // item's first code, sees the second item only, as a prompt cut to it would.
         let want = [
             (0, 0),
             (0, 0),
@@ -308,17 +293,17 @@ mod tests {
             (0, 0),
             (0, 0),
             (0, 0),
+            (0, 0),
             (2, 5),
             (2, 5),
             (2, 5),
-            (2, 8),
             (2, 8),
             (2, 8),
         ];
         assert_eq!(spans, want);
         let spans = ItemWindow::new(vocab.clone(), 2).hidden_spans(&ids);
-        assert_eq!(&spans[..10], &[(0, 0); 10]);
-        assert_eq!(&spans[10..], &[(2, 5), (2, 5), (2, 5)]);
+        assert_eq!(&spans[..11], &[(0, 0); 11]);
+        assert_eq!(&spans[11..], &[(2, 5), (2, 5)]);
 
         // In a left-padded layout the spans (positions among real tokens) land on the real
         // tokens: flat index 12 is real token 10.
@@ -329,8 +314,7 @@ mod tests {
         let layout =
             BatchLayout::from_flags(real, 1, padded.len()).with_item_window(&padded, &window);
         assert_eq!(layout.hidden_from(1), 0..0);
-        assert_eq!(layout.hidden_from(9), 2..5);
-        assert_eq!(layout.hidden_from(11), 2..5);
-        assert_eq!(layout.hidden_from(12), 2..8);
+        assert_eq!(layout.hidden_from(12), 2..5);
+        assert_eq!(layout.hidden_from(14), 2..8);
     }
 }
