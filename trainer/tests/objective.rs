@@ -17,6 +17,15 @@ use sidrec_trainer::train::optim::sorted_vars;
 use sidrec_trainer::train::run::load_trainable;
 use sidrec_trainer::train::soft_targets::SoftTargets;
 
+/// A synthetic dataset in `data` (`items` items, `users` users, `seed`) and a fresh
+/// 300-token checkpoint of it in `init`.
+fn synth_and_init(data: &str, init: &str, items: &str, users: &str, seed: &str) {
+    ok(&[
+        "data", "synth", "--items", items, "--users", users, "--seed", seed, "--out", data,
+    ]);
+    ok(&["init", "--data", data, "--out", init, "--vocab-size", "300"]);
+}
+
 #[test]
 fn the_level_loss_of_a_response_is_minus_its_fast_beam_score() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,18 +117,7 @@ fn a_level_trained_checkpoint_is_evaluated_in_fast_mode_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let (data, init, run) = (p("data"), p("init"), p("run"));
-    ok(&[
-        "data", "synth", "--items", "60", "--users", "60", "--seed", "4", "--out", &data,
-    ]);
-    ok(&[
-        "init",
-        "--data",
-        &data,
-        "--out",
-        &init,
-        "--vocab-size",
-        "300",
-    ]);
+    synth_and_init(&data, &init, "60", "60", "4");
     ok(&[
         "sft",
         "--init",
@@ -192,18 +190,7 @@ fn soft_targets_are_the_weighted_plain_losses_of_their_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let (data, init) = (p("data"), p("init"));
-    ok(&[
-        "data", "synth", "--items", "60", "--users", "40", "--seed", "5", "--out", &data,
-    ]);
-    ok(&[
-        "init",
-        "--data",
-        &data,
-        "--out",
-        &init,
-        "--vocab-size",
-        "300",
-    ]);
+    synth_and_init(&data, &init, "60", "40", "5");
     let dev = Device::Cpu;
     let (ck, varmap) = load_trainable(std::path::Path::new(&init), &dev).unwrap();
     let vars = sorted_vars(&varmap).unwrap();

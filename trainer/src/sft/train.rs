@@ -131,7 +131,10 @@ pub fn run(args: &SftArgs) -> Result<()> {
         return Err(TrainerError::Invalid("no training examples".into()));
     }
     let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
-    let soft = if args.soft_targets > 0.0 {
+    // `from_examples` refuses a weight outside [0, 1] (NaN included).
+    let soft = if args.soft_targets == 0.0 {
+        None
+    } else {
         if args.sid_softmax != SidSoftmax::Full {
             return Err(TrainerError::Invalid(
                 "--soft-targets needs --sid-softmax full".into(),
@@ -148,13 +151,6 @@ pub fn run(args: &SftArgs) -> Result<()> {
             args.soft_targets
         );
         Some(soft)
-    } else if args.soft_targets == 0.0 {
-        None
-    } else {
-        return Err(TrainerError::Invalid(format!(
-            "--soft-targets {}: must be between 0 and 1",
-            args.soft_targets
-        )));
     };
     let weights = if args.value_weighting {
         let features = crate::data::features::Features::load(&ds.root)?;

@@ -31,9 +31,12 @@ pub struct SoftTargets {
     next: HashMap<Vec<u32>, Vec<(Vec<u32>, u32)>>,
 }
 
-/// `(start, end)` token ranges of the items of `ids`: each starts at a level-0 SID token and
-/// runs over the deeper SID tokens after it.
-fn item_spans(vocab: &SidVocab, ids: &[u32]) -> Vec<(usize, usize)> {
+/// An item's SID tokens in a row, as `(start, end)`.
+type Span = (usize, usize);
+
+/// The spans of the items of `ids`: each starts at a level-0 SID token and runs over the deeper
+/// SID tokens after it.
+fn item_spans(vocab: &SidVocab, ids: &[u32]) -> Vec<Span> {
     let mut spans = Vec::new();
     let mut i = 0;
     while i < ids.len() {
@@ -113,16 +116,16 @@ impl SoftTargets {
         let positions = batch.positions.to_vec1::<u32>()?;
         let targets = batch.targets.to_vec1::<u32>()?;
         let mut q = vec![0f32; positions.len() * vocab_size];
-        let mut spans_of: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+        // Per batch row: its real (unpadded) tokens and their items, found once.
+        let mut rows: HashMap<usize, (&[u32], Vec<Span>)> = HashMap::new();
         for (i, (&p, &y)) in positions.iter().zip(&targets).enumerate() {
             let out = &mut q[i * vocab_size..(i + 1) * vocab_size];
             let (b, k) = (p as usize / l, p as usize % l + 1);
-            let row = &ids[b * l..(b + 1) * l];
-            let real = mask[b * l..(b + 1) * l].iter().filter(|&&m| m == 1).count();
-            let row = &row[..real];
-            let spans = spans_of
-                .entry(b)
-                .or_insert_with(|| item_spans(&self.vocab, row));
+            let (row, spans) = rows.entry(b).or_insert_with(|| {
+                let real = mask[b * l..(b + 1) * l].iter().filter(|&&m| m == 1).count();
+                let row = &ids[b * l..b * l + real];
+                (row, item_spans(&self.vocab, row))
+            });
             let dist = self.distribution(row, spans, k);
             let onehot = if dist.is_empty() {
                 1.0
@@ -142,7 +145,7 @@ impl SoftTargets {
     }
 
     /// The counted distribution of token `row[k]` (normalised; empty where none applies).
-    fn distribution(&self, row: &[u32], spans: &[(usize, usize)], k: usize) -> Vec<(u32, f32)> {
+    fn distribution(&self, row: &[u32], spans: &[Span], k: usize) -> Vec<(u32, f32)> {
         // The item whose token (or else whose end, the token after it) is `row[k]`, and the
         // one before it.
         let Some(j) = spans
