@@ -138,6 +138,28 @@ impl SidVocab {
         v.sort_by_key(|&(_, id)| id);
         v
     }
+
+    /// The items written in a row of token ids, as `(start, end)` positions: each starts at a
+    /// level-0 SID token and runs over the deeper SID tokens after it. A SID cut short (a
+    /// truncated first item, one being generated) is still an item here; whether it names a
+    /// catalogue item is for the caller to ask.
+    pub fn item_spans(&self, ids: &[u32]) -> Vec<(usize, usize)> {
+        let mut spans = Vec::new();
+        let mut i = 0;
+        while i < ids.len() {
+            if self.token(ids[i]).is_some_and(|t| t.level == 0) {
+                let start = i;
+                i += 1;
+                while i < ids.len() && self.token(ids[i]).is_some_and(|t| t.level > 0) {
+                    i += 1;
+                }
+                spans.push((start, i));
+            } else {
+                i += 1;
+            }
+        }
+        spans
+    }
 }
 
 fn distinct_tokens(index: &SidIndex) -> BTreeSet<SidToken> {
@@ -680,6 +702,19 @@ mod tests {
 
     fn index(rows: &[(ItemId, &str)]) -> SidIndex {
         rows.iter().map(|&(i, s)| (i, sid(s))).collect()
+    }
+
+    #[test]
+    fn item_spans_start_at_level_0_and_run_over_the_deeper_levels() {
+        // Token id = 100 + 10·level + code; 7 and 8 are not SID tokens.
+        let vocab = SidVocab::from_pairs((0..3u8).flat_map(|level| {
+            (0..3u32).map(move |code| (SidToken { level, code }, 100 + 10 * level as u32 + code))
+        }))
+        .unwrap();
+        // a0 b1 c2 | sep | a1 b0 | a2 (directly after) c1 | sep | b1 (no level 0: no item)
+        let ids = [7, 100, 111, 122, 8, 101, 110, 102, 121, 7, 111];
+        assert_eq!(vocab.item_spans(&ids), vec![(1, 4), (5, 7), (7, 9)]);
+        assert!(vocab.item_spans(&[7, 8, 111]).is_empty());
     }
 
     #[test]

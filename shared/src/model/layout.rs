@@ -243,11 +243,11 @@ impl ItemWindow {
 
     /// For each token of one unpadded row, the positions `from..to` it may not attend to.
     fn hidden_spans(&self, ids: &[u32]) -> Vec<(u32, u32)> {
-        let starts: Vec<u32> = ids
-            .iter()
-            .enumerate()
-            .filter(|(_, &id)| self.vocab.token(id).is_some_and(|t| t.level == 0))
-            .map(|(i, _)| i as u32)
+        let starts: Vec<u32> = self
+            .vocab
+            .item_spans(ids)
+            .into_iter()
+            .map(|(start, _)| start as u32)
             .collect();
         let mut out = Vec::with_capacity(ids.len());
         let mut item = 0usize; // items started so far

@@ -34,26 +34,6 @@ pub struct SoftTargets {
 /// An item's SID tokens in a row, as `(start, end)`.
 type Span = (usize, usize);
 
-/// The spans of the items of `ids`: each starts at a level-0 SID token and runs over the deeper
-/// SID tokens after it.
-fn item_spans(vocab: &SidVocab, ids: &[u32]) -> Vec<Span> {
-    let mut spans = Vec::new();
-    let mut i = 0;
-    while i < ids.len() {
-        if vocab.token(ids[i]).is_some_and(|t| t.level == 0) {
-            let start = i;
-            i += 1;
-            while i < ids.len() && vocab.token(ids[i]).is_some_and(|t| t.level > 0) {
-                i += 1;
-            }
-            spans.push((start, i));
-        } else {
-            i += 1;
-        }
-    }
-    spans
-}
-
 impl SoftTargets {
     /// Counts every transition between consecutive items of an example whose second item is
     /// supervised there (history items with `--history-loss`, and the response).
@@ -66,7 +46,7 @@ impl SoftTargets {
         let mut counts: HashMap<Vec<u32>, HashMap<Vec<u32>, u32>> = HashMap::new();
         for e in examples {
             let supervised = |t: usize| t >= e.prompt_len || e.prompt_targets.contains(&t);
-            let spans = item_spans(&vocab, &e.ids);
+            let spans = vocab.item_spans(&e.ids);
             for w in spans.windows(2) {
                 let ((ps, pe), (ns, ne)) = (w[0], w[1]);
                 if supervised(ns) {
@@ -124,7 +104,7 @@ impl SoftTargets {
             let (row, spans) = rows.entry(b).or_insert_with(|| {
                 let real = mask[b * l..(b + 1) * l].iter().filter(|&&m| m == 1).count();
                 let row = &ids[b * l..b * l + real];
-                (row, item_spans(&self.vocab, row))
+                (row, self.vocab.item_spans(row))
             });
             let dist = self.distribution(row, spans, k);
             let onehot = if dist.is_empty() {
@@ -352,7 +332,7 @@ mod tests {
             let (b, k) = (p as usize / l, p as usize % l + 1);
             let row = &ids[b * l..(b + 1) * l];
             // Context: every token of the row from the previous item's start to k.
-            let spans = item_spans(&vocab(), row);
+            let spans = vocab().item_spans(row);
             let Some(j) = spans.iter().position(|&(s, e)| s <= k && k <= e) else {
                 continue;
             };
