@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{index, items, Items};
-use crate::decode::{Mixture, ScoreMode};
+use crate::decode::{Mixture, Pool, ScoreMode};
 use crate::ensemble;
 use crate::error::{Error, Result};
 use crate::hybrid::{Hybrid, HYBRID_FILE};
@@ -105,6 +105,8 @@ pub struct Checkpoint {
     /// Each model's share of the token mixture (`model` first, then `members`; they sum to
     /// one): `[1.0]` for a single model.
     pub model_weights: Vec<f64>,
+    /// How an ensemble's models combine their scores (`mean` for a single model).
+    pub pool: Pool,
 }
 
 /// sha256 of a file, hex.
@@ -191,6 +193,7 @@ impl Checkpoint {
             }
             ck.members = members;
             ck.model_weights = manifest.checked_weights()?;
+            ck.pool = manifest.pool;
         }
         Ok(ck)
     }
@@ -222,7 +225,7 @@ impl Checkpoint {
 
     /// Every model of the checkpoint with its share of the token mixture, for decoding.
     pub fn mixture(&self) -> Result<Mixture<'_>> {
-        Mixture::weighted(self.models(), self.model_weights.clone())
+        Ok(Mixture::weighted(self.models(), self.model_weights.clone())?.pooled(self.pool))
     }
 
     fn load_parts(dir: &Path, load_model: impl FnOnce(&Path) -> Result<Qwen2>) -> Result<Self> {
@@ -246,6 +249,7 @@ impl Checkpoint {
             hybrid: hybrid.map(Arc::new),
             members: Vec::new(),
             model_weights: vec![1.0],
+            pool: Pool::Mean,
         };
         ck.check_member_model(&ck.model)?;
         Ok(ck)

@@ -9,9 +9,10 @@
 //! checkpoint directory (`member-1.config.json`, `member-1.safetensors`, ...), hashed in
 //! `sidrec.json` like the rest.
 //!
-//! Why a mixture: models trained from other seeds, or with and without item embeddings, err on
-//! different rows; averaging probabilities keeps a token that any member is sure of, where
-//! averaging log-probabilities would let one doubtful member veto it.
+//! How the scores combine ([`Pool`], recorded in `ensemble.json`): models trained from other
+//! seeds, or with and without item embeddings, err on different rows. Averaging probabilities
+//! (`mean`) keeps a token that any member is sure of; averaging log-probabilities (`product`)
+//! lets one doubtful member pull an item down, so the items every member ranks high come first.
 
 use std::path::Path;
 
@@ -20,15 +21,17 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, META_FILE};
-use crate::decode::normalized_weights;
+use crate::decode::{normalized_weights, Pool};
 use crate::error::{Error, Result};
 use crate::hybrid::HYBRID_FILE;
 use crate::model::{checkpoint as hf, Qwen2};
 
 /// File name of the member list inside a checkpoint directory.
 pub const ENSEMBLE_FILE: &str = "ensemble.json";
-/// Current `ensemble.json` format (2 added `model_weights`; a format-1 file has equal weights).
-pub const ENSEMBLE_FORMAT_VERSION: u32 = 2;
+/// Current `ensemble.json` format (2 added `model_weights`, 3 `pool`; a format-1 file has equal
+/// weights, a format-2 file pools by `mean`). `mean` ensembles are still written as format 2, so
+/// that builds that predate `pool` read them.
+pub const ENSEMBLE_FORMAT_VERSION: u32 = 3;
 
 /// What `ensemble.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +44,13 @@ pub struct EnsembleManifest {
     /// one; absent (format 1) means equal shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_weights: Option<Vec<f64>>,
+    /// How the models' scores combine; absent (formats 1 and 2) means `mean`.
+    #[serde(default, skip_serializing_if = "is_mean")]
+    pub pool: Pool,
+}
+
+fn is_mean(pool: &Pool) -> bool {
+    *pool == Pool::Mean
 }
 
 impl EnsembleManifest {
@@ -131,7 +141,7 @@ pub fn load_members(
 /// Write the ensemble of `primary` and `members` to `dst` (atomically, as every checkpoint):
 /// `primary`'s files (verified copies) with the members' configs and weights and
 /// `ensemble.json` added, under a new version. `model_weights` are the models' relative shares
-/// of the mixture (`primary` first; `None`: equal). Members must share `primary`'s tokenizer, SID
+/// of the mixture (`primary` first; `None`: equal), combined by `pool`. Members must share `primary`'s tokenizer, SID
 /// index and prompt tokens; none may itself be an ensemble, and `primary` may not carry a
 /// hybrid ranker (its λ was chosen for the model alone: run `sidrec-trainer hybrid` on the
 /// ensemble instead).
@@ -139,6 +149,7 @@ pub fn write(
     primary: &Checkpoint,
     members: &[Checkpoint],
     model_weights: Option<&[f64]>,
+    pool: Pool,
     dst: &Path,
 ) -> Result<CheckpointMeta> {
     if members.is_empty() {
@@ -198,9 +209,13 @@ pub fn write(
         listed.push(entry);
     }
     let manifest = EnsembleManifest {
-        format_version: ENSEMBLE_FORMAT_VERSION,
+        format_version: match pool {
+            Pool::Mean => 2,
+            Pool::Product => ENSEMBLE_FORMAT_VERSION,
+        },
         members: listed,
         model_weights: Some(shares),
+        pool,
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
     files.push((ENSEMBLE_FILE.to_string(), json));
@@ -232,6 +247,7 @@ mod tests {
             format_version: ENSEMBLE_FORMAT_VERSION,
             members: vec![member(1), member(2)],
             model_weights,
+            pool: Pool::Mean,
         }
     }
 
@@ -255,5 +271,30 @@ mod tests {
             let err = manifest(Some(bad)).checked_weights().unwrap_err();
             assert!(err.to_string().contains(why), "{err}");
         }
+    }
+
+    #[test]
+    fn pool_defaults_to_mean_and_is_written_only_when_it_is_product() {
+        let v2: EnsembleManifest = serde_json::from_str(
+            r#"{"format_version": 2, "members": [
+                {"config": "member-1.config.json", "weights": "member-1.safetensors", "source_version": "a"}],
+                "model_weights": [0.5, 0.5]}"#,
+        )
+        .unwrap();
+        assert_eq!(v2.pool, Pool::Mean);
+        let mean = serde_json::to_value(manifest(None)).unwrap();
+        assert!(mean.get("pool").is_none(), "{mean}");
+        let product = EnsembleManifest {
+            pool: Pool::Product,
+            ..manifest(None)
+        };
+        let json = serde_json::to_value(&product).unwrap();
+        assert_eq!(json["pool"], "product");
+        let back: EnsembleManifest = serde_json::from_value(json).unwrap();
+        assert_eq!(back.pool, Pool::Product);
+        assert!(serde_json::from_str::<EnsembleManifest>(
+            r#"{"format_version": 3, "members": [], "pool": "max"}"#
+        )
+        .is_err());
     }
 }

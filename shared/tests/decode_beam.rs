@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, Mixture, ScoreMode, SearchConfig};
+use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, Mixture, Pool, ScoreMode, SearchConfig};
 use sidrec::model::{Qwen2, Qwen2Config};
 use sidrec::trie::{SidTrie, SidVocab};
 use sidrec::{ItemId, Sid, SidIndex};
@@ -82,18 +82,20 @@ fn sequence_scores(
     out
 }
 
-/// Per token, `log(Σ_k w_k p_k)` of the members' log-probabilities (`per_model[k][i]`) with
-/// weights `w` summing to one: the ensemble's token score, written out directly (one model:
-/// its own log-probabilities).
-fn mixture(per_model: &[Vec<f32>], weights: &[f64]) -> Vec<f32> {
+/// Per token, `log(Σ_k w_k p_k)` (`Pool::Mean`) or `Σ_k w_k log p_k` (`Pool::Product`) of the
+/// members' log-probabilities (`per_model[k][i]`) with weights `w` summing to one: the
+/// ensemble's token score, written out directly (one model: its own log-probabilities).
+fn mixture(per_model: &[Vec<f32>], weights: &[f64], pool: Pool) -> Vec<f32> {
     (0..per_model[0].len())
         .map(|i| {
-            let mean = per_model
-                .iter()
-                .zip(weights)
-                .map(|(lp, w)| w * f64::from(lp[i]).exp())
-                .sum::<f64>();
-            mean.ln() as f32
+            let terms = per_model.iter().zip(weights);
+            match pool {
+                Pool::Mean => terms
+                    .map(|(lp, w)| w * f64::from(lp[i]).exp())
+                    .sum::<f64>()
+                    .ln() as f32,
+                Pool::Product => terms.map(|(lp, w)| w * f64::from(lp[i])).sum::<f64>() as f32,
+            }
         })
         .collect()
 }
@@ -130,7 +132,7 @@ fn exhaustive(
                     .iter()
                     .map(|m| sequence_scores(m, prompt, &seq, None))
                     .collect();
-                mixture(&per_model, mix.weights()).iter().sum()
+                mixture(&per_model, mix.weights(), mix.pool()).iter().sum()
             }
             ScoreMode::Fast => {
                 // Level d normalises over that level's tokens, plus `\n` where SIDs end at d.
@@ -156,7 +158,7 @@ fn exhaustive(
                     .iter()
                     .map(|m| sequence_scores(m, prompt, &seq, Some(&sets)))
                     .collect();
-                mixture(&per_model, mix.weights()).iter().sum()
+                mixture(&per_model, mix.weights(), mix.pool()).iter().sum()
             }
         };
         out.push((sid, score));
@@ -228,7 +230,7 @@ fn beam_search_equals_exhaustive_ranking_in_both_modes() {
 }
 
 #[test]
-fn ensemble_search_ranks_by_the_members_mean_token_probability() {
+fn ensemble_search_ranks_by_the_members_pooled_token_probabilities() {
     let mut rng = ChaCha8Rng::seed_from_u64(19);
     let index = catalogue(&mut rng, 120, 6, true);
     let (first, decoder) = setup(&index, 11);
@@ -251,8 +253,10 @@ fn ensemble_search_ranks_by_the_members_mean_token_probability() {
         let equal = Mixture::equal(members.clone()).unwrap();
         let weighted = Mixture::weighted(members, vec![0.5, 6.0, 1.5]).unwrap();
         assert_eq!(weighted.weights(), &[0.0625, 0.75, 0.1875]);
+        let product = equal.clone().pooled(Pool::Product);
+        let weighted_product = weighted.clone().pooled(Pool::Product);
         let mut top10 = Vec::new();
-        for mix in [&equal, &weighted] {
+        for mix in [&equal, &weighted, &product, &weighted_product] {
             let got = decoder.beam_search_ensemble(mix, &req, &cfg).unwrap();
             let expected = exhaustive(mix, &decoder, &prompt, mode, &[]);
             assert_matches_exhaustive(&got[0], &expected);
@@ -276,6 +280,11 @@ fn ensemble_search_ranks_by_the_members_mean_token_probability() {
             "{mode}: members too alike for the test to tell a mixture from one model"
         );
         assert_ne!(top10[0], top10[1], "{mode}: the weights changed nothing");
+        assert_ne!(top10[0], top10[2], "{mode}: the product ranks as the mean");
+        assert_ne!(
+            top10[2], top10[3],
+            "{mode}: the weights changed nothing in the product"
+        );
     }
 }
 

@@ -401,6 +401,10 @@ pub struct EvalArgs {
     /// log-probs). Default: the checkpoint's (`fast` after `sft --sid-softmax level`), else exact.
     #[arg(long)]
     pub mode: Option<sidrec::decode::ScoreMode>,
+    /// How an ensemble's models combine (`mean` or `product`), overriding the checkpoint's
+    /// (`sidrec-trainer ensemble --pool`); for choosing it on the valid split.
+    #[arg(long)]
+    pub pool: Option<sidrec::decode::Pool>,
     /// Prompt templates (default: the checkpoint's).
     #[arg(long)]
     pub prompt_style: Option<sidrec::prompt::PromptStyle>,
@@ -449,6 +453,11 @@ pub struct EnsembleArgs {
     /// members'), positive; divided by their sum. Default: equal shares.
     #[arg(long, value_delimiter = ',')]
     pub weights: Option<Vec<f64>>,
+    /// How the models' token scores combine: `mean` (log of the weighted mean probability) or
+    /// `product` (weighted mean log-probability: an item ranks high only when every model gives
+    /// it weight).
+    #[arg(long, default_value_t = sidrec::decode::Pool::Mean)]
+    pub pool: sidrec::decode::Pool,
     /// The new checkpoint directory (written atomically).
     #[arg(long)]
     pub out: PathBuf,
@@ -539,6 +548,11 @@ pub struct SftArgs {
     /// (0: off). Needs a checkpoint with item embeddings; masks come from `--seed`.
     #[arg(long, default_value_t = 0.0)]
     pub item_dropout: f32,
+    /// Learning-rate factor of the item vectors (`init --item-embeddings`): each vector gets a
+    /// gradient only from the rows its item is in, so it can learn faster than the weights
+    /// every row trains (1: the same rate).
+    #[arg(long, default_value_t = 1.0)]
+    pub item_lr_scale: f64,
     /// Also supervise the SIDs inside the history of SID-history → SID examples (each predicted
     /// from the items before it, as SASRec trains), not only the response: about ten times more
     /// supervised tokens per forward pass. A deliberate extension of the reference.

@@ -21,15 +21,16 @@ pub fn run(args: &EnsembleArgs) -> Result<()> {
         .iter()
         .map(|dir| Checkpoint::load(dir, &device, None))
         .collect::<sidrec::Result<Vec<_>>>()?;
-    let meta = sidrec::ensemble::write(&primary, &members, Some(&weights), &args.out)?;
+    let meta = sidrec::ensemble::write(&primary, &members, Some(&weights), args.pool, &args.out)?;
     let parameters: usize = std::iter::once(&primary)
         .chain(&members)
         .map(|c| c.model.config().num_parameters())
         .sum();
     println!(
-        "wrote {} (an ensemble of {models} models, weights {}, {parameters} parameters, version {})",
+        "wrote {} (an ensemble of {models} models, weights {}, pooled by {}, {parameters} parameters, version {})",
         args.out.display(),
         shares(&weights),
+        args.pool,
         meta.version
     );
     Ok(())

@@ -49,6 +49,9 @@ pub struct EvalReport {
     /// An ensemble's mixture weights, the checkpoint's own model first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_weights: Option<Vec<f64>>,
+    /// How an ensemble's models combined (`mean` or `product`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// What ranked the lists: `model` (the beam's order), `hybrid` (the beam's items re-ranked
     /// by the checkpoint's hybrid ranker) or `baseline`.
     pub ranker: String,
@@ -251,7 +254,11 @@ pub fn render(r: &EvalReport) -> String {
             None => r.ranker.clone(),
         } + &if r.models > 1 {
             let weights = crate::ensemble::shares(r.model_weights.as_deref().unwrap_or_default());
-            format!(" (an ensemble of {} models, weights {weights})", r.models)
+            let pool = r.pool.as_deref().unwrap_or("mean");
+            format!(
+                " (an ensemble of {} models, weights {weights}, pooled by {pool})",
+                r.models
+            )
         } else {
             String::new()
         },
@@ -280,6 +287,8 @@ pub struct Decoded {
     pub beams: Vec<Vec<Beam>>,
     /// Score mode.
     pub mode: sidrec::decode::ScoreMode,
+    /// How an ensemble's models combined.
+    pub pool: sidrec::decode::Pool,
     /// Prompt style.
     pub style: PromptStyle,
     /// History items the prompts kept (`None`: all).
@@ -323,7 +332,8 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
         targets.push(encoder.sid(r.item_id).map_err(at_line(*line))?);
     }
 
-    let mixture = ck.mixture()?;
+    let pool = args.pool.unwrap_or(ck.pool);
+    let mixture = ck.mixture()?.pooled(pool);
     let decoder = Decoder::for_checkpoint(&ck, &device)?;
     let mode = args.mode.or(ck.meta.score_mode).unwrap_or_default();
     let cfg = SearchConfig {
@@ -367,6 +377,7 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
         targets,
         beams,
         mode,
+        pool,
         style,
         max_history,
         decode_seconds: start.elapsed().as_secs_f64(),
@@ -429,6 +440,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         max_history: d.max_history,
         models: d.ck.models().len(),
         model_weights: (d.ck.models().len() > 1).then(|| d.ck.model_weights.clone()),
+        pool: (d.ck.models().len() > 1).then(|| d.pool.to_string()),
         ranker: if hybrid.is_some() { "hybrid" } else { "model" }.into(),
         hybrid: hybrid.map(HybridSummary::of),
         metrics,

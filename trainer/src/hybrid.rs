@@ -192,6 +192,7 @@ pub fn run(args: &HybridArgs) -> Result<()> {
                 num_beams: args.num_beams,
                 batch_size: args.batch_size,
                 mode: None,
+                pool: None,
                 prompt_style: None,
                 limit: args.valid_rows,
                 max_history: None,

@@ -10,7 +10,7 @@ use std::path::Path;
 use candle_core::Device;
 use common::{fails, ok, read_json};
 use sidrec::checkpoint::Checkpoint;
-use sidrec::decode::{DecodeRequest, Decoder, Mixture, ScoreMode, SearchConfig};
+use sidrec::decode::{DecodeRequest, Decoder, Mixture, Pool, ScoreMode, SearchConfig};
 use sidrec_server::engine::Engine;
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -195,6 +195,72 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     let preds_w = read_json(&Path::new(&e_w).join("predictions.json"));
     let moved = assert_rows_decode_as(&preds_w, &preds, &decoder, &mix, &engine_w, &cfg);
     assert!(moved > 0, "the weights changed no row");
+
+    // Pooled by product: recorded (format 3; a mean ensemble stays format 2 without the field),
+    // reported, served, and decoded as the library's product, which is not the mean; `eval
+    // --pool mean` decodes the same checkpoint as the mean ensemble.
+    assert_eq!(manifest["format_version"], 2);
+    assert!(manifest.get("pool").is_none(), "{manifest}");
+    assert_eq!(report["pool"], "mean");
+    let product = p("ens-product");
+    let stdout = write_ensemble(&["--pool", "product"], &product);
+    assert!(stdout.contains("pooled by product"), "{stdout}");
+    let product_manifest = read_json(&Path::new(&product).join("ensemble.json"));
+    assert_eq!(product_manifest["pool"], "product");
+    assert_eq!(product_manifest["format_version"], 3);
+    let e_p = p("eval-product");
+    eval_to(&product, &e_p);
+    assert_eq!(
+        read_json(&Path::new(&e_p).join("report.json"))["pool"],
+        "product"
+    );
+    let engine_p = serve(&product);
+    assert_eq!(engine_p.pool(), Pool::Product);
+    let preds_p = read_json(&Path::new(&e_p).join("predictions.json"));
+    let product_mix = equal.clone().pooled(Pool::Product);
+    let moved = assert_rows_decode_as(&preds_p, &preds, &decoder, &product_mix, &engine_p, &cfg);
+    assert!(moved > 0, "the product ranked every row as the mean");
+    let e_pm = p("eval-product-as-mean");
+    ok(&[
+        "eval",
+        "--checkpoint",
+        &product,
+        "--pool",
+        "mean",
+        "--out",
+        &e_pm,
+        "--data",
+        &data,
+        "--limit",
+        "25",
+        "--num-beams",
+        "10",
+    ]);
+    let lists = |preds: &serde_json::Value| -> Vec<serde_json::Value> {
+        preds
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["predict"].clone())
+            .collect()
+    };
+    assert_eq!(
+        lists(&read_json(&Path::new(&e_pm).join("predictions.json"))),
+        lists(&preds),
+        "--pool mean decodes the product ensemble as the mean one"
+    );
+    let err = fails(&[
+        "ensemble",
+        "--checkpoint",
+        &a,
+        "--members",
+        &b,
+        "--pool",
+        "max",
+        "--out",
+        &p("bad-pool"),
+    ]);
+    assert!(err.contains("unknown pool `max`"), "{err}");
 
     // A hybrid ranker tuned on the ensemble keeps every model.
     let hyb = p("ens-hybrid");

@@ -282,6 +282,38 @@ fn item_embeddings_train_resume_and_evaluate() {
     let moved: f32 = table.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
     assert!(moved > 0.0, "the item table never trained");
 
+    // `--item-lr-scale 3`: after one step (Adam's first update is the learning rate times the
+    // gradient's sign) the item table has moved exactly three times as far and every other
+    // weight is the unscaled run's, bit for bit.
+    let one_step = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = sft_args(&data, ck, out.to_str().unwrap());
+        let steps = args.iter().position(|a| *a == "--max-steps").unwrap() + 1;
+        args[steps] = "1";
+        args.extend(["--history-loss"]);
+        args.extend(extra);
+        ok(&args);
+        sidrec::model::checkpoint::load_tensors(&out.join("last"), &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let plain = one_step("lr1", &[]);
+    let scaled = one_step("lr3", &["--item-lr-scale", "3"]);
+    for (name, a) in &plain {
+        let b = &scaled[name];
+        if name == sidrec::model::ITEM_EMBEDDINGS_VAR {
+            let want = (a * 3.0).unwrap();
+            let moved: f32 = a.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(moved > 0.0, "the item table did not move in one step");
+            assert!(sidrec::testing::max_abs_diff(b, &want) < 1e-6, "{name}");
+        } else {
+            assert_eq!(
+                a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "{name}"
+            );
+        }
+    }
+
     let part = dir.path().join("part");
     let mut args = sft_args(&data, ck, part.to_str().unwrap());
     args.extend(["--history-loss"]);
@@ -350,6 +382,13 @@ fn item_embeddings_train_resume_and_evaluate() {
     assert!(
         err.contains("--next-item-loss needs a checkpoint with item embeddings")
             && err.contains(plain_ck.to_str().unwrap()),
+        "{err}"
+    );
+    let mut args = sft_args(&data, plain_ck.to_str().unwrap(), plain.to_str().unwrap());
+    args.extend(["--item-lr-scale", "3"]);
+    let err = common::fails(&args);
+    assert!(
+        err.contains("--item-lr-scale needs a checkpoint with item embeddings"),
         "{err}"
     );
 }

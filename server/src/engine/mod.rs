@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use candle_core::Device;
 use sidrec::catalogue::Catalogue;
 use sidrec::checkpoint::{Checkpoint, CheckpointMeta};
-use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, Mixture, ScoreMode, SearchConfig};
+use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, Mixture, Pool, ScoreMode, SearchConfig};
 use sidrec::hybrid::Hybrid;
 use sidrec::model::Qwen2;
 use sidrec::prompt::{self, ItemTypes, PromptContext, PromptEncoder};
@@ -60,6 +60,8 @@ pub struct Engine {
     models: Vec<Qwen2>,
     /// Each model's share of the token mixture (they sum to one).
     model_weights: Vec<f64>,
+    /// How the models' scores combine.
+    pool: Pool,
     tokenizer: SidTokenizer,
     index: Arc<SidIndex>,
     item_types: Arc<ItemTypes>,
@@ -114,6 +116,7 @@ impl Engine {
             hybrid: ck.hybrid,
             meta: ck.meta,
             model_weights: ck.model_weights,
+            pool: ck.pool,
             models: std::iter::once(ck.model).chain(ck.members).collect(),
             tokenizer: ck.tokenizer,
             index: ck.index,
@@ -130,6 +133,11 @@ impl Engine {
     /// Each model's share of the token mixture, the checkpoint's own model first.
     pub fn model_weights(&self) -> &[f64] {
         &self.model_weights
+    }
+
+    /// How an ensemble's models combine their scores.
+    pub fn pool(&self) -> Pool {
+        self.pool
     }
 
     /// The checkpoint's version, named in every response it serves.
@@ -239,7 +247,8 @@ impl Engine {
             top_k: num_beams,
             mode: self.mode,
         };
-        let mixture = Mixture::weighted(self.models.iter().collect(), self.model_weights.clone())?;
+        let mixture = Mixture::weighted(self.models.iter().collect(), self.model_weights.clone())?
+            .pooled(self.pool);
         self.decoder.beam_search_ensemble(&mixture, &reqs, &cfg)
     }
 }

@@ -90,6 +90,7 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         "num_parameters": e.num_parameters,
         "num_models": e.num_models(),
         "model_weights": e.model_weights(),
+        "pool": e.pool().to_string(),
         "device": e.device,
         "score_mode": e.mode.to_string(),
         "hybrid": e.hybrid.as_ref().map(|h| json!({

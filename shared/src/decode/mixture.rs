@@ -1,16 +1,58 @@
-//! The models an ensemble decodes together and the weight of each in the token mixture.
+//! The models an ensemble decodes together, the weight of each and how their scores combine.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::Qwen2;
 
-/// Models scored as one: each candidate token gets `log(Σ_k w_k · p_k(token | prefix))`, with
-/// weights that sum to one. Weights let a model that is sure of few things (one that memorises
-/// the item pairs of the train split, say) lift those without pulling the rest of the ranking
-/// as far as an equal share would.
+/// How an ensemble combines its members' log-probabilities of a candidate token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
+    /// `log(Σ_k w_k · p_k)`: the weighted mean probability. A token that any member is sure of
+    /// keeps a high score.
+    #[default]
+    Mean,
+    /// `Σ_k w_k · log p_k`: the weighted mean log-probability (a product of experts). Summed over
+    /// an item's tokens it is the weighted mean of the members' log-probabilities of the whole
+    /// item, so an item ranks high only when every member gives it weight.
+    Product,
+}
+
+impl fmt::Display for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pool::Mean => "mean",
+            Pool::Product => "product",
+        })
+    }
+}
+
+impl FromStr for Pool {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mean" => Ok(Pool::Mean),
+            "product" => Ok(Pool::Product),
+            _ => Err(Error::Invalid(format!(
+                "unknown pool `{s}` (expected mean or product)"
+            ))),
+        }
+    }
+}
+
+/// Models scored as one: each candidate token gets the members' scores combined by a [`Pool`]
+/// (by default `log(Σ_k w_k · p_k(token | prefix))`), with weights that sum to one. Weights let
+/// a model that is sure of few things (one that memorises the item pairs of the train split,
+/// say) lift those without pulling the rest of the ranking as far as an equal share would.
 #[derive(Debug, Clone)]
 pub struct Mixture<'m> {
     models: Vec<&'m Qwen2>,
     weights: Vec<f64>,
+    pool: Pool,
 }
 
 impl<'m> Mixture<'m> {
@@ -24,7 +66,16 @@ impl<'m> Mixture<'m> {
     /// their sum.
     pub fn weighted(models: Vec<&'m Qwen2>, weights: Vec<f64>) -> Result<Self> {
         let weights = normalized_weights(&weights, models.len())?;
-        Ok(Self { models, weights })
+        Ok(Self {
+            models,
+            weights,
+            pool: Pool::Mean,
+        })
+    }
+
+    /// The same models and weights, combined by `pool`.
+    pub fn pooled(self, pool: Pool) -> Self {
+        Self { pool, ..self }
     }
 
     /// The models, in decoding order.
@@ -35,6 +86,11 @@ impl<'m> Mixture<'m> {
     /// Each model's weight (they sum to one).
     pub fn weights(&self) -> &[f64] {
         &self.weights
+    }
+
+    /// How the members' scores combine.
+    pub fn pool(&self) -> Pool {
+        self.pool
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::mixture::Mixture;
+use super::mixture::{Mixture, Pool};
 use super::tables::{candidate_edges, neg_inf, DecodeTables};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -277,9 +277,9 @@ impl Decoder {
         self.beam_search_ensemble(&Mixture::equal(vec![model])?, reqs, cfg)
     }
 
-    /// Beam search scored by an ensemble: at every step each candidate token's log-probability
-    /// is the log of the members' weighted mean probability (a mixture of the models, token by
-    /// token). Every member runs its own prefill and KV caches over the same prompts and beams,
+    /// Beam search scored by an ensemble: at every step each candidate token's score combines
+    /// the members' log-probabilities by the mixture's [`Pool`] (the log of their weighted mean
+    /// probability, or their weighted mean log-probability). Every member runs its own prefill and KV caches over the same prompts and beams,
     /// so the members must share the tokenizer; one member is exactly [`Self::beam_search`].
     pub fn beam_search_ensemble(
         &self,
@@ -335,7 +335,8 @@ impl Decoder {
             let table = &self.tables.steps[step];
             let (cand, valid) = candidate_edges(table, &states)?;
             let m = table.max_edges;
-            let logp = self.ensemble_logp(&members, step, &cand, cfg.mode, b, &owner)?;
+            let logp =
+                self.ensemble_logp(&members, mixture.pool(), step, &cand, cfg.mode, b, &owner)?;
             let mut cand_scores = scores.reshape((rows, 1))?.broadcast_add(&logp)?;
             let ninf = neg_inf(&[rows, m], &device)?;
             cand_scores = valid.where_cond(&cand_scores, &ninf)?;
@@ -372,11 +373,14 @@ impl Decoder {
         self.collect(&history, &scores, b, nb, cfg.top_k)
     }
 
-    /// [`Self::step_logp`] of an ensemble: `log(Σ_k w_k p_k)` over the members, computed from
-    /// the largest member log-probability so that no probability underflows.
+    /// [`Self::step_logp`] of an ensemble, the members combined by `pool`: `log(Σ_k w_k p_k)`
+    /// (computed from the largest member log-probability so that no probability underflows) or
+    /// `Σ_k w_k log p_k`.
+    #[allow(clippy::too_many_arguments)]
     fn ensemble_logp(
         &self,
         members: &[MemberState<'_>],
+        pool: Pool,
         step: usize,
         cand: &Tensor,
         mode: ScoreMode,
@@ -391,6 +395,11 @@ impl Decoder {
             return Ok(single.clone());
         }
         let all = Tensor::stack(&per_member, 0)?;
+        if pool == Pool::Product {
+            let w: Vec<f32> = members.iter().map(|m| m.weight as f32).collect();
+            let w = Tensor::from_vec(w, (members.len(), 1, 1), all.device())?;
+            return Ok(all.broadcast_mul(&w)?.sum(0)?);
+        }
         let top = all.max_keepdim(0)?;
         let rel = all.broadcast_sub(&top)?.exp()?;
         let mean = if members.iter().all(|m| m.weight == members[0].weight) {

@@ -25,7 +25,7 @@ pub use cache::{BeamCache, LayerKv, PromptCache};
 pub use config::{Qwen2Config, TokenIds};
 pub use item_embedding::ItemLookup;
 pub use layout::ItemWindow;
-pub use qwen2::{left_padded_mask, Qwen2};
+pub use qwen2::{left_padded_mask, Qwen2, ITEM_EMBEDDINGS_VAR};
 
 /// Which implementation of the non-matmul ops a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

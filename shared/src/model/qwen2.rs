@@ -18,6 +18,9 @@ use crate::{Error, Result};
 
 type CResult<T> = candle_core::Result<T>;
 
+/// Name of the item-vector table (`init --item-embeddings`) among the model's weights.
+pub const ITEM_EMBEDDINGS_VAR: &str = "model.embed_items.weight";
+
 /// How one forward pass runs its non-matmul ops: the mode, and whether the fused CPU kernels
 /// (`kernels`) replace the composite tensor-op forms (decided once per pass, for the whole
 /// pass, so that the RoPE tables and every layer agree).
@@ -849,7 +852,7 @@ impl Qwen2 {
         }
         out.push(("model.norm.weight".to_string(), self.norm.weight.clone()));
         if let Some(t) = &self.embed_items {
-            out.push(("model.embed_items.weight".to_string(), t.clone()));
+            out.push((ITEM_EMBEDDINGS_VAR.to_string(), t.clone()));
         }
         if !self.cfg.tie_word_embeddings {
             out.push(("lm_head.weight".to_string(), self.lm_head.clone()));

@@ -127,6 +127,7 @@ pub fn run(args: &EvalArgs, kind: BaselineKind) -> Result<EvalReport> {
         max_history: None,
         models: 0,
         model_weights: None,
+        pool: None,
         ranker: "baseline".into(),
         hybrid: None,
         metrics,

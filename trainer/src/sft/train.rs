@@ -211,6 +211,17 @@ pub fn run(args: &SftArgs) -> Result<()> {
             ..AdamWConfig::default()
         },
     )?;
+    if args.item_lr_scale != 1.0 {
+        if !model.has_item_embeddings() {
+            return Err(TrainerError::Invalid(format!(
+                "--item-lr-scale needs a checkpoint with item embeddings; {} has none \
+                 (create it with init --item-embeddings)",
+                dirs.start(&args.init).display()
+            )));
+        }
+        opt.scale_lr(sidrec::model::ITEM_EMBEDDINGS_VAR, args.item_lr_scale)
+            .map_err(|e| TrainerError::Invalid(format!("--item-lr-scale: {e}")))?;
+    }
     if args.freeze_llm {
         let sid_rows: Vec<u32> = tokenizer
             .sid_vocab()

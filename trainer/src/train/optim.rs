@@ -79,6 +79,8 @@ pub struct AdamW {
     v: Vec<Tensor>,
     /// Per-variable `[rows, 1]` 0/1 masks: only rows with 1 are updated (`--freeze-llm`).
     row_masks: Vec<Option<Tensor>>,
+    /// Per-variable factor on the learning rate (1 unless [`AdamW::scale_lr`] set one).
+    lr_scales: Vec<f64>,
     step: usize,
 }
 
@@ -102,12 +104,14 @@ impl AdamW {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let v2 = m.clone();
         let row_masks = vec![None; vars.len()];
+        let lr_scales = vec![1.0; vars.len()];
         Ok(Self {
             cfg,
             vars,
             m,
             v: v2,
             row_masks,
+            lr_scales,
             step: 0,
         })
     }
@@ -131,6 +135,23 @@ impl AdamW {
         }
         let mask = Tensor::from_vec(mask, (n, 1), var.device())?.to_dtype(var.dtype())?;
         self.row_masks[i] = Some(mask);
+        Ok(())
+    }
+
+    /// Multiply the learning rate of variable `name` by `factor` (its update and its weight
+    /// decay, as a parameter group of its own).
+    pub fn scale_lr(&mut self, name: &str, factor: f64) -> Result<()> {
+        if !(factor.is_finite() && factor > 0.0) {
+            return Err(TrainerError::Invalid(format!(
+                "learning-rate factor {factor} of `{name}` is not a positive finite number"
+            )));
+        }
+        let i = self
+            .vars
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| TrainerError::Invalid(format!("no variable `{name}` to scale")))?;
+        self.lr_scales[i] = factor;
         Ok(())
     }
 
@@ -184,7 +205,9 @@ impl AdamW {
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let bc1 = 1.0 - b1.powi(t);
         let bc2 = 1.0 - b2.powi(t);
+        let base_lr = lr;
         for (i, g) in grads.into_iter().enumerate() {
+            let lr = base_lr * self.lr_scales[i];
             let var = &self.vars[i].1;
             let theta = var.as_tensor();
             match g {
@@ -365,6 +388,63 @@ mod tests {
                 &Tensor::zeros((3, 4), DType::F32, &Device::Cpu).unwrap()
             ) > 0.0
         );
+    }
+
+    #[test]
+    fn a_scaled_variable_moves_by_its_factor_on_both_update_paths() {
+        let varmap = VarMap::new();
+        for name in ["a", "b", "c"] {
+            varmap
+                .get(
+                    (2, 3),
+                    name,
+                    candle_nn::Init::Const(1.0),
+                    DType::F32,
+                    &Device::Cpu,
+                )
+                .unwrap();
+        }
+        let vars = sorted_vars(&varmap).unwrap();
+        let cfg = AdamWConfig {
+            weight_decay: 0.1,
+            ..AdamWConfig::default()
+        };
+        let mut opt = AdamW::new(vars.clone(), cfg).unwrap();
+        opt.scale_lr("b", 3.0).unwrap();
+        opt.scale_lr("c", 3.0).unwrap();
+        // `c` takes the tensor-op path (a row mask over every row), `a` and `b` the fused one.
+        opt.train_only_rows("c", &[0, 1]).unwrap();
+        for err in [opt.scale_lr("d", 2.0), opt.scale_lr("a", 0.0)] {
+            assert!(err.is_err());
+        }
+        let before: Vec<Vec<f32>> = vars
+            .iter()
+            .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect();
+        let mut acc = GradAccumulator::default();
+        let loss = vars
+            .iter()
+            .map(|(_, v)| v.as_tensor().sqr().unwrap().sum_all().unwrap())
+            .reduce(|x, y| (x + y).unwrap())
+            .unwrap();
+        acc.add(&vars, &loss.backward().unwrap()).unwrap();
+        opt.step(&mut acc, 0.01, None).unwrap();
+        let moved: Vec<f32> = vars
+            .iter()
+            .zip(&before)
+            .map(|((_, v), b)| {
+                b[0] - v
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()[0]
+            })
+            .collect();
+        assert!(moved[0] > 0.0, "{moved:?}");
+        for scaled in [moved[1], moved[2]] {
+            assert!((scaled - 3.0 * moved[0]).abs() < 1e-5, "{moved:?}");
+        }
     }
 
     #[test]
