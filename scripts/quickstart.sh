@@ -54,6 +54,9 @@ $T init --data "$RUN/data" --out "$RUN/checkpoints/init" --item-embeddings --voc
 # keeps reading the SID codes instead of memorising item pairs through the vector alone. It then
 # gains from 2000 steps, where without it 2000 steps score below 1200 (BENCHMARKS.md, "Item
 # dropout").
+# The item vectors learn at three times the learning rate (--item-lr-scale 3): each one is
+# trained only by the rows its item is in, a few dozen times in 2000 steps (BENCHMARKS.md, "Item
+# vectors at three times the learning rate").
 # The schedule runs to its end (--patience above its eight validations): valid NDCG@10 can stall
 # for three validations in the second epoch and climb again in the third, and best/ keeps the
 # best one anyway (BENCHMARKS.md, "Early stopping in the quickstart's schedule").
@@ -61,12 +64,12 @@ sft() {
   $T sft --init "$RUN/checkpoints/init" --data "$RUN/data" --out "$1" --seed "$2" \
     --tasks seqrec --history-loss --drop-covered-rows --batch-size 16 --max-steps "$STEPS" \
     --eval-every 400 --valid-rows 500 --lr 3e-3 --warmup 20 --item-window 1 --item-dropout 0.3 \
-    --patience 10
+    --item-lr-scale 3 --patience 10
 }
-# Two models from other seeds, one per core, decoded together as one ensemble checkpoint (each
-# beam step scores a token by their mean probability): they err on different rows, and together
-# they rank the pairs seen once or twice in train much better than either alone (BENCHMARKS.md,
-# "Quickstart model").
+# Two models from other seeds, one per core, decoded together as one ensemble checkpoint: they
+# err on different rows, and together they rank the pairs seen once or twice in train much
+# better than either alone (BENCHMARKS.md, "Quickstart model"). Each beam step scores a token by
+# their mean log-probability (--pool product), so the items both models are sure of come first.
 echo "    (the second model trains beside the first; its log: $RUN/sft-2.log)"
 sft "$RUN/sft-2" 1 > "$RUN/sft-2.log" 2>&1 &
 second=$!
@@ -75,7 +78,8 @@ trap 'kill "$second" 2>/dev/null' EXIT
 sft "$RUN/sft" 42
 wait "$second" || { echo "error: the second SFT run failed; see $RUN/sft-2.log" >&2; exit 1; }
 trap - EXIT
-$T ensemble --checkpoint "$RUN/sft/best" --members "$RUN/sft-2/best" --out "$RUN/ensemble"
+$T ensemble --checkpoint "$RUN/sft/best" --members "$RUN/sft-2/best" --pool product \
+  --out "$RUN/ensemble"
 
 echo "==> the ensemble of both best checkpoints and both baselines on the same 500 test rows (50 beams)"
 $T eval --checkpoint "$RUN/ensemble" --data "$RUN/data" --split test \
