@@ -141,10 +141,10 @@ pub fn load_members(
 /// Write the ensemble of `primary` and `members` to `dst` (atomically, as every checkpoint):
 /// `primary`'s files (verified copies) with the members' configs and weights and
 /// `ensemble.json` added, under a new version. `model_weights` are the models' relative shares
-/// of the mixture (`primary` first; `None`: equal), combined by `pool`. Members must share `primary`'s tokenizer, SID
-/// index and prompt tokens; none may itself be an ensemble, and `primary` may not carry a
-/// hybrid ranker (its λ was chosen for the model alone: run `sidrec-trainer hybrid` on the
-/// ensemble instead).
+/// of the mixture (`primary` first; `None`: equal), combined by `pool`. Members must share
+/// `primary`'s tokenizer, SID index and prompt tokens; none may itself be an ensemble, and
+/// `primary` may not carry a hybrid ranker (its λ was chosen for the model alone: run
+/// `sidrec-trainer hybrid` on the ensemble instead).
 pub fn write(
     primary: &Checkpoint,
     members: &[Checkpoint],

@@ -279,8 +279,9 @@ impl Decoder {
 
     /// Beam search scored by an ensemble: at every step each candidate token's score combines
     /// the members' log-probabilities by the mixture's [`Pool`] (the log of their weighted mean
-    /// probability, or their weighted mean log-probability). Every member runs its own prefill and KV caches over the same prompts and beams,
-    /// so the members must share the tokenizer; one member is exactly [`Self::beam_search`].
+    /// probability, or their weighted mean log-probability). Every member runs its own prefill
+    /// and KV caches over the same prompts and beams, so the members must share the tokenizer;
+    /// one member is exactly [`Self::beam_search`].
     pub fn beam_search_ensemble(
         &self,
         mixture: &Mixture<'_>,
