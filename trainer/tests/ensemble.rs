@@ -126,8 +126,9 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     // eval decodes the ensemble; every row equals the library's ensemble search over the two
     // source checkpoints, and some row differs from the first model alone.
     let (e_ens, e_a) = (p("eval-ens"), p("eval-a"));
-    let eval_to = |ck: &str, out: &str| {
-        ok(&[
+    // `eval` of 25 rows with 10 beams, plus `extra` flags.
+    let eval_with = |ck: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
             "eval",
             "--checkpoint",
             ck,
@@ -139,8 +140,11 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
             "25",
             "--num-beams",
             "10",
-        ]);
+        ];
+        args.extend(extra);
+        ok(&args);
     };
+    let eval_to = |ck: &str, out: &str| eval_with(ck, out, &[]);
     eval_to(&ens, &e_ens);
     eval_to(&a, &e_a);
     let report = read_json(&Path::new(&e_ens).join("report.json"));
@@ -221,21 +225,7 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     let moved = assert_rows_decode_as(&preds_p, &preds, &decoder, &product_mix, &engine_p, &cfg);
     assert!(moved > 0, "the product ranked every row as the mean");
     let e_pm = p("eval-product-as-mean");
-    ok(&[
-        "eval",
-        "--checkpoint",
-        &product,
-        "--pool",
-        "mean",
-        "--out",
-        &e_pm,
-        "--data",
-        &data,
-        "--limit",
-        "25",
-        "--num-beams",
-        "10",
-    ]);
+    eval_with(&product, &e_pm, &["--pool", "mean"]);
     let lists = |preds: &serde_json::Value| -> Vec<serde_json::Value> {
         preds
             .as_array()

@@ -119,11 +119,7 @@ impl AdamW {
     /// Restrict the updates of variable `name` (a matrix) to `rows`: every other row keeps its
     /// exact value (no gradient, no moment, no weight decay reaches it).
     pub fn train_only_rows(&mut self, name: &str, rows: &[u32]) -> Result<()> {
-        let i = self
-            .vars
-            .iter()
-            .position(|(n, _)| n == name)
-            .ok_or_else(|| TrainerError::Invalid(format!("no variable `{name}` to mask")))?;
+        let i = self.var_index(name, "mask")?;
         let var = self.vars[i].1.as_tensor();
         let n = var.dim(0)?;
         let mut mask = vec![0f32; n];
@@ -146,13 +142,17 @@ impl AdamW {
                 "learning-rate factor {factor} of `{name}` is not a positive finite number"
             )));
         }
-        let i = self
-            .vars
-            .iter()
-            .position(|(n, _)| n == name)
-            .ok_or_else(|| TrainerError::Invalid(format!("no variable `{name}` to scale")))?;
+        let i = self.var_index(name, "scale")?;
         self.lr_scales[i] = factor;
         Ok(())
+    }
+
+    /// Position of variable `name`, or an error naming what it was wanted for (`to {purpose}`).
+    fn var_index(&self, name: &str, purpose: &str) -> Result<usize> {
+        self.vars
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| TrainerError::Invalid(format!("no variable `{name}` to {purpose}")))
     }
 
     /// Optimizer steps taken.
