@@ -8,14 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{index, items, Items};
-use crate::decode::{Mixture, Pool, ScoreMode};
+use crate::decode::{check_item_free_share, Mixture, Pool, ScoreMode};
 use crate::ensemble;
 use crate::error::{Error, Result};
 use crate::hybrid::{Hybrid, HYBRID_FILE};
@@ -107,6 +107,10 @@ pub struct Checkpoint {
     pub model_weights: Vec<f64>,
     /// How an ensemble's models combine their scores (`mean` for a single model).
     pub pool: Pool,
+    /// The share of the token mixture that the models' item-free twins take (0: no twins).
+    pub item_free_share: f64,
+    /// The item-free twins of [`Self::models`], built the first time a mixture needs them.
+    twins: OnceLock<Vec<Qwen2>>,
 }
 
 /// sha256 of a file, hex.
@@ -194,6 +198,7 @@ impl Checkpoint {
             ck.members = members;
             ck.model_weights = manifest.checked_weights()?;
             ck.pool = manifest.pool;
+            ck.item_free_share = manifest.item_free_share;
         }
         Ok(ck)
     }
@@ -223,9 +228,29 @@ impl Checkpoint {
         std::iter::once(&self.model).chain(&self.members).collect()
     }
 
-    /// Every model of the checkpoint with its share of the token mixture, for decoding.
+    /// Every model of the checkpoint with its share of the token mixture, for decoding: the
+    /// ensemble's pool and item-free twins as `ensemble.json` records them.
     pub fn mixture(&self) -> Result<Mixture<'_>> {
-        Ok(Mixture::weighted(self.models(), self.model_weights.clone())?.pooled(self.pool))
+        self.mixture_with(self.pool, self.item_free_share)
+    }
+
+    /// [`Self::mixture`] with another pool and item-free share (`eval` tries them on valid).
+    pub fn mixture_with(&self, pool: Pool, item_free_share: f64) -> Result<Mixture<'_>> {
+        check_item_free_share(item_free_share)?;
+        let mixture = Mixture::weighted(self.models(), self.model_weights.clone())?.pooled(pool);
+        if item_free_share == 0.0 {
+            return Ok(mixture);
+        }
+        let twins = match self.twins.get() {
+            Some(twins) => twins,
+            None => {
+                let built = (self.models().iter())
+                    .map(|m| m.without_item_vectors())
+                    .collect::<Result<Vec<_>>>()?;
+                self.twins.get_or_init(|| built)
+            }
+        };
+        mixture.with_item_free_twins(twins.iter().collect(), item_free_share)
     }
 
     fn load_parts(dir: &Path, load_model: impl FnOnce(&Path) -> Result<Qwen2>) -> Result<Self> {
@@ -250,6 +275,8 @@ impl Checkpoint {
             members: Vec::new(),
             model_weights: vec![1.0],
             pool: Pool::Mean,
+            item_free_share: 0.0,
+            twins: OnceLock::new(),
         };
         ck.check_member_model(&ck.model)?;
         Ok(ck)

@@ -13,6 +13,11 @@
 //! seeds, or with and without item embeddings, err on different rows. Averaging probabilities
 //! (`mean`) keeps a token that any member is sure of; averaging log-probabilities (`product`)
 //! lets one doubtful member pull an item down, so the items every member ranks high come first.
+//!
+//! Item-free twins (`item_free_share`, format 4): models trained with item dropout also decode a
+//! second time without their item vectors, from the same weights, and take that share of the
+//! mixture ([`crate::decode::Mixture::with_item_free_twins`]). Such a checkpoint may have no
+//! members at all: one model beside its own twin.
 
 use std::path::Path;
 
@@ -21,17 +26,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta, META_FILE};
-use crate::decode::{normalized_weights, Pool};
+use crate::decode::{check_item_free_share, normalized_weights, Pool};
 use crate::error::{Error, Result};
 use crate::hybrid::HYBRID_FILE;
 use crate::model::{checkpoint as hf, Qwen2};
 
 /// File name of the member list inside a checkpoint directory.
 pub const ENSEMBLE_FILE: &str = "ensemble.json";
-/// Current `ensemble.json` format (2 added `model_weights`, 3 `pool`; a format-1 file has equal
-/// weights, a format-2 file pools by `mean`). `mean` ensembles are still written as format 2, so
-/// that builds that predate `pool` read them.
-pub const ENSEMBLE_FORMAT_VERSION: u32 = 3;
+/// Current `ensemble.json` format (2 added `model_weights`, 3 `pool`, 4 `item_free_share`; a
+/// format-1 file has equal weights, a format-2 file pools by `mean`). Each file is written in the
+/// oldest format that holds it, so that older builds read what they can decode as meant and
+/// refuse the rest.
+pub const ENSEMBLE_FORMAT_VERSION: u32 = 4;
 
 /// What `ensemble.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +53,14 @@ pub struct EnsembleManifest {
     /// How the models' scores combine; absent (formats 1 and 2) means `mean`.
     #[serde(default, skip_serializing_if = "is_mean")]
     pub pool: Pool,
+    /// The share of the mixture that the models' item-free twins take; absent (formats 1–3)
+    /// means none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub item_free_share: f64,
+}
+
+fn is_zero(share: &f64) -> bool {
+    *share == 0.0
 }
 
 fn is_mean(pool: &Pool) -> bool {
@@ -104,9 +118,14 @@ pub fn read_manifest(dir: &Path, meta: &CheckpointMeta) -> Result<Option<Ensembl
             manifest.format_version
         )));
     }
-    if manifest.members.is_empty() {
-        return Err(Error::Invalid(format!("{}: no members", path.display())));
+    if manifest.members.is_empty() && manifest.item_free_share == 0.0 {
+        return Err(Error::Invalid(format!(
+            "{}: no members and no item-free share",
+            path.display()
+        )));
     }
+    check_item_free_share(manifest.item_free_share)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     manifest
         .checked_weights()
         .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
@@ -141,7 +160,9 @@ pub fn load_members(
 /// Write the ensemble of `primary` and `members` to `dst` (atomically, as every checkpoint):
 /// `primary`'s files (verified copies) with the members' configs and weights and
 /// `ensemble.json` added, under a new version. `model_weights` are the models' relative shares
-/// of the mixture (`primary` first; `None`: equal), combined by `pool`. Members must share
+/// of the mixture (`primary` first; `None`: equal), combined by `pool`, with `item_free_share`
+/// of it given to the models' item-free twins (then `members` may be empty, and every model
+/// needs item embeddings). Members must share
 /// `primary`'s tokenizer, SID index and prompt tokens; none may itself be an ensemble, and
 /// `primary` may not carry a hybrid ranker (its λ was chosen for the model alone: run
 /// `sidrec-trainer hybrid` on the ensemble instead).
@@ -150,12 +171,27 @@ pub fn write(
     members: &[Checkpoint],
     model_weights: Option<&[f64]>,
     pool: Pool,
+    item_free_share: f64,
     dst: &Path,
 ) -> Result<CheckpointMeta> {
-    if members.is_empty() {
+    if members.is_empty() && item_free_share == 0.0 {
         return Err(Error::Invalid(
-            "an ensemble needs at least one member besides the checkpoint".into(),
+            "an ensemble needs at least one member besides the checkpoint, or an item-free \
+             share"
+                .into(),
         ));
+    }
+    check_item_free_share(item_free_share)?;
+    if item_free_share > 0.0 {
+        for ck in std::iter::once(primary).chain(members) {
+            if !ck.model.has_item_embeddings() {
+                return Err(Error::Invalid(format!(
+                    "{} has no item embeddings, so no item-free twin: the share needs models \
+                     trained with `init --item-embeddings` (and `sft --item-dropout`)",
+                    ck.dir.display()
+                )));
+            }
+        }
     }
     let models = members.len() + 1;
     let shares = normalized_weights(model_weights.unwrap_or(&vec![1.0; models]), models)?;
@@ -209,13 +245,15 @@ pub fn write(
         listed.push(entry);
     }
     let manifest = EnsembleManifest {
-        format_version: match pool {
-            Pool::Mean => 2,
-            Pool::Product => ENSEMBLE_FORMAT_VERSION,
+        format_version: match (pool, item_free_share > 0.0) {
+            (_, true) => ENSEMBLE_FORMAT_VERSION,
+            (Pool::Product, false) => 3,
+            (Pool::Mean, false) => 2,
         },
         members: listed,
         model_weights: Some(shares),
         pool,
+        item_free_share,
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
     files.push((ENSEMBLE_FILE.to_string(), json));
@@ -248,6 +286,7 @@ mod tests {
             members: vec![member(1), member(2)],
             model_weights,
             pool: Pool::Mean,
+            item_free_share: 0.0,
         }
     }
 
@@ -296,5 +335,26 @@ mod tests {
             r#"{"format_version": 3, "members": [], "pool": "max"}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn item_free_share_defaults_to_none_and_is_written_only_when_set() {
+        let v3: EnsembleManifest = serde_json::from_str(
+            r#"{"format_version": 3, "members": [
+                {"config": "member-1.config.json", "weights": "member-1.safetensors", "source_version": "a"}],
+                "model_weights": [0.5, 0.5], "pool": "product"}"#,
+        )
+        .unwrap();
+        assert_eq!(v3.item_free_share, 0.0);
+        let plain = serde_json::to_value(manifest(None)).unwrap();
+        assert!(plain.get("item_free_share").is_none(), "{plain}");
+        let twins = EnsembleManifest {
+            item_free_share: 0.4,
+            ..manifest(None)
+        };
+        let json = serde_json::to_value(&twins).unwrap();
+        assert_eq!(json["item_free_share"], 0.4);
+        let back: EnsembleManifest = serde_json::from_value(json).unwrap();
+        assert_eq!(back.item_free_share, 0.4);
     }
 }

@@ -289,6 +289,52 @@ fn ensemble_search_ranks_by_the_members_pooled_token_probabilities() {
 }
 
 #[test]
+fn item_free_twins_take_their_share_of_every_models_weight() {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let index = catalogue(&mut rng, 40, 5, false);
+    let (first, _) = setup(&index, 1);
+    let (second, _) = setup(&index, 2);
+    // Models without item vectors stand in for twins: the mixture only places them.
+    let (t1, _) = setup(&index, 3);
+    let (t2, _) = setup(&index, 4);
+    let base = Mixture::weighted(vec![&first, &second], vec![1.0, 3.0])
+        .unwrap()
+        .pooled(Pool::Product);
+    let mixed = base
+        .clone()
+        .with_item_free_twins(vec![&t1, &t2], 0.4)
+        .unwrap();
+    let want = [0.15, 0.45, 0.1, 0.3];
+    assert!(
+        mixed
+            .weights()
+            .iter()
+            .zip(want)
+            .all(|(a, b)| (a - b).abs() < 1e-12),
+        "{:?}",
+        mixed.weights()
+    );
+    assert_eq!(mixed.models().len(), 4);
+    assert!(std::ptr::eq(mixed.models()[2], &t1) && std::ptr::eq(mixed.models()[3], &t2));
+    assert_eq!(mixed.pool(), Pool::Product);
+    let same = base.clone().with_item_free_twins(vec![], 0.0).unwrap();
+    assert_eq!(same.weights(), base.weights());
+    for (twins, share, why) in [
+        (vec![&t1, &t2], 1.0, "outside [0, 1)"),
+        (vec![&t1, &t2], -0.1, "outside [0, 1)"),
+        (vec![&t1, &t2], f64::NAN, "outside [0, 1)"),
+        (vec![&t1], 0.4, "1 item-free twins for 2 models"),
+    ] {
+        let err = base
+            .clone()
+            .with_item_free_twins(twins, share)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{share}: {err}");
+    }
+}
+
+#[test]
 fn ensemble_of_one_model_twice_is_that_model_and_batches_like_it() {
     let mut rng = ChaCha8Rng::seed_from_u64(23);
     let index = catalogue(&mut rng, 200, 7, true);

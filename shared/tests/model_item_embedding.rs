@@ -255,3 +255,37 @@ fn item_dropout_leaves_out_whole_vectors_in_training_only() {
     let err = plain.set_item_dropout(0.2).unwrap_err().to_string();
     assert!(err.contains("item embeddings"), "{err}");
 }
+
+#[test]
+fn an_item_free_twin_reads_prompts_as_if_every_vector_were_left_out_and_shares_the_weights() {
+    let (varmap, model) = model(10);
+    let t = table(&varmap);
+    let mut rows: Vec<Vec<f32>> = t.as_tensor().to_vec2().unwrap();
+    rows.iter_mut()
+        .skip(1)
+        .for_each(|r| r.iter_mut().for_each(|x| *x += 0.5));
+    t.set(&Tensor::new(rows.clone(), &Device::Cpu).unwrap())
+        .unwrap();
+    let with_vectors = logits(&model, Mode::Infer);
+    let twin = model.without_item_vectors().unwrap();
+    let twin_logits = logits(&twin, Mode::Infer);
+    assert_ne!(twin_logits, with_vectors, "the vectors must matter here");
+    // The model with every vector zeroed is what the twin reads, in every pass it offers.
+    t.set(&t.as_tensor().zeros_like().unwrap()).unwrap();
+    assert_eq!(twin_logits, logits(&model, Mode::Infer));
+    let (pre, _) = twin.prefill(&ids(), &[IDS.len()]).unwrap();
+    let (pre_zeroed, _) = model.prefill(&ids(), &[IDS.len()]).unwrap();
+    assert_eq!(
+        pre.to_vec2::<f32>().unwrap(),
+        pre_zeroed.to_vec2::<f32>().unwrap()
+    );
+    // The twin holds the model's weights, not a copy: training the model moves it too.
+    t.set(&Tensor::new(rows, &Device::Cpu).unwrap()).unwrap();
+    let embed = varmap.data().lock().unwrap()["model.embed_tokens.weight"].clone();
+    embed.set(&(embed.as_tensor() * 1.5).unwrap()).unwrap();
+    assert_ne!(logits(&twin, Mode::Infer), twin_logits);
+    // Only a model with item vectors has a twin.
+    let (_, plain) = random_model(&tiny_cfg(2, true), 6);
+    let err = plain.without_item_vectors().unwrap_err().to_string();
+    assert!(err.contains("no item vectors"), "{err}");
+}

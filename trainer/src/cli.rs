@@ -405,6 +405,11 @@ pub struct EvalArgs {
     /// (`sidrec-trainer ensemble --pool`); for choosing it on the valid split.
     #[arg(long)]
     pub pool: Option<sidrec::decode::Pool>,
+    /// Share of the mixture given to the models' item-free twins (0: none), overriding the
+    /// checkpoint's (`sidrec-trainer ensemble --item-free-share`); for choosing it on the valid
+    /// split. Needs models with item embeddings.
+    #[arg(long)]
+    pub item_free_share: Option<f64>,
     /// Prompt templates (default: the checkpoint's).
     #[arg(long)]
     pub prompt_style: Option<sidrec::prompt::PromptStyle>,
@@ -446,8 +451,13 @@ pub struct EnsembleArgs {
     #[arg(long, env = "SIDREC_CHECKPOINT")]
     pub checkpoint: PathBuf,
     /// The other members' checkpoints (a comma list or the flag repeated); each needs
-    /// `--checkpoint`'s tokenizer, SID index and prompt tokens.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// `--checkpoint`'s tokenizer, SID index and prompt tokens. May be left out with
+    /// `--item-free-share`: one model beside its own twin.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "item_free_share"
+    )]
     pub members: Vec<PathBuf>,
     /// Relative shares of the token mixture, one per model (`--checkpoint`'s first, then the
     /// members'), positive; divided by their sum. Default: equal shares.
@@ -458,6 +468,13 @@ pub struct EnsembleArgs {
     /// it weight).
     #[arg(long, default_value_t = sidrec::decode::Pool::Mean)]
     pub pool: sidrec::decode::Pool,
+    /// Share of the mixture given to item-free twins (0: none): each model is also decoded
+    /// without its item vectors, from the same weights, as item dropout (`sft --item-dropout`)
+    /// trained it, and its twin takes this share of its weight. The two predictions err on
+    /// different rows: the vector recalls pairs seen in training, the SID codes generalise.
+    /// Needs models with item embeddings; costs one more decode per model.
+    #[arg(long, default_value_t = 0.0)]
+    pub item_free_share: f64,
     /// The new checkpoint directory (written atomically).
     #[arg(long)]
     pub out: PathBuf,

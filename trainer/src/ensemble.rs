@@ -21,15 +21,34 @@ pub fn run(args: &EnsembleArgs) -> Result<()> {
         .iter()
         .map(|dir| Checkpoint::load(dir, &device, None))
         .collect::<sidrec::Result<Vec<_>>>()?;
-    let meta = sidrec::ensemble::write(&primary, &members, Some(&weights), args.pool, &args.out)?;
+    let meta = sidrec::ensemble::write(
+        &primary,
+        &members,
+        Some(&weights),
+        args.pool,
+        args.item_free_share,
+        &args.out,
+    )?;
     let parameters: usize = std::iter::once(&primary)
         .chain(&members)
         .map(|c| c.model.config().num_parameters())
         .sum();
+    let twins = if args.item_free_share > 0.0 {
+        format!(", item-free twins at share {}", args.item_free_share)
+    } else {
+        String::new()
+    };
+    let what = if models > 1 {
+        format!(
+            "an ensemble of {models} models, weights {}",
+            shares(&weights)
+        )
+    } else {
+        "one model".to_string()
+    };
     println!(
-        "wrote {} (an ensemble of {models} models, weights {}, pooled by {}, {parameters} parameters, version {})",
+        "wrote {} ({what}, pooled by {}{twins}, {parameters} parameters, version {})",
         args.out.display(),
-        shares(&weights),
         args.pool,
         meta.version
     );

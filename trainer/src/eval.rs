@@ -52,6 +52,9 @@ pub struct EvalReport {
     /// How an ensemble's models combined (`mean` or `product`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// The share of the mixture the models' item-free twins took, when they were decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_free_share: Option<f64>,
     /// What ranked the lists: `model` (the beam's order), `hybrid` (the beam's items re-ranked
     /// by the checkpoint's hybrid ranker) or `baseline`.
     pub ranker: String,
@@ -252,16 +255,7 @@ pub fn render(r: &EvalReport) -> String {
                 h.lambda, h.item_model, h.prior_strength
             ),
             None => r.ranker.clone(),
-        } + &if r.models > 1 {
-            let weights = crate::ensemble::shares(r.model_weights.as_deref().unwrap_or_default());
-            let pool = r.pool.as_deref().unwrap_or("mean");
-            format!(
-                " (an ensemble of {} models, weights {weights}, pooled by {pool})",
-                r.models
-            )
-        } else {
-            String::new()
-        },
+        } + &mixture_text(r),
         r.decode_seconds,
         r.rows_per_second,
         r.peak_rss_mib
@@ -269,6 +263,26 @@ pub fn render(r: &EvalReport) -> String {
             .unwrap_or_else(|| "n/a".into()),
         r.metrics.to_markdown()
     )
+}
+
+/// How the report names an ensemble's mixture and item-free twins (empty for one plain model).
+fn mixture_text(r: &EvalReport) -> String {
+    let pool = r.pool.as_deref().unwrap_or("mean");
+    let twins = r
+        .item_free_share
+        .map(|s| format!(", item-free twins at share {s}"))
+        .unwrap_or_default();
+    if r.models > 1 {
+        let weights = crate::ensemble::shares(r.model_weights.as_deref().unwrap_or_default());
+        format!(
+            " (an ensemble of {} models, weights {weights}, pooled by {pool}{twins})",
+            r.models
+        )
+    } else if r.item_free_share.is_some() {
+        format!(" (pooled by {pool}{twins})")
+    } else {
+        String::new()
+    }
 }
 
 /// A split decoded by a checkpoint: every row's prompt and beams, before ranking.
@@ -289,6 +303,8 @@ pub struct Decoded {
     pub mode: sidrec::decode::ScoreMode,
     /// How an ensemble's models combined.
     pub pool: sidrec::decode::Pool,
+    /// The share of the mixture the item-free twins took (0: none).
+    pub item_free_share: f64,
     /// Prompt style.
     pub style: PromptStyle,
     /// History items the prompts kept (`None`: all).
@@ -333,7 +349,10 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
     }
 
     let pool = args.pool.unwrap_or(ck.pool);
-    let mixture = ck.mixture()?.pooled(pool);
+    let item_free_share = args.item_free_share.unwrap_or(ck.item_free_share);
+    let mixture = ck
+        .mixture_with(pool, item_free_share)
+        .map_err(|e| TrainerError::Invalid(format!("--item-free-share: {e}")))?;
     let decoder = Decoder::for_checkpoint(&ck, &device)?;
     let mode = args.mode.or(ck.meta.score_mode).unwrap_or_default();
     let cfg = SearchConfig {
@@ -378,6 +397,7 @@ pub fn decode(args: &EvalArgs, checkpoint: &Path) -> Result<Decoded> {
         beams,
         mode,
         pool,
+        item_free_share,
         style,
         max_history,
         decode_seconds: start.elapsed().as_secs_f64(),
@@ -440,7 +460,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         max_history: d.max_history,
         models: d.ck.models().len(),
         model_weights: (d.ck.models().len() > 1).then(|| d.ck.model_weights.clone()),
-        pool: (d.ck.models().len() > 1).then(|| d.pool.to_string()),
+        pool: (d.ck.models().len() > 1 || d.item_free_share > 0.0).then(|| d.pool.to_string()),
+        item_free_share: (d.item_free_share > 0.0).then_some(d.item_free_share),
         ranker: if hybrid.is_some() { "hybrid" } else { "model" }.into(),
         hybrid: hybrid.map(HybridSummary::of),
         metrics,

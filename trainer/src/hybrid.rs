@@ -193,6 +193,7 @@ pub fn run(args: &HybridArgs) -> Result<()> {
                 batch_size: args.batch_size,
                 mode: None,
                 pool: None,
+                item_free_share: None,
                 prompt_style: None,
                 limit: args.valid_rows,
                 max_history: None,

@@ -358,3 +358,194 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     let err = Checkpoint::load(&unlisted, &Device::Cpu, None).unwrap_err();
     assert!(err.to_string().contains("not listed"), "{err}");
 }
+
+/// A model with item embeddings beside its item-free twin (`--item-free-share`, no members):
+/// recorded as format 4, reported by eval, served, and decoded as the library's mixture of the
+/// model and [`Qwen2::without_item_vectors`] at the chosen shares; `eval --item-free-share 0`
+/// decodes the model alone, and a share the models cannot take is refused by name.
+#[test]
+fn item_free_twins_are_written_evaluated_and_served_beside_their_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (data, init, plain, trained, twins) =
+        (p("data"), p("init"), p("plain"), p("trained"), p("twins"));
+    ok(&[
+        "data", "synth", "--items", "120", "--users", "150", "--seed", "5", "--out", &data,
+    ]);
+    ok(&[
+        "init",
+        "--data",
+        &data,
+        "--out",
+        &init,
+        "--vocab-size",
+        "400",
+        "--item-embeddings",
+    ]);
+    ok(&[
+        "init",
+        "--data",
+        &data,
+        "--out",
+        &plain,
+        "--vocab-size",
+        "400",
+    ]);
+    // A few steps at a high rate move the item table off its zero start, so the twin differs.
+    ok(&[
+        "sft",
+        "--init",
+        &init,
+        "--data",
+        &data,
+        "--out",
+        &trained,
+        "--tasks",
+        "seqrec",
+        "--history-loss",
+        "--max-steps",
+        "8",
+        "--eval-every",
+        "100",
+        "--batch-size",
+        "16",
+        "--lr",
+        "1e-2",
+        "--item-lr-scale",
+        "3",
+        "--item-dropout",
+        "0.3",
+        "--valid-rows",
+        "8",
+        "--valid-beams",
+        "5",
+    ]);
+    let model = Path::new(&trained).join("last");
+    let model = model.to_str().unwrap();
+    let stdout = String::from_utf8(
+        ok(&[
+            "ensemble",
+            "--checkpoint",
+            model,
+            "--pool",
+            "product",
+            "--item-free-share",
+            "0.4",
+            "--out",
+            &twins,
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        stdout.contains("one model, pooled by product, item-free twins at share 0.4"),
+        "{stdout}"
+    );
+    let manifest = read_json(&Path::new(&twins).join("ensemble.json"));
+    assert_eq!(manifest["format_version"], 4);
+    assert_eq!(manifest["item_free_share"], 0.4);
+    assert_eq!(manifest["members"], serde_json::json!([]));
+
+    let eval = |ck: &str, out: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            ck,
+            "--out",
+            out,
+            "--data",
+            &data,
+            "--limit",
+            "25",
+            "--num-beams",
+            "10",
+        ];
+        args.extend(extra);
+        ok(&args);
+        read_json(&Path::new(out).join("report.json"))
+    };
+    let (e_twins, e_alone, e_model) = (p("eval-twins"), p("eval-alone"), p("eval-model"));
+    let report = eval(&twins, &e_twins, &[]);
+    assert_eq!(report["item_free_share"], 0.4);
+    assert_eq!(report["pool"], "product");
+    let md = std::fs::read_to_string(Path::new(&e_twins).join("report.md")).unwrap();
+    assert!(md.contains("item-free twins at share 0.4"), "{md}");
+    assert!(eval(&twins, &e_alone, &["--item-free-share", "0"])
+        .get("item_free_share")
+        .is_none());
+    eval(model, &e_model, &[]);
+
+    let ck = Checkpoint::load(&twins, &Device::Cpu, None).unwrap();
+    assert_eq!(ck.item_free_share, 0.4);
+    let twin = ck.model.without_item_vectors().unwrap();
+    let mix = Mixture::weighted(vec![&ck.model, &twin], vec![0.6, 0.4])
+        .unwrap()
+        .pooled(Pool::Product);
+    assert_eq!(
+        ck.mixture().unwrap().weights(),
+        mix.weights(),
+        "the model keeps 1 − share, its twin the share"
+    );
+    let decoder = Decoder::for_checkpoint(&ck, &Device::Cpu).unwrap();
+    let cfg = SearchConfig {
+        num_beams: 10,
+        top_k: 10,
+        mode: ScoreMode::Exact,
+    };
+    let engine = Engine::load(
+        Path::new(&twins),
+        &twins,
+        &Device::Cpu,
+        Some(ScoreMode::Exact),
+    )
+    .unwrap();
+    assert_eq!(engine.item_free_share(), 0.4);
+    assert_eq!(engine.num_models(), 1);
+    let preds = read_json(&Path::new(&e_twins).join("predictions.json"));
+    let preds_model = read_json(&Path::new(&e_model).join("predictions.json"));
+    let moved = assert_rows_decode_as(&preds, &preds_model, &decoder, &mix, &engine, &cfg);
+    assert!(moved > 0, "the twin changed no row");
+    assert_eq!(
+        read_json(&Path::new(&e_alone).join("predictions.json")),
+        preds_model,
+        "--item-free-share 0 decodes the model alone"
+    );
+
+    // Refused by name: a model without item vectors, a share outside [0, 1), and eval's
+    // override on such a model. Nothing is written.
+    let y = p("y");
+    let e = fails(&[
+        "ensemble",
+        "--checkpoint",
+        &plain,
+        "--item-free-share",
+        "0.4",
+        "--out",
+        &y,
+    ]);
+    assert!(e.contains("has no item embeddings"), "{e}");
+    for bad in ["1", "-0.1", "NaN"] {
+        let share = format!("--item-free-share={bad}");
+        let e = fails(&["ensemble", "--checkpoint", model, &share, "--out", &y]);
+        assert!(e.contains("outside [0, 1)"), "{bad}: {e}");
+    }
+    assert!(!Path::new(&y).exists());
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        &plain,
+        "--data",
+        &data,
+        "--limit",
+        "5",
+        "--item-free-share",
+        "0.4",
+        "--out",
+    ];
+    args.push(&y);
+    let e = fails(&args);
+    assert!(
+        e.contains("--item-free-share") && e.contains("no item vectors"),
+        "{e}"
+    );
+}

@@ -62,6 +62,10 @@ pub struct Engine {
     model_weights: Vec<f64>,
     /// How the models' scores combine.
     pool: Pool,
+    /// The models' item-free twins (empty when the checkpoint has none).
+    twins: Vec<Qwen2>,
+    /// The twins' share of the token mixture (0: none).
+    item_free_share: f64,
     tokenizer: SidTokenizer,
     index: Arc<SidIndex>,
     item_types: Arc<ItemTypes>,
@@ -101,6 +105,17 @@ impl Engine {
         let mode = mode.or(ck.meta.score_mode).unwrap_or_default();
         let catalogue = Catalogue::new(&ck.index, &ck.items)?;
         let decoder = Decoder::for_checkpoint(&ck, device)?;
+        let num_parameters = (ck.models().iter())
+            .map(|m| m.config().num_parameters())
+            .sum();
+        let models: Vec<Qwen2> = std::iter::once(ck.model).chain(ck.members).collect();
+        let twins = if ck.item_free_share > 0.0 {
+            (models.iter())
+                .map(Qwen2::without_item_vectors)
+                .collect::<sidrec::Result<_>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
@@ -108,16 +123,14 @@ impl Engine {
             loaded_at: SystemTime::now(),
             mode,
             device: device_name(device),
-            num_parameters: ck
-                .models()
-                .iter()
-                .map(|m| m.config().num_parameters())
-                .sum(),
+            num_parameters,
             hybrid: ck.hybrid,
             meta: ck.meta,
             model_weights: ck.model_weights,
             pool: ck.pool,
-            models: std::iter::once(ck.model).chain(ck.members).collect(),
+            item_free_share: ck.item_free_share,
+            models,
+            twins,
             tokenizer: ck.tokenizer,
             index: ck.index,
             item_types: ck.item_types,
@@ -138,6 +151,11 @@ impl Engine {
     /// How an ensemble's models combine their scores.
     pub fn pool(&self) -> Pool {
         self.pool
+    }
+
+    /// The share of the token mixture that the models' item-free twins take (0: none).
+    pub fn item_free_share(&self) -> f64 {
+        self.item_free_share
     }
 
     /// The checkpoint's version, named in every response it serves.
@@ -248,7 +266,8 @@ impl Engine {
             mode: self.mode,
         };
         let mixture = Mixture::weighted(self.models.iter().collect(), self.model_weights.clone())?
-            .pooled(self.pool);
+            .pooled(self.pool)
+            .with_item_free_twins(self.twins.iter().collect(), self.item_free_share)?;
         self.decoder.beam_search_ensemble(&mixture, &reqs, &cfg)
     }
 }

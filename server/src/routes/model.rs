@@ -91,6 +91,7 @@ pub async fn model(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         "num_models": e.num_models(),
         "model_weights": e.model_weights(),
         "pool": e.pool().to_string(),
+        "item_free_share": e.item_free_share(),
         "device": e.device,
         "score_mode": e.mode.to_string(),
         "hybrid": e.hybrid.as_ref().map(|h| json!({

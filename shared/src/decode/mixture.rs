@@ -78,6 +78,33 @@ impl<'m> Mixture<'m> {
         Self { pool, ..self }
     }
 
+    /// The same models joined by their item-free twins ([`Qwen2::without_item_vectors`], one
+    /// per model, in the same order), which take `share` of every model's weight: model `k`
+    /// keeps `(1 − share) · w_k`, its twin gets `share · w_k`. `share` 0 leaves the mixture as
+    /// it is; it must be below 1, so that the item vectors keep a say.
+    pub fn with_item_free_twins(self, twins: Vec<&'m Qwen2>, share: f64) -> Result<Self> {
+        check_item_free_share(share)?;
+        if share == 0.0 {
+            return Ok(self);
+        }
+        if twins.len() != self.models.len() {
+            return Err(Error::Invalid(format!(
+                "{} item-free twins for {} models",
+                twins.len(),
+                self.models.len()
+            )));
+        }
+        let weights = (self.weights.iter().map(|w| w * (1.0 - share)))
+            .chain(self.weights.iter().map(|w| w * share))
+            .collect();
+        let models = self.models.into_iter().chain(twins).collect();
+        Ok(Self {
+            models,
+            weights,
+            pool: self.pool,
+        })
+    }
+
     /// The models, in decoding order.
     pub fn models(&self) -> &[&'m Qwen2] {
         &self.models
@@ -91,6 +118,17 @@ impl<'m> Mixture<'m> {
     /// How the members' scores combine.
     pub fn pool(&self) -> Pool {
         self.pool
+    }
+}
+
+/// An error unless `share` (of a mixture, for item-free twins) is in [0, 1).
+pub fn check_item_free_share(share: f64) -> Result<()> {
+    if (0.0..1.0).contains(&share) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "item-free share {share} is outside [0, 1)"
+        )))
     }
 }
 

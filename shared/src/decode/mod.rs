@@ -9,6 +9,6 @@ mod mixture;
 mod search;
 mod tables;
 
-pub use mixture::{normalized_weights, Mixture, Pool};
+pub use mixture::{check_item_free_share, normalized_weights, Mixture, Pool};
 pub use search::{DecodeRequest, Decoder, Hypothesis, ScoreMode, SearchConfig};
 pub use tables::DecodeTables;

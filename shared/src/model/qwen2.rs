@@ -738,6 +738,26 @@ impl Qwen2 {
         self.embed_items.is_some()
     }
 
+    /// This model reading prompts through their SID tokens alone, its item vectors left out
+    /// (weights shared, nothing copied): the prediction item dropout trains beside the one with
+    /// the vectors. An error for a model without item embeddings.
+    ///
+    /// Why: a model trained with `sft --item-dropout` has learned both predictions, and they
+    /// err on different rows: the vector recalls the pairs seen in training, the codes
+    /// generalise to pairs never seen. Decoded together ([`crate::decode::Mixture::with_item_free_twins`]),
+    /// the two rank better than either.
+    pub fn without_item_vectors(&self) -> Result<Self> {
+        if self.embed_items.is_none() {
+            return Err(Error::Invalid(
+                "the model has no item vectors to leave out (init --item-embeddings)".into(),
+            ));
+        }
+        Ok(Self {
+            embed_items: None,
+            ..self.clone()
+        })
+    }
+
     /// Attach the lookup that finds item SIDs in token ids (built from the checkpoint's
     /// tokenizer and SID index). A no-op for models without item embeddings; an error when its
     /// row count differs from the table's, or when another lookup is already attached.

@@ -128,6 +128,7 @@ pub fn run(args: &EvalArgs, kind: BaselineKind) -> Result<EvalReport> {
         models: 0,
         model_weights: None,
         pool: None,
+        item_free_share: None,
         ranker: "baseline".into(),
         hybrid: None,
         metrics,
