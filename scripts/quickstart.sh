@@ -70,7 +70,7 @@ sft() {
 # err on different rows, and together they rank the pairs seen once or twice in train much
 # better than either alone (BENCHMARKS.md, "Quickstart model"). Each beam step scores a token by
 # their mean log-probability (--pool product), so the items both models are sure of come first.
-# Each model is also decoded a second time without its item vectors (--item-free-share 0.4), the
+# Each model's first SID code is also scored without its item vectors (--item-free-share 0.5), the
 # prediction item dropout trained beside the one with them: the vector recalls the pairs seen in
 # train, the SID codes generalise to pairs never seen, and together they rank better than either
 # (BENCHMARKS.md, "Item-free twins").
@@ -83,7 +83,7 @@ sft "$RUN/sft" 42
 wait "$second" || { echo "error: the second SFT run failed; see $RUN/sft-2.log" >&2; exit 1; }
 trap - EXIT
 $T ensemble --checkpoint "$RUN/sft/best" --members "$RUN/sft-2/best" --pool product \
-  --item-free-share 0.4 --out "$RUN/ensemble"
+  --item-free-share 0.5 --out "$RUN/ensemble"
 
 echo "==> the ensemble of both best checkpoints and both baselines on the same 500 test rows (50 beams)"
 $T eval --checkpoint "$RUN/ensemble" --data "$RUN/data" --split test \

@@ -107,7 +107,8 @@ pub struct Checkpoint {
     pub model_weights: Vec<f64>,
     /// How an ensemble's models combine their scores (`mean` for a single model).
     pub pool: Pool,
-    /// The share of the token mixture that the models' item-free twins take (0: no twins).
+    /// The share of the first SID level's token mixture that the models' item-free twins take
+    /// (0: no twins).
     pub item_free_share: f64,
     /// The item-free twins of [`Self::models`], built the first time a mixture needs them.
     twins: OnceLock<Vec<Qwen2>>,

@@ -14,9 +14,9 @@
 //! (`mean`) keeps a token that any member is sure of; averaging log-probabilities (`product`)
 //! lets one doubtful member pull an item down, so the items every member ranks high come first.
 //!
-//! Item-free twins (`item_free_share`, format 4): models trained with item dropout also decode a
-//! second time without their item vectors, from the same weights, and take that share of the
-//! mixture ([`crate::decode::Mixture::with_item_free_twins`]). Such a checkpoint may have no
+//! Item-free twins (`item_free_share`, format 4): models trained with item dropout also score the
+//! first SID level without their item vectors, from the same weights, and take that share of
+//! its mixture ([`crate::decode::Mixture::with_item_free_twins`]). Such a checkpoint may have no
 //! members at all: one model beside its own twin.
 
 use std::path::Path;

@@ -100,6 +100,16 @@ fn mixture(per_model: &[Vec<f32>], weights: &[f64], pool: Pool) -> Vec<f32> {
         .collect()
 }
 
+/// The sequence score of `mix` from each model's token log-probabilities (`per_model[k][i]`):
+/// the first token pooled over every model, the later ones over the models without their
+/// item-free twins, which score the first level only.
+fn pooled(mix: &Mixture<'_>, per_model: &[Vec<f32>]) -> f32 {
+    let first = mixture(per_model, mix.weights(), mix.pool())[0];
+    let kept = per_model.len() - mix.twins();
+    let later = mixture(&per_model[..kept], &mix.later_weights(), mix.pool());
+    first + later[1..].iter().sum::<f32>()
+}
+
 /// `model` alone, as a mixture of one.
 fn alone(model: &Qwen2) -> Mixture<'_> {
     Mixture::equal(vec![model]).unwrap()
@@ -132,7 +142,7 @@ fn exhaustive(
                     .iter()
                     .map(|m| sequence_scores(m, prompt, &seq, None))
                     .collect();
-                mixture(&per_model, mix.weights(), mix.pool()).iter().sum()
+                pooled(mix, &per_model)
             }
             ScoreMode::Fast => {
                 // Level d normalises over that level's tokens, plus `\n` where SIDs end at d.
@@ -158,7 +168,7 @@ fn exhaustive(
                     .iter()
                     .map(|m| sequence_scores(m, prompt, &seq, Some(&sets)))
                     .collect();
-                mixture(&per_model, mix.weights(), mix.pool()).iter().sum()
+                pooled(mix, &per_model)
             }
         };
         out.push((sid, score));
@@ -315,8 +325,41 @@ fn item_free_twins_take_their_share_of_every_models_weight() {
         mixed.weights()
     );
     assert_eq!(mixed.models().len(), 4);
+    assert_eq!(mixed.twins(), 2);
     assert!(std::ptr::eq(mixed.models()[2], &t1) && std::ptr::eq(mixed.models()[3], &t2));
     assert_eq!(mixed.pool(), Pool::Product);
+    // After the first level the models score alone, at their own shares.
+    assert_eq!(mixed.later_weights(), base.weights());
+    assert!(mixed
+        .clone()
+        .with_item_free_twins(vec![&t1, &t2, &t1, &t2], 0.4)
+        .is_err());
+    // Beam search scores the first token by all four and the rest by the two models: with
+    // beams as wide as the catalogue it ranks every SID as the exhaustive scores do, and the
+    // twins move the ranking.
+    let decoder = setup(&index, 1).1;
+    let distinct = decoder.trie().paths().count();
+    let prompt: Vec<u32> = (0..6).map(|_| rng.gen_range(0..100)).collect();
+    let req = [DecodeRequest {
+        prompt: &prompt,
+        exclude: &[],
+    }];
+    for mode in [ScoreMode::Exact, ScoreMode::Fast] {
+        let cfg = SearchConfig {
+            num_beams: distinct + 5,
+            top_k: distinct + 5,
+            mode,
+        };
+        let got = decoder.beam_search_ensemble(&mixed, &req, &cfg).unwrap();
+        let expected = exhaustive(&mixed, &decoder, &prompt, mode, &[]);
+        assert_matches_exhaustive(&got[0], &expected);
+        let without = exhaustive(&base, &decoder, &prompt, mode, &[]);
+        assert_ne!(
+            expected.iter().map(|(s, _)| s).collect::<Vec<_>>(),
+            without.iter().map(|(s, _)| s).collect::<Vec<_>>(),
+            "{mode}: the twins changed no rank"
+        );
+    }
     let same = base.clone().with_item_free_twins(vec![], 0.0).unwrap();
     assert_eq!(same.weights(), base.weights());
     for (twins, share, why) in [

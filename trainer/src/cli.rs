@@ -405,7 +405,7 @@ pub struct EvalArgs {
     /// (`sidrec-trainer ensemble --pool`); for choosing it on the valid split.
     #[arg(long)]
     pub pool: Option<sidrec::decode::Pool>,
-    /// Share of the mixture given to the models' item-free twins (0: none), overriding the
+    /// Share of the first level's mixture given to the models' item-free twins (0: none), overriding the
     /// checkpoint's (`sidrec-trainer ensemble --item-free-share`); for choosing it on the valid
     /// split. Needs models with item embeddings.
     #[arg(long)]
@@ -468,11 +468,13 @@ pub struct EnsembleArgs {
     /// it weight).
     #[arg(long, default_value_t = sidrec::decode::Pool::Mean)]
     pub pool: sidrec::decode::Pool,
-    /// Share of the mixture given to item-free twins (0: none): each model is also decoded
-    /// without its item vectors, from the same weights, as item dropout (`sft --item-dropout`)
-    /// trained it, and its twin takes this share of its weight. The two predictions err on
-    /// different rows: the vector recalls pairs seen in training, the SID codes generalise.
-    /// Needs models with item embeddings; costs one more decode per model.
+    /// Share of the first SID level's mixture given to item-free twins (0: none): each model
+    /// also scores the first code without its item vectors, from the same weights, as item
+    /// dropout (`sft --item-dropout`) trained it, and its twin takes this share of its weight
+    /// there; later levels are the models' alone. The two predictions err on different rows:
+    /// the vector recalls pairs seen in training, the SID codes generalise to the group of
+    /// items that follows. Needs models with item embeddings; costs one more prompt pass per
+    /// model.
     #[arg(long, default_value_t = 0.0)]
     pub item_free_share: f64,
     /// The new checkpoint directory (written atomically).

@@ -361,7 +361,7 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
 
 /// A model with item embeddings beside its item-free twin (`--item-free-share`, no members):
 /// recorded as format 4, reported by eval, served, and decoded as the library's mixture of the
-/// model and [`Qwen2::without_item_vectors`] at the chosen shares; `eval --item-free-share 0`
+/// model and its twin ([`Qwen2::without_item_vectors`]) at the chosen share; `eval --item-free-share 0`
 /// decodes the model alone, and a share the models cannot take is refused by name.
 #[test]
 fn item_free_twins_are_written_evaluated_and_served_beside_their_model() {
@@ -478,14 +478,19 @@ fn item_free_twins_are_written_evaluated_and_served_beside_their_model() {
     let ck = Checkpoint::load(&twins, &Device::Cpu, None).unwrap();
     assert_eq!(ck.item_free_share, 0.4);
     let twin = ck.model.without_item_vectors().unwrap();
-    let mix = Mixture::weighted(vec![&ck.model, &twin], vec![0.6, 0.4])
+    let mix = Mixture::equal(vec![&ck.model])
         .unwrap()
-        .pooled(Pool::Product);
+        .pooled(Pool::Product)
+        .with_item_free_twins(vec![&twin], 0.4)
+        .unwrap();
+    let stored = ck.mixture().unwrap();
     assert_eq!(
-        ck.mixture().unwrap().weights(),
-        mix.weights(),
+        stored.weights(),
+        &[0.6, 0.4],
         "the model keeps 1 − share, its twin the share"
     );
+    assert_eq!(stored.twins(), 1);
+    assert_eq!(stored.later_weights(), vec![1.0]);
     let decoder = Decoder::for_checkpoint(&ck, &Device::Cpu).unwrap();
     let cfg = SearchConfig {
         num_beams: 10,

@@ -64,7 +64,7 @@ pub struct Engine {
     pool: Pool,
     /// The models' item-free twins (empty when the checkpoint has none).
     twins: Vec<Qwen2>,
-    /// The twins' share of the token mixture (0: none).
+    /// The twins' share of the first SID level's token mixture (0: none).
     item_free_share: f64,
     tokenizer: SidTokenizer,
     index: Arc<SidIndex>,
@@ -153,7 +153,7 @@ impl Engine {
         self.pool
     }
 
-    /// The share of the token mixture that the models' item-free twins take (0: none).
+    /// The share of the first SID level's token mixture that the item-free twins take (0: none).
     pub fn item_free_share(&self) -> f64 {
         self.item_free_share
     }

@@ -53,6 +53,8 @@ pub struct Mixture<'m> {
     models: Vec<&'m Qwen2>,
     weights: Vec<f64>,
     pool: Pool,
+    /// How many of `models`, at the end, are item-free twins (they score the first level only).
+    twins: usize,
 }
 
 impl<'m> Mixture<'m> {
@@ -70,6 +72,7 @@ impl<'m> Mixture<'m> {
             models,
             weights,
             pool: Pool::Mean,
+            twins: 0,
         })
     }
 
@@ -79,13 +82,24 @@ impl<'m> Mixture<'m> {
     }
 
     /// The same models joined by their item-free twins ([`Qwen2::without_item_vectors`], one
-    /// per model, in the same order), which take `share` of every model's weight: model `k`
-    /// keeps `(1 − share) · w_k`, its twin gets `share · w_k`. `share` 0 leaves the mixture as
-    /// it is; it must be below 1, so that the item vectors keep a say.
+    /// per model, in the same order), which score the first SID level only: there they take
+    /// `share` of every model's weight (model `k` keeps `(1 − share) · w_k`, its twin gets
+    /// `share · w_k`); the later levels are the models' alone, at their own weights. `share` 0
+    /// leaves the mixture as it is; it must be below 1, so that the item vectors keep a say.
+    ///
+    /// Why the first level only: the SID codes' prediction generalises to pairs of items never
+    /// seen in training by the group of items that follows (the first code); inside a group,
+    /// which item it is, the item vectors' memory is the better judge (measured on valid, a
+    /// twin at every level ranks worse).
     pub fn with_item_free_twins(self, twins: Vec<&'m Qwen2>, share: f64) -> Result<Self> {
         check_item_free_share(share)?;
         if share == 0.0 {
             return Ok(self);
+        }
+        if self.twins > 0 {
+            return Err(Error::Invalid(
+                "the mixture already has item-free twins".into(),
+            ));
         }
         if twins.len() != self.models.len() {
             return Err(Error::Invalid(format!(
@@ -97,12 +111,27 @@ impl<'m> Mixture<'m> {
         let weights = (self.weights.iter().map(|w| w * (1.0 - share)))
             .chain(self.weights.iter().map(|w| w * share))
             .collect();
+        let twins_count = twins.len();
         let models = self.models.into_iter().chain(twins).collect();
         Ok(Self {
             models,
             weights,
             pool: self.pool,
+            twins: twins_count,
         })
+    }
+
+    /// How many of [`Self::models`], at the end, are item-free twins.
+    pub fn twins(&self) -> usize {
+        self.twins
+    }
+
+    /// The weights of the levels after the first: the models without their twins, each at its
+    /// own share (they sum to one).
+    pub fn later_weights(&self) -> Vec<f64> {
+        let kept = &self.weights[..self.models.len() - self.twins];
+        let total: f64 = kept.iter().sum();
+        kept.iter().map(|w| w / total).collect()
     }
 
     /// The models, in decoding order.
@@ -110,7 +139,7 @@ impl<'m> Mixture<'m> {
         &self.models
     }
 
-    /// Each model's weight (they sum to one).
+    /// Each model's weight at the first level (they sum to one; see [`Self::later_weights`]).
     pub fn weights(&self) -> &[f64] {
         &self.weights
     }

@@ -281,7 +281,8 @@ impl Decoder {
     /// the members' log-probabilities by the mixture's [`Pool`] (the log of their weighted mean
     /// probability, or their weighted mean log-probability). Every member runs its own prefill
     /// and KV caches over the same prompts and beams, so the members must share the tokenizer;
-    /// one member is exactly [`Self::beam_search`].
+    /// one member is exactly [`Self::beam_search`]. Item-free twins
+    /// ([`Mixture::with_item_free_twins`]) score the first step only, from their prefill.
     pub fn beam_search_ensemble(
         &self,
         mixture: &Mixture<'_>,
@@ -349,6 +350,13 @@ impl Decoder {
             states = table.next.index_select(&edge, 0)?;
             let tokens = table.tokens.index_select(&edge, 0)?;
             scores = new_scores;
+            if step == 0 && mixture.twins() > 0 {
+                // Item-free twins score the first level only: they need no beam steps.
+                members.truncate(members.len() - mixture.twins());
+                for (s, w) in members.iter_mut().zip(mixture.later_weights()) {
+                    s.weight = w;
+                }
+            }
             history = Some(match history {
                 None => tokens.reshape((rows, 1))?,
                 Some(h) => Tensor::cat(

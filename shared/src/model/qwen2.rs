@@ -744,8 +744,8 @@ impl Qwen2 {
     ///
     /// Why: a model trained with `sft --item-dropout` has learned both predictions, and they
     /// err on different rows: the vector recalls the pairs seen in training, the codes
-    /// generalise to pairs never seen. Decoded together ([`crate::decode::Mixture::with_item_free_twins`]),
-    /// the two rank better than either.
+    /// generalise to pairs never seen. Scoring the first SID code together
+    /// ([`crate::decode::Mixture::with_item_free_twins`]), the two rank better than either.
     pub fn without_item_vectors(&self) -> Result<Self> {
         if self.embed_items.is_none() {
             return Err(Error::Invalid(
