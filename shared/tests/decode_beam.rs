@@ -110,6 +110,16 @@ fn pooled(mix: &Mixture<'_>, per_model: &[Vec<f32>]) -> f32 {
     first + later[1..].iter().sum::<f32>()
 }
 
+/// A search whose beam is wider than the catalogue's `distinct` SIDs: it keeps every prefix, so
+/// its scores are exact.
+fn as_wide_as_the_catalogue(distinct: usize, mode: ScoreMode) -> SearchConfig {
+    SearchConfig {
+        num_beams: distinct + 5,
+        top_k: distinct + 5,
+        mode,
+    }
+}
+
 /// `model` alone, as a mixture of one.
 fn alone(model: &Qwen2) -> Mixture<'_> {
     Mixture::equal(vec![model]).unwrap()
@@ -215,11 +225,7 @@ fn beam_search_equals_exhaustive_ranking_in_both_modes() {
         let distinct = decoder.trie().paths().count();
         let prompt: Vec<u32> = (0..9).map(|_| rng.gen_range(0..100)).collect();
         for mode in [ScoreMode::Exact, ScoreMode::Fast] {
-            let cfg = SearchConfig {
-                num_beams: distinct + 5,
-                top_k: distinct + 5,
-                mode,
-            };
+            let cfg = as_wide_as_the_catalogue(distinct, mode);
             let got = decoder
                 .beam_search(
                     &model,
@@ -253,12 +259,7 @@ fn ensemble_search_ranks_by_the_members_pooled_token_probabilities() {
         exclude: &[],
     }];
     for mode in [ScoreMode::Exact, ScoreMode::Fast] {
-        // A beam wider than the catalogue keeps every prefix, so its scores are exact.
-        let cfg = SearchConfig {
-            num_beams: distinct + 5,
-            top_k: distinct + 5,
-            mode,
-        };
+        let cfg = as_wide_as_the_catalogue(distinct, mode);
         let members = vec![&first, &second, &third];
         let equal = Mixture::equal(members.clone()).unwrap();
         let weighted = Mixture::weighted(members, vec![0.5, 6.0, 1.5]).unwrap();
@@ -302,7 +303,7 @@ fn ensemble_search_ranks_by_the_members_pooled_token_probabilities() {
 fn item_free_twins_take_their_share_of_every_models_weight() {
     let mut rng = ChaCha8Rng::seed_from_u64(29);
     let index = catalogue(&mut rng, 40, 5, false);
-    let (first, _) = setup(&index, 1);
+    let (first, decoder) = setup(&index, 1);
     let (second, _) = setup(&index, 2);
     // Models without item vectors stand in for twins: the mixture only places them.
     let (t1, _) = setup(&index, 3);
@@ -337,7 +338,6 @@ fn item_free_twins_take_their_share_of_every_models_weight() {
     // Beam search scores the first token by all four and the rest by the two models: with
     // beams as wide as the catalogue it ranks every SID as the exhaustive scores do, and the
     // twins move the ranking.
-    let decoder = setup(&index, 1).1;
     let distinct = decoder.trie().paths().count();
     let prompt: Vec<u32> = (0..6).map(|_| rng.gen_range(0..100)).collect();
     let req = [DecodeRequest {
@@ -345,11 +345,7 @@ fn item_free_twins_take_their_share_of_every_models_weight() {
         exclude: &[],
     }];
     for mode in [ScoreMode::Exact, ScoreMode::Fast] {
-        let cfg = SearchConfig {
-            num_beams: distinct + 5,
-            top_k: distinct + 5,
-            mode,
-        };
+        let cfg = as_wide_as_the_catalogue(distinct, mode);
         let got = decoder.beam_search_ensemble(&mixed, &req, &cfg).unwrap();
         let expected = exhaustive(&mixed, &decoder, &prompt, mode, &[]);
         assert_matches_exhaustive(&got[0], &expected);

@@ -54,6 +54,19 @@ fn table(varmap: &candle_nn::VarMap) -> Var {
     varmap.data().lock().unwrap()["model.embed_items.weight"].clone()
 }
 
+/// Move every item row (not row 0, "no item") off its zero start by 0.5; the table and the rows
+/// it now holds.
+fn lift_item_vectors(varmap: &candle_nn::VarMap) -> (Var, Vec<Vec<f32>>) {
+    let t = table(varmap);
+    let mut rows: Vec<Vec<f32>> = t.as_tensor().to_vec2().unwrap();
+    rows.iter_mut()
+        .skip(1)
+        .for_each(|r| r.iter_mut().for_each(|x| *x += 0.5));
+    t.set(&Tensor::new(rows.clone(), &Device::Cpu).unwrap())
+        .unwrap();
+    (t, rows)
+}
+
 #[test]
 fn an_item_vector_changes_the_output_from_the_end_of_its_sid_on() {
     let (varmap, model) = model(3);
@@ -196,13 +209,7 @@ fn the_padding_free_training_pass_uses_the_items() {
 #[test]
 fn item_dropout_leaves_out_whole_vectors_in_training_only() {
     let (varmap, model) = model(9);
-    let t = table(&varmap);
-    let mut rows: Vec<Vec<f32>> = t.as_tensor().to_vec2().unwrap();
-    rows.iter_mut()
-        .skip(1)
-        .for_each(|r| r.iter_mut().for_each(|x| *x += 0.5));
-    t.set(&Tensor::new(rows.clone(), &Device::Cpu).unwrap())
-        .unwrap();
+    let (t, rows) = lift_item_vectors(&varmap);
     // The four passes a draw can give: items 1 and 3 of IDS each kept or left out.
     let mut expected = Vec::new();
     for (keep1, keep3) in [(true, true), (true, false), (false, true), (false, false)] {
@@ -259,13 +266,7 @@ fn item_dropout_leaves_out_whole_vectors_in_training_only() {
 #[test]
 fn an_item_free_twin_reads_prompts_as_if_every_vector_were_left_out_and_shares_the_weights() {
     let (varmap, model) = model(10);
-    let t = table(&varmap);
-    let mut rows: Vec<Vec<f32>> = t.as_tensor().to_vec2().unwrap();
-    rows.iter_mut()
-        .skip(1)
-        .for_each(|r| r.iter_mut().for_each(|x| *x += 0.5));
-    t.set(&Tensor::new(rows.clone(), &Device::Cpu).unwrap())
-        .unwrap();
+    let (t, rows) = lift_item_vectors(&varmap);
     let with_vectors = logits(&model, Mode::Infer);
     let twin = model.without_item_vectors().unwrap();
     let twin_logits = logits(&twin, Mode::Infer);

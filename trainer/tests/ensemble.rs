@@ -61,6 +61,27 @@ fn assert_rows_decode_as(
     differ
 }
 
+/// `eval` of `ck` on the first 25 rows of `data` with 10 beams, plus `extra` flags, into `out`;
+/// its report.
+fn eval_25(data: &str, ck: &str, out: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        ck,
+        "--out",
+        out,
+        "--data",
+        data,
+        "--limit",
+        "25",
+        "--num-beams",
+        "10",
+    ];
+    args.extend(extra);
+    ok(&args);
+    read_json(&Path::new(out).join("report.json"))
+}
+
 #[test]
 fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,23 +147,8 @@ fn ensembles_are_written_evaluated_and_served_as_the_members_mixture() {
     // eval decodes the ensemble; every row equals the library's ensemble search over the two
     // source checkpoints, and some row differs from the first model alone.
     let (e_ens, e_a) = (p("eval-ens"), p("eval-a"));
-    // `eval` of 25 rows with 10 beams, plus `extra` flags.
     let eval_with = |ck: &str, out: &str, extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "--checkpoint",
-            ck,
-            "--out",
-            out,
-            "--data",
-            &data,
-            "--limit",
-            "25",
-            "--num-beams",
-            "10",
-        ];
-        args.extend(extra);
-        ok(&args);
+        eval_25(&data, ck, out, extra);
     };
     let eval_to = |ck: &str, out: &str| eval_with(ck, out, &[]);
     eval_to(&ens, &e_ens);
@@ -446,24 +452,7 @@ fn item_free_twins_are_written_evaluated_and_served_beside_their_model() {
     assert_eq!(manifest["item_free_share"], 0.4);
     assert_eq!(manifest["members"], serde_json::json!([]));
 
-    let eval = |ck: &str, out: &str, extra: &[&str]| -> serde_json::Value {
-        let mut args = vec![
-            "eval",
-            "--checkpoint",
-            ck,
-            "--out",
-            out,
-            "--data",
-            &data,
-            "--limit",
-            "25",
-            "--num-beams",
-            "10",
-        ];
-        args.extend(extra);
-        ok(&args);
-        read_json(&Path::new(out).join("report.json"))
-    };
+    let eval = |ck: &str, out: &str, extra: &[&str]| eval_25(&data, ck, out, extra);
     let (e_twins, e_alone, e_model) = (p("eval-twins"), p("eval-alone"), p("eval-model"));
     let report = eval(&twins, &e_twins, &[]);
     assert_eq!(report["item_free_share"], 0.4);
