@@ -665,7 +665,8 @@ pub struct SftArgs {
     /// Longest example in tokens (longer ones lose the start of their prompt).
     #[arg(long, default_value_t = 512)]
     pub cutoff: usize,
-    /// Validate every N optimizer steps (and at the end of each epoch).
+    /// Validate every N optimizer steps and at the end of each epoch; 0 validates once, at
+    /// the end of training (`best` is then `last`).
     #[arg(long, default_value_t = 200)]
     pub eval_every: usize,
     /// Valid rows used for validation.

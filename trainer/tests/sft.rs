@@ -498,3 +498,50 @@ fn an_item_window_is_recorded_changes_training_and_is_kept() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--item-window must be at least 1"), "{err}");
 }
+
+/// `--eval-every 0` validates once, at the last step, even when the run spans several epochs
+/// (whose ends validate otherwise), and still writes `best` and `last`.
+#[test]
+fn eval_every_zero_validates_only_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ck) = setup(dir.path());
+    let validated = |every: &str| -> (Vec<u64>, u64) {
+        let out = dir.path().join(format!("every-{every}"));
+        let mut args = sft_args(&data, &ck, out.to_str().unwrap());
+        let steps = args.iter().position(|a| *a == "--max-steps").unwrap() + 1;
+        args[steps] = "20";
+        // 473 examples: 8 steps an epoch.
+        let batch = args.iter().position(|a| *a == "--batch-size").unwrap() + 1;
+        args[batch] = "64";
+        let at = args.iter().position(|a| *a == "--eval-every").unwrap() + 1;
+        args[at] = every;
+        let tasks = args.iter().position(|a| *a == "--tasks").unwrap() + 1;
+        args[tasks] = "seqrec";
+        args.extend(["--drop-covered-rows", "--history-loss"]);
+        ok(&args);
+        assert!(out.join("best").is_dir() && out.join("last").is_dir());
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let steps = records
+            .iter()
+            .filter(|r| r.get("valid_ndcg10").is_some())
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect();
+        let epochs = records
+            .iter()
+            .filter_map(|r| r.get("epoch")?.as_u64())
+            .max();
+        (steps, epochs.unwrap())
+    };
+    let (every_100, epochs) = validated("100");
+    assert!(epochs >= 2, "20 steps should span three epochs");
+    assert!(
+        every_100 == [8, 16, 20],
+        "epoch ends and the last step validate: {every_100:?}"
+    );
+    let (every_0, _) = validated("0");
+    assert_eq!(every_0, [20]);
+}

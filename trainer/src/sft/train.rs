@@ -344,7 +344,10 @@ pub fn run(args: &SftArgs) -> Result<()> {
                 window_start = Instant::now();
             }
             let at_end = state.step >= total_steps;
-            if state.step % args.eval_every == 0 || at_end || last_of_epoch {
+            // `--eval-every 0`: one validation, at the end, where each one costs as much as
+            // dozens of steps of a small model.
+            let due = args.eval_every > 0 && (state.step % args.eval_every == 0 || last_of_epoch);
+            if due || at_end {
                 let v = validator.run(model, pad, &device)?;
                 if checkpoints.after_validation(&mut state, &v, epoch, at_end, &opt, Vec::new())? {
                     break 'epochs;
