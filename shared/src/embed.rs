@@ -26,9 +26,9 @@ pub mod cooc;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_core::{Device, Tensor};
+#[cfg(feature = "cuda")]
+use candle_transformers::models::bert::BertModel;
 use tokenizers::utils::padding::{PaddingDirection, PaddingParams, PaddingStrategy};
 use tokenizers::utils::truncation::TruncationParams;
 use tokenizers::{Encoding, Tokenizer};
@@ -158,7 +158,9 @@ pub const ENCODER_FILES: [&str; 3] = ["config.json", "model.safetensors", "token
 enum Model {
     /// Packed tokens on the CPU.
     Packed(bert::Bert),
-    /// candle-transformers' model over padded batches (any device).
+    /// candle-transformers' model over padded batches (any device). Only CUDA builds have
+    /// another device than the CPU, so only they compile candle-transformers.
+    #[cfg(feature = "cuda")]
     Padded(BertModel),
 }
 
@@ -169,8 +171,12 @@ pub struct TextEncoder {
     tokenizer: Tokenizer,
     /// The same without padding (for pre-tokenising everything before batching).
     unpadded: Tokenizer,
+    /// The padding the padded (CUDA) model fills batches with, and its device.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pad_id: u32,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pad_type_id: u32,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     device: Device,
     dim: usize,
     max_length: usize,
@@ -211,7 +217,7 @@ impl TextEncoder {
         }
 
         let cfg_path = dir.join("config.json");
-        let cfg: BertConfig = crate::io::read_json(&cfg_path, "a BERT config")?;
+        let cfg: bert::Config = crate::io::read_json(&cfg_path, "a BERT config")?;
         if max_length > cfg.max_position_embeddings {
             return Err(Error::Invalid(format!(
                 "max length {max_length} exceeds the encoder's {} positions ({})",
@@ -228,8 +234,7 @@ impl TextEncoder {
         let model = if device.is_cpu() {
             Model::Packed(bert::Bert::load(&tensors, &cfg).map_err(|e| at(&weights, e))?)
         } else {
-            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-            Model::Padded(BertModel::load(vb, &cfg).map_err(|e| at(&weights, e))?)
+            Self::padded(tensors, &cfg_path, device).map_err(|e| at(&weights, e))?
         };
 
         let tok_path = dir.join("tokenizer.json");
@@ -291,10 +296,37 @@ impl TextEncoder {
         Ok(enc[0].get_ids().to_vec())
     }
 
+    /// candle-transformers' padded model of the encoder at `cfg_path` on a non-CPU `device`.
+    #[cfg(feature = "cuda")]
+    fn padded(
+        tensors: std::collections::HashMap<String, Tensor>,
+        cfg_path: &Path,
+        device: &Device,
+    ) -> Result<Model> {
+        use candle_transformers::models::bert::Config;
+        let cfg: Config = crate::io::read_json(cfg_path, "a BERT config")?;
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
+        Ok(Model::Padded(BertModel::load(vb, &cfg)?))
+    }
+
+    /// Without CUDA there is no device but the CPU, whose model is the packed one.
+    #[cfg(not(feature = "cuda"))]
+    fn padded(
+        _tensors: std::collections::HashMap<String, Tensor>,
+        _cfg_path: &Path,
+        device: &Device,
+    ) -> Result<Model> {
+        Err(Error::Invalid(format!(
+            "the text encoder runs on the CPU or, in a build with `--features cuda`, on CUDA; \
+             not on {device:?}"
+        )))
+    }
+
     /// Embed one batch of texts: `[texts.len(), dim]`, row-major.
     pub fn encode_batch(&self, texts: &[&str], normalize: bool) -> Result<Vec<f32>> {
         let tok = match self.model {
             Model::Packed(_) => &self.unpadded,
+            #[cfg(feature = "cuda")]
             Model::Padded(_) => &self.tokenizer,
         };
         let encodings = self.tokenize(tok, texts)?;
@@ -321,6 +353,7 @@ impl TextEncoder {
                     .collect();
                 m.pooled(&texts, scratch)?
             }
+            #[cfg(feature = "cuda")]
             Model::Padded(m) => self.pooled_padded(m, encodings)?,
         };
         if normalize {
@@ -334,6 +367,7 @@ impl TextEncoder {
     }
 
     /// candle-transformers' model on the texts padded to the longest, masked mean; `[n, dim]`.
+    #[cfg(feature = "cuda")]
     fn pooled_padded(&self, model: &BertModel, encodings: &[&Encoding]) -> Result<Vec<f32>> {
         let n = encodings.len();
         let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
@@ -352,7 +386,7 @@ impl TextEncoder {
         let types = Tensor::from_vec(types, (n, len), dev)?;
         let mask = Tensor::from_vec(mask, (n, len), dev)?;
         let hidden = model.forward(&ids, &types, Some(&mask))?; // [n, len, dim]
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [n, len, 1]
+        let mask = mask.to_dtype(candle_core::DType::F32)?.unsqueeze(2)?; // [n, len, 1]
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // [n, dim]
         let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?; // [n, 1]
         let pooled = summed.broadcast_div(&counts)?;

@@ -16,11 +16,57 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
-use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType};
 use rayon::prelude::*;
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::model::kernels::{exp, simd};
+
+/// The fields of a Hugging Face BERT `config.json` that the forward pass reads (the rest, such
+/// as dropout rates, do not change inference and are ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: HiddenAct,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    /// Only absolute position embeddings are implemented; any other kind is refused when the
+    /// config is read, not run wrongly.
+    #[serde(default)]
+    pub position_embedding_type: PositionEmbeddingType,
+    /// The prefix the weights may sit under (`<model_type>.`).
+    pub model_type: Option<String>,
+}
+
+/// The intermediate activation of a BERT layer, by its `config.json` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) enum HiddenAct {
+    /// Exact (erf) GELU.
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// The tanh approximation of GELU.
+    #[serde(
+        rename = "gelu_new",
+        alias = "gelu_pytorch_tanh",
+        alias = "geluapproximate"
+    )]
+    GeluApproximate,
+    #[serde(rename = "relu")]
+    Relu,
+}
+
+/// How positions enter the embeddings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PositionEmbeddingType {
+    #[default]
+    Absolute,
+}
 
 /// Rows per rayon task in the element-wise passes (a pass over a row is ~1 µs of work).
 const ROWS_PER_TASK: usize = 64;
@@ -119,7 +165,7 @@ impl Weights<'_> {
 impl Bert {
     /// The encoder of `cfg` from a checkpoint's tensors.
     pub(crate) fn load(tensors: &HashMap<String, Tensor>, cfg: &Config) -> Result<Self> {
-        // Absolute positions are the only kind the config parses to; should candle add another,
+        // Absolute positions are the only kind the config parses to; should another be added,
         // this stops compiling rather than running it wrongly.
         let PositionEmbeddingType::Absolute = cfg.position_embedding_type;
         let (hidden, heads, inter) = (
@@ -535,6 +581,51 @@ mod tests {
         assert!(worst <= 1e-7, "largest |erf error| {worst}");
         assert_eq!(erf(0.0), 0.0);
         assert!((erf(f32::INFINITY) - 1.0).abs() <= 1e-7 && (erf(-9.0) + 1.0).abs() <= 1e-7);
+    }
+
+    #[test]
+    fn configs_read_the_forward_pass_fields_and_refuse_other_position_embeddings() {
+        let minilm = r#"{"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1,
+            "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "hidden_size": 384,
+            "initializer_range": 0.02, "intermediate_size": 1536, "layer_norm_eps": 1e-12,
+            "max_position_embeddings": 512, "model_type": "bert", "num_attention_heads": 12,
+            "num_hidden_layers": 6, "pad_token_id": 0, "position_embedding_type": "absolute",
+            "type_vocab_size": 2, "vocab_size": 30522}"#;
+        let cfg: Config = serde_json::from_str(minilm).unwrap();
+        assert_eq!(
+            (
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.num_hidden_layers
+            ),
+            (384, 1536, 6)
+        );
+        assert_eq!(cfg.hidden_act, HiddenAct::Gelu);
+        assert_eq!(cfg.model_type.as_deref(), Some("bert"));
+        for (name, act) in [
+            ("gelu_new", HiddenAct::GeluApproximate),
+            ("gelu_pytorch_tanh", HiddenAct::GeluApproximate),
+            ("relu", HiddenAct::Relu),
+        ] {
+            let json = minilm.replace(r#""gelu""#, &format!("\"{name}\""));
+            assert_eq!(
+                serde_json::from_str::<Config>(&json).unwrap().hidden_act,
+                act
+            );
+        }
+        let no_type = minilm.replace(r#""position_embedding_type": "absolute","#, "");
+        let cfg: Config = serde_json::from_str(&no_type).unwrap();
+        assert_eq!(cfg.position_embedding_type, PositionEmbeddingType::Absolute);
+        let relative = minilm.replace(r#""absolute""#, r#""relative_key""#);
+        let err = serde_json::from_str::<Config>(&relative)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("relative_key"), "{err}");
+        let swish = minilm.replace(r#""gelu""#, r#""swish""#);
+        let err = serde_json::from_str::<Config>(&swish)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("swish"), "{err}");
     }
 
     #[test]
