@@ -10,8 +10,10 @@ RUN=${SIDREC_RUN_DIR:-runs/quickstart}
 PORT=${SIDREC_PORT:-8080}
 STEPS=${SIDREC_SFT_STEPS:-2000}
 # A tiny model runs faster on one thread than on a pool that spins on barriers; the two SFT
-# runs take one core each.
+# runs take one core each. The embedding and the evaluation run alone and take every core
+# (their results do not depend on the thread count).
 export SIDREC_THREADS=${SIDREC_THREADS:-1}
+CORES=$(nproc 2>/dev/null || echo 2)
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install a Rust toolchain (https://rustup.rs)" >&2
@@ -30,7 +32,8 @@ echo "==> synthesizing the default dataset into $RUN/data"
 $T data synth --out "$RUN/data"
 
 echo "==> embedding every item's text, then learned SIDs (balanced residual k-means)"
-$T embed --data "$RUN/data" --encoder "$ENCODER" --out "$RUN/items.npy" --max-length 128
+$T embed --threads "$CORES" --data "$RUN/data" --encoder "$ENCODER" --out "$RUN/items.npy" \
+  --max-length 128
 $T sid --data "$RUN/data" --embeddings "$RUN/items.npy" --method rq-kmeans-constrained
 
 echo "==> dataset statistics, SID trie and baselines"
@@ -57,14 +60,15 @@ $T init --data "$RUN/data" --out "$RUN/checkpoints/init" --item-embeddings --voc
 # The item vectors learn at three times the learning rate (--item-lr-scale 3): each one is
 # trained only by the rows its item is in, a few dozen times in 2000 steps (BENCHMARKS.md, "Item
 # vectors at three times the learning rate").
-# The schedule runs to its end (--patience above its eight validations): valid NDCG@10 can stall
-# for three validations in the second epoch and climb again in the third, and best/ keeps the
-# best one anyway (BENCHMARKS.md, "Early stopping in the quickstart's schedule").
+# One validation, at the end of the schedule (--eval-every 0): the learning rate decays to zero,
+# the last checkpoint is as good as the best of eight validations, and each validation costs
+# as much as 30 steps (BENCHMARKS.md, "Early stopping and validation in the quickstart's
+# schedule").
 sft() {
   $T sft --init "$RUN/checkpoints/init" --data "$RUN/data" --out "$1" --seed "$2" \
     --tasks seqrec --history-loss --drop-covered-rows --batch-size 16 --max-steps "$STEPS" \
-    --eval-every 400 --valid-rows 500 --lr 3e-3 --warmup 20 --item-window 1 --item-dropout 0.3 \
-    --item-lr-scale 3 --patience 10
+    --eval-every 0 --valid-rows 500 --lr 3e-3 --warmup 20 --item-window 1 --item-dropout 0.3 \
+    --item-lr-scale 3
 }
 # Two models from other seeds, one per core, decoded together as one ensemble checkpoint: they
 # err on different rows, and together they rank the pairs seen once or twice in train much
@@ -86,7 +90,7 @@ $T ensemble --checkpoint "$RUN/sft/best" --members "$RUN/sft-2/best" --pool prod
   --item-free-share 0.5 --out "$RUN/ensemble"
 
 echo "==> the ensemble of both best checkpoints and both baselines on the same 500 test rows (50 beams)"
-$T eval --checkpoint "$RUN/ensemble" --data "$RUN/data" --split test \
+$T eval --threads "$CORES" --checkpoint "$RUN/ensemble" --data "$RUN/data" --split test \
   --num-beams 50 --limit 500 --out "$RUN/eval-sft"
 for b in transition popularity; do
   $T eval --baseline "$b" --data "$RUN/data" --split test --num-beams 50 --limit 500 \
