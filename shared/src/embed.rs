@@ -158,10 +158,10 @@ pub const ENCODER_FILES: [&str; 3] = ["config.json", "model.safetensors", "token
 enum Model {
     /// Packed tokens on the CPU.
     Packed(bert::Bert),
-    /// candle-transformers' model over padded batches (any device). Only CUDA builds have
-    /// another device than the CPU, so only they compile candle-transformers.
+    /// candle-transformers' model over padded batches, and the device they go to. Only CUDA
+    /// builds have another device than the CPU, so only they compile candle-transformers.
     #[cfg(feature = "cuda")]
-    Padded(BertModel),
+    Padded(BertModel, Device),
 }
 
 /// A BERT-family sentence encoder with masked mean pooling.
@@ -171,13 +171,6 @@ pub struct TextEncoder {
     tokenizer: Tokenizer,
     /// The same without padding (for pre-tokenising everything before batching).
     unpadded: Tokenizer,
-    /// The padding the padded (CUDA) model fills batches with, and its device.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pad_id: u32,
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pad_type_id: u32,
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    device: Device,
     dim: usize,
     max_length: usize,
     dir: PathBuf,
@@ -240,7 +233,6 @@ impl TextEncoder {
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = crate::tokenizer::read_tokenizer_file(&tok_path)?;
         let padding = tokenizer.get_padding().cloned().unwrap_or_default();
-        let (pad_id, pad_type_id) = (padding.pad_id, padding.pad_type_id);
         let truncation = TruncationParams {
             max_length,
             ..tokenizer.get_truncation().cloned().unwrap_or_default()
@@ -261,9 +253,6 @@ impl TextEncoder {
             model,
             tokenizer,
             unpadded,
-            pad_id,
-            pad_type_id,
-            device: device.clone(),
             dim: cfg.hidden_size,
             max_length,
             dir: dir.to_path_buf(),
@@ -306,7 +295,7 @@ impl TextEncoder {
         use candle_transformers::models::bert::Config;
         let cfg: Config = crate::io::read_json(cfg_path, "a BERT config")?;
         let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
-        Ok(Model::Padded(BertModel::load(vb, &cfg)?))
+        Ok(Model::Padded(BertModel::load(vb, &cfg)?, device.clone()))
     }
 
     /// Without CUDA there is no device but the CPU, whose model is the packed one.
@@ -327,7 +316,7 @@ impl TextEncoder {
         let tok = match self.model {
             Model::Packed(_) => &self.unpadded,
             #[cfg(feature = "cuda")]
-            Model::Padded(_) => &self.tokenizer,
+            Model::Padded(..) => &self.tokenizer,
         };
         let encodings = self.tokenize(tok, texts)?;
         let refs: Vec<&Encoding> = encodings.iter().collect();
@@ -354,7 +343,7 @@ impl TextEncoder {
                 m.pooled(&texts, scratch)?
             }
             #[cfg(feature = "cuda")]
-            Model::Padded(m) => self.pooled_padded(m, encodings)?,
+            Model::Padded(m, dev) => self.pooled_padded(m, dev, encodings)?,
         };
         if normalize {
             for row in pooled.chunks_exact_mut(self.dim) {
@@ -368,11 +357,18 @@ impl TextEncoder {
 
     /// candle-transformers' model on the texts padded to the longest, masked mean; `[n, dim]`.
     #[cfg(feature = "cuda")]
-    fn pooled_padded(&self, model: &BertModel, encodings: &[&Encoding]) -> Result<Vec<f32>> {
+    fn pooled_padded(
+        &self,
+        model: &BertModel,
+        dev: &Device,
+        encodings: &[&Encoding],
+    ) -> Result<Vec<f32>> {
         let n = encodings.len();
         let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![self.pad_id; n * len];
-        let mut types = vec![self.pad_type_id; n * len];
+        // The padding `load` gave the batch tokenizer (the encoder's own pad ids).
+        let padding = self.tokenizer.get_padding().cloned().unwrap_or_default();
+        let mut ids = vec![padding.pad_id; n * len];
+        let mut types = vec![padding.pad_type_id; n * len];
         let mut mask = vec![0u32; n * len];
         for (i, e) in encodings.iter().enumerate() {
             let row = i * len;
@@ -381,7 +377,6 @@ impl TextEncoder {
             types[row..row + l].copy_from_slice(e.get_type_ids());
             mask[row..row + l].copy_from_slice(e.get_attention_mask());
         }
-        let dev = &self.device;
         let ids = Tensor::from_vec(ids, (n, len), dev)?;
         let types = Tensor::from_vec(types, (n, len), dev)?;
         let mask = Tensor::from_vec(mask, (n, len), dev)?;
