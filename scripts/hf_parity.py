@@ -22,9 +22,10 @@ Exit status 0 when every compared row has the same SIDs in the same order (up to
 neighbours whose scores tie within --tol) and scores within --tol.
 
 A checkpoint with item-ID input embeddings (`init --item-embeddings`, `sidrec_item_embeddings`
-in config.json) is a sidrec extension that transformers' Qwen2 does not implement (it loads the
-model and ignores the table), so its rankings cannot agree: such a checkpoint is timed only,
-with a note, and the exit status is 0.
+in config.json) or a copy gate (`init --copy-gate`, `sidrec_copy_levels`) is a sidrec extension
+that transformers' Qwen2 does not implement (it loads the model and ignores the extra weights),
+so its rankings cannot agree: such a checkpoint is timed only, with a note, and the exit status
+is 0.
 """
 
 import argparse
@@ -115,11 +116,12 @@ def main():
     with open(args.predictions) as f:
         rows = json.load(f)[: args.limit]
     with open(f"{args.checkpoint}/config.json") as f:
-        timing_only = bool(json.load(f).get("sidrec_item_embeddings"))
+        config = json.load(f)
+    timing_only = bool(config.get("sidrec_item_embeddings") or config.get("sidrec_copy_levels"))
     if timing_only:
         print(
-            "note: this checkpoint adds item-ID embeddings to its inputs, which transformers' "
-            "Qwen2 ignores; rankings are not compared, HF generate is timed only"
+            "note: this checkpoint has sidrec extensions (item-ID embeddings, a copy gate) that "
+            "transformers' Qwen2 ignores; rankings are not compared, HF generate is timed only"
         )
 
     exact, max_diff, hf_seconds = 0, 0.0, 0.0

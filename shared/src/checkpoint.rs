@@ -371,10 +371,11 @@ pub fn prompt_item_types(
     }
 }
 
-/// Attach the item lookup of `tokenizer` and `index` to `model` when it has item embeddings
-/// (a model built from a checkpoint's config for training needs it as much as a loaded one).
+/// Attach the item lookup of `tokenizer` and `index` to `model` when it has item embeddings or a
+/// copy gate (a model built from a checkpoint's config for training needs it as much as a loaded
+/// one).
 pub fn attach_item_lookup(model: &Qwen2, tokenizer: &SidTokenizer, index: &SidIndex) -> Result<()> {
-    if model.has_item_embeddings() {
+    if model.has_item_embeddings() || model.has_copy_gate() {
         model.attach_item_lookup(ItemLookup::new(tokenizer.sid_vocab(), index)?)?;
     }
     Ok(())

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sidrec::decode::{DecodeRequest, Decoder, Hypothesis, Mixture, Pool, ScoreMode, SearchConfig};
-use sidrec::model::{Qwen2, Qwen2Config};
+use sidrec::model::{ItemLookup, Mode, Qwen2, Qwen2Config};
 use sidrec::trie::{SidTrie, SidVocab};
 use sidrec::{ItemId, Sid, SidIndex};
 
@@ -54,11 +54,28 @@ fn sequence_scores(
 ) -> Vec<f32> {
     let mut ids = prompt.to_vec();
     ids.extend_from_slice(seq);
-    let logits = model
-        .forward_train(&common::row(&ids), None)
-        .unwrap()
-        .squeeze(0)
-        .unwrap();
+    let logits = match model.item_lookup().filter(|_| model.has_copy_gate()) {
+        None => model
+            .forward_train(&common::row(&ids), None)
+            .unwrap()
+            .squeeze(0)
+            .unwrap(),
+        // The copy gate's logit, written out: at every position, where the token after it
+        // repeats a level of the SID before it.
+        Some(lookup) => {
+            let hidden = model
+                .forward_hidden(&common::row(&ids), None, Mode::Train)
+                .unwrap()
+                .squeeze(0)
+                .unwrap();
+            let copies: Vec<_> = (0..ids.len())
+                .map(|t| lookup.copy_target_at(&ids, t + 1))
+                .collect();
+            model
+                .with_copy_logits(&model.logits(&hidden).unwrap(), &hidden, &copies)
+                .unwrap()
+        }
+    };
     let mut out = Vec::new();
     for (i, &tok) in seq.iter().enumerate() {
         let pos = prompt.len() + i - 1;
@@ -242,6 +259,73 @@ fn beam_search_equals_exhaustive_ranking_in_both_modes() {
                 assert_eq!(decoder.trie().lookup(&h.sid).unwrap(), h.items.as_slice());
             }
         }
+    }
+}
+
+#[test]
+fn the_copy_gate_scores_beams_and_samples_as_the_whole_row_pass_does() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for mixed in [false, true] {
+        let index = catalogue(&mut rng, 120, 5, mixed);
+        let vocab = SidVocab::sequential(&index, FIRST_SID_TOKEN).unwrap();
+        let mut cfg = Qwen2Config::new(
+            FIRST_SID_TOKEN as usize + vocab.len(),
+            64,
+            128,
+            2,
+            4,
+            2,
+            true,
+        );
+        cfg.max_position_embeddings = 256;
+        cfg.copy_levels = Some(index.max_levels());
+        // Random gate weights, so that the gate moves every score.
+        let (vm, model) = common::random_model(&cfg, 5);
+        model
+            .attach_item_lookup(ItemLookup::new(&vocab, &index).unwrap())
+            .unwrap();
+        let decoder =
+            Decoder::new(Arc::new(index.clone()), vocab, NEWLINE, EOS, &Device::Cpu).unwrap();
+        let distinct = decoder.trie().paths().count();
+        // A prompt that ends with an item's SID and a few other tokens, as a history does.
+        let last = decoder.item_tokens(3).unwrap();
+        let mut prompt: Vec<u32> = (0..5).map(|_| rng.gen_range(0..100)).collect();
+        prompt.extend(&last);
+        prompt.extend([7, 8]);
+        for mode in [ScoreMode::Exact, ScoreMode::Fast] {
+            let req = [DecodeRequest {
+                prompt: &prompt,
+                exclude: &[],
+            }];
+            let got = decoder
+                .beam_search(&model, &req, &as_wide_as_the_catalogue(distinct, mode))
+                .unwrap();
+            let expected = exhaustive(&alone(&model), &decoder, &prompt, mode, &[]);
+            assert_matches_exhaustive(&got[0], &expected);
+            // Sampled SIDs carry the same scores as the exhaustive ones.
+            let drawn = decoder.sample(&model, &req, 20, 1.0, mode).unwrap();
+            for h in &drawn[0] {
+                let (_, score) = expected.iter().find(|(s, _)| s == &h.sid).unwrap();
+                assert!(
+                    (h.score - score).abs() < 2e-3,
+                    "{}: {} vs {score}",
+                    h.sid,
+                    h.score
+                );
+            }
+        }
+        // The gate moves the repeat's score: the same model with the gate zeroed scores it
+        // otherwise.
+        let with_gate = exhaustive(&alone(&model), &decoder, &prompt, ScoreMode::Exact, &[]);
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            if name.contains("copy_gate") {
+                var.set(&var.as_tensor().zeros_like().unwrap()).unwrap();
+            }
+        }
+        let without = exhaustive(&alone(&model), &decoder, &prompt, ScoreMode::Exact, &[]);
+        let repeat = index.get(3).unwrap().clone();
+        let score_of = |list: &[(Sid, f32)]| list.iter().find(|(s, _)| s == &repeat).unwrap().1;
+        assert!((score_of(&with_gate) - score_of(&without)).abs() > 1e-3);
     }
 }
 

@@ -356,13 +356,19 @@ pub struct InitArgs {
     /// history item (a sidrec extension: such checkpoints are not loadable by HF transformers).
     #[arg(long)]
     pub item_embeddings: bool,
+    /// Add a copy gate: per SID level, a learned logit for writing the previous item's SID
+    /// again (the last history item's, for a recommendation), learned with the rest of the
+    /// model from when it pays (a consumable bought again). For data with repeat purchases
+    /// (a sidrec extension: such checkpoints are not loadable by HF transformers).
+    #[arg(long)]
+    pub copy_gate: bool,
     /// Seed of a fresh model's random weights (the same seed gives the same checkpoint).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Start from a HuggingFace Qwen2 checkpoint directory (`config.json`, safetensors,
     /// `tokenizer.json`) instead of a preset: its tokenizer is extended with the SID tokens (the
     /// reference's TokenExtender) and the embeddings resized, new rows at the mean of the old.
-    #[arg(long, conflicts_with_all = ["preset", "item_embeddings"])]
+    #[arg(long, conflicts_with_all = ["preset", "item_embeddings", "copy_gate"])]
     pub base: Option<PathBuf>,
     /// End-of-sequence token of `--base`'s tokenizer.
     #[arg(long, default_value = "<|endoftext|>")]

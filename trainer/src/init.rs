@@ -185,6 +185,9 @@ pub fn run(args: &InitArgs) -> Result<()> {
     if args.item_embeddings {
         cfg.item_embeddings = Some(sidrec::model::ItemLookup::rows_for(&index));
     }
+    if args.copy_gate {
+        cfg.copy_levels = Some(index.max_levels());
+    }
     let varmap = VarMap::new();
     let model = Qwen2::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     Qwen2::seed_fresh_weights(&varmap, &cfg, args.seed)?;

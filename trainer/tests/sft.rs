@@ -545,3 +545,77 @@ fn eval_every_zero_validates_only_at_the_end() {
     let (every_0, _) = validated("0");
     assert_eq!(every_0, [20]);
 }
+
+#[test]
+fn a_copy_gate_trains_and_is_decoded_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = setup(dir.path());
+    let ck = dir.path().join("init-copy");
+    let ck = ck.to_str().unwrap();
+    // Without item embeddings: the gate finds the SIDs it copies through the lookup alone.
+    ok(&[
+        "init",
+        "--data",
+        &data,
+        "--out",
+        ck,
+        "--vocab-size",
+        "400",
+        "--copy-gate",
+    ]);
+    let cfg = std::fs::read_to_string(Path::new(ck).join("config.json")).unwrap();
+    assert!(cfg.contains("\"sidrec_copy_levels\""), "{cfg}");
+    let gate = |dir: &Path| -> f32 {
+        let t = sidrec::model::checkpoint::load_tensors(dir, &candle_core::Device::Cpu).unwrap();
+        ["model.copy_gate.weight", "model.copy_gate.bias"]
+            .iter()
+            .map(|n| {
+                t[*n]
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(gate(Path::new(ck)), 0.0, "a fresh gate is zero");
+
+    let out = dir.path().join("copy");
+    let mut args = sft_args(&data, ck, out.to_str().unwrap());
+    let tasks = args.iter().position(|a| *a == "--tasks").unwrap() + 1;
+    args[tasks] = "seqrec";
+    args.extend(["--history-loss"]);
+    ok(&args);
+    // The data's users buy consumables again, so the gate has repeats to learn from.
+    assert!(gate(&out.join("last")) > 0.0, "the copy gate never trained");
+    for mode in ["exact", "fast"] {
+        let ev = dir.path().join(format!("eval-{mode}"));
+        ok(&[
+            "eval",
+            "--checkpoint",
+            out.join("last").to_str().unwrap(),
+            "--data",
+            &data,
+            "--split",
+            "test",
+            "--num-beams",
+            "10",
+            "--limit",
+            "20",
+            "--mode",
+            mode,
+            "--out",
+            ev.to_str().unwrap(),
+        ]);
+        assert!(ev.join("report.json").is_file());
+    }
+
+    // The per-level softmax has no place for the gate's logit: refused by name.
+    let refused = dir.path().join("level");
+    let mut args = sft_args(&data, ck, refused.to_str().unwrap());
+    args.extend(["--sid-softmax", "level"]);
+    let err = common::fails(&args);
+    assert!(err.contains("copy gate"), "{err}");
+}

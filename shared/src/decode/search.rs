@@ -1,5 +1,6 @@
 //! Batched, trie-constrained beam search and constrained sampling.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use super::mixture::{Mixture, Pool};
 use super::tables::{candidate_edges, neg_inf, DecodeTables};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::model::copy_gate::{self, CopyTarget};
 use crate::model::kernels::log_sum_exp_rows;
 use crate::model::{BeamCache, PromptCache, Qwen2};
 use crate::sid::{ItemId, Sid, SidIndex};
@@ -194,6 +196,7 @@ impl Decoder {
     }
 
     /// Log-probabilities `[rows, max_edges]` of each row's candidate edges at `step`.
+    #[allow(clippy::too_many_arguments)]
     fn candidate_logp(
         &self,
         model: &Qwen2,
@@ -201,6 +204,7 @@ impl Decoder {
         step: usize,
         cand: &Tensor,
         mode: ScoreMode,
+        copies: &[Option<CopyTarget>],
     ) -> Result<Tensor> {
         let table = &self.tables.steps[step];
         let (rows, m) = cand.dims2()?;
@@ -214,7 +218,13 @@ impl Decoder {
                     .step_by(EXACT_BLOCK_ROWS)
                     .map(|start| {
                         let n = EXACT_BLOCK_ROWS.min(rows - start);
-                        let logits = model.logits(&hidden.narrow(0, start, n)?)?;
+                        let h = hidden.narrow(0, start, n)?;
+                        let logits = model.logits(&h)?;
+                        let logits = if copies.is_empty() {
+                            logits
+                        } else {
+                            model.with_copy_logits(&logits, &h, &copies[start..start + n])?
+                        };
                         let lse = log_sum_exp_rows(&logits)?;
                         Ok(logits
                             .gather(&tok.narrow(0, start, n)?, 1)?
@@ -225,6 +235,20 @@ impl Decoder {
             }
             ScoreMode::Fast => {
                 let logits = model.logits_for(hidden, &table.level_tokens)?;
+                let logits = if copies.is_empty() || !model.has_copy_gate() {
+                    logits
+                } else {
+                    let column: HashMap<u32, usize> = table
+                        .level_tokens
+                        .to_vec1::<u32>()?
+                        .into_iter()
+                        .enumerate()
+                        .map(|(c, t)| (t, c))
+                        .collect();
+                    model.with_copy_logits_for(&logits, hidden, copies, |t| {
+                        column.get(&t).copied()
+                    })?
+                };
                 let lse = log_sum_exp_rows(&logits)?;
                 let slot = table.slots.index_select(&flat, 0)?.reshape((rows, m))?;
                 logits.gather(&slot, 1)?.broadcast_sub(&lse)?
@@ -248,14 +272,46 @@ impl Decoder {
         mode: ScoreMode,
         b: usize,
         owner: &Tensor,
+        copies: &[Option<CopyTarget>],
     ) -> Result<Tensor> {
         if step > 0 {
-            return self.candidate_logp(model, hidden, step, cand, mode);
+            return self.candidate_logp(model, hidden, step, cand, mode, copies);
         }
         // Every row is at the root state, so any `b` rows hold the root's candidates.
         let root = cand.narrow(0, 0, b)?;
-        let logp = self.candidate_logp(model, hidden, step, &root, mode)?;
+        let logp = self.candidate_logp(model, hidden, step, &root, mode, copies)?;
         Ok(logp.index_select(owner, 0)?)
+    }
+
+    /// Each prompt's last history SID, for the copy gate; empty when no model has one.
+    fn last_sids(&self, models: &[&Qwen2], reqs: &[DecodeRequest<'_>]) -> Vec<Option<Vec<u32>>> {
+        let Some(gated) = models.iter().find(|m| m.has_copy_gate()) else {
+            return Vec::new();
+        };
+        let prompts: Vec<&[u32]> = reqs.iter().map(|r| r.prompt).collect();
+        copy_gate::last_sids(gated.item_lookup(), &prompts)
+    }
+
+    /// The copy targets of the rows `step` scores (one per prompt at step 0, one per row
+    /// after), from the tokens the rows have written so far (`history`: `[rows, step]`); empty
+    /// when no model has a copy gate.
+    fn step_copies(
+        &self,
+        last_sids: &[Option<Vec<u32>>],
+        history: Option<&Tensor>,
+        step: usize,
+        per_prompt: usize,
+    ) -> Result<Vec<Option<CopyTarget>>> {
+        if last_sids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prefixes = match (step, history) {
+            (0, _) | (_, None) => Vec::new(),
+            (_, Some(h)) => h.to_vec2::<u32>()?,
+        };
+        Ok(copy_gate::step_copies(
+            last_sids, &prefixes, step, per_prompt,
+        ))
     }
 
     /// Steps that need the model's scores in `mode`.
@@ -321,6 +377,7 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         let owner: Vec<u32> = (0..rows).map(|r| (r / nb) as u32).collect();
         let owner = Tensor::from_vec(owner, rows, &device)?;
+        let last_sids = self.last_sids(mixture.models(), reqs);
         let mut states = Tensor::zeros(rows, DType::U32, &device)?;
         // Only beam 0 of each prompt is live at first, as in HuggingFace's beam search.
         let init: Vec<f32> = (0..rows)
@@ -337,8 +394,17 @@ impl Decoder {
             let table = &self.tables.steps[step];
             let (cand, valid) = candidate_edges(table, &states)?;
             let m = table.max_edges;
-            let logp =
-                self.ensemble_logp(&members, mixture.pool(), step, &cand, cfg.mode, b, &owner)?;
+            let copies = self.step_copies(&last_sids, history.as_ref(), step, nb)?;
+            let logp = self.ensemble_logp(
+                &members,
+                mixture.pool(),
+                step,
+                &cand,
+                cfg.mode,
+                b,
+                &owner,
+                &copies,
+            )?;
             let mut cand_scores = scores.reshape((rows, 1))?.broadcast_add(&logp)?;
             let ninf = neg_inf(&[rows, m], &device)?;
             cand_scores = valid.where_cond(&cand_scores, &ninf)?;
@@ -395,10 +461,11 @@ impl Decoder {
         mode: ScoreMode,
         b: usize,
         owner: &Tensor,
+        copies: &[Option<CopyTarget>],
     ) -> Result<Tensor> {
         let per_member = members
             .iter()
-            .map(|s| self.step_logp(s.model, &s.hidden, step, cand, mode, b, owner))
+            .map(|s| self.step_logp(s.model, &s.hidden, step, cand, mode, b, owner, copies))
             .collect::<Result<Vec<_>>>()?;
         if let [single] = per_member.as_slice() {
             return Ok(single.clone());
@@ -445,6 +512,7 @@ impl Decoder {
         let rows = b * ns;
         let (ids, lengths) = self.pad_prompts(reqs, &device)?;
         let (hidden0, prompt_cache) = model.prefill_hidden(&ids, &lengths)?;
+        let last_sids = self.last_sids(&[model], reqs);
         let owner: Vec<u32> = (0..rows).map(|r| (r / ns) as u32).collect();
         let owner = Tensor::from_vec(owner, rows, &device)?;
         // `[B, hidden]` at step 0, `[rows, hidden]` afterwards (see `beam_search`).
@@ -460,7 +528,8 @@ impl Decoder {
             let table = &self.tables.steps[step];
             let (cand, valid) = candidate_edges(table, &states)?;
             let m = table.max_edges;
-            let logp = self.step_logp(model, &hidden, step, &cand, mode, b, &owner)?;
+            let copies = self.step_copies(&last_sids, history.as_ref(), step, ns)?;
+            let logp = self.step_logp(model, &hidden, step, &cand, mode, b, &owner, &copies)?;
             let ninf = neg_inf(&[rows, m], &device)?;
             let mut allowed = valid.clone();
             if let Some(hit) = self.excluded(&exclusions, step, &cand, b)? {

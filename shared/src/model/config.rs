@@ -98,6 +98,15 @@ pub struct Qwen2Config {
         skip_serializing_if = "Option::is_none"
     )]
     pub item_embeddings: Option<usize>,
+    /// SID levels of the copy gate (`init --copy-gate`), a sidrec extension like the item
+    /// embeddings: a learned logit for writing the previous item's SID again
+    /// ([`super::copy_gate`]). Such checkpoints are not HF-loadable either.
+    #[serde(
+        default,
+        rename = "sidrec_copy_levels",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub copy_levels: Option<usize>,
     /// Every other key of `config.json`, kept so that a save preserves it.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -161,6 +170,7 @@ impl Qwen2Config {
             rope_scaling: None,
             architectures: default_architectures(),
             item_embeddings: None,
+            copy_levels: None,
             extra: serde_json::Map::new(),
         }
     }
@@ -216,7 +226,8 @@ impl Qwen2Config {
             self.vocab_size * h
         };
         let items = self.item_embeddings.unwrap_or(0) * h;
-        self.vocab_size * h + self.num_hidden_layers * layer + h + lm_head + items
+        let copy = self.copy_levels.unwrap_or(0) * (h + 1);
+        self.vocab_size * h + self.num_hidden_layers * layer + h + lm_head + items + copy
     }
 
     /// The dtype named by `torch_dtype`, if it names one candle supports.
@@ -275,6 +286,9 @@ impl Qwen2Config {
                 self.num_attention_heads,
                 self.kv_heads()
             ));
+        }
+        if self.copy_levels == Some(0) {
+            return bad("sidrec_copy_levels must be positive".into());
         }
         if !self.head_dim().is_multiple_of(2) {
             return bad(format!(

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 
+use super::copy_gate::CopyTarget;
 use crate::error::{Error, Result};
 use crate::trie::SidVocab;
 use crate::SidIndex;
@@ -64,6 +65,46 @@ impl ItemLookup {
     pub fn rows_for(index: &SidIndex) -> usize {
         let distinct: std::collections::HashSet<_> = index.iter().map(|(_, sid)| sid).collect();
         distinct.len() + 1
+    }
+
+    /// The SID level of token `id` (`None`: not a SID token).
+    pub fn level_of(&self, id: u32) -> Option<usize> {
+        self.vocab.token(id).map(|t| t.level as usize)
+    }
+
+    /// The SID (token ids) that the nearest SID token before `end` closes, when the tokens
+    /// before it count its levels down to 0; `None` when there is no SID token before `end`.
+    pub fn sid_before(&self, ids: &[u32], end: usize) -> Option<Vec<u32>> {
+        let last = (0..end.min(ids.len()))
+            .rev()
+            .find(|&j| self.level_of(ids[j]).is_some())?;
+        let start = last.checked_sub(self.level_of(ids[last])?)?;
+        let sid = &ids[start..=last];
+        sid.iter()
+            .enumerate()
+            .all(|(k, &id)| self.level_of(id) == Some(k))
+            .then(|| sid.to_vec())
+    }
+
+    /// Where the copy gate acts on the token at `t` of a row: when it is level `l` of a SID
+    /// whose levels before it repeat those of the SID before it, that SID's level-`l` token
+    /// ([`super::copy_gate`]).
+    pub fn copy_target_at(&self, ids: &[u32], t: usize) -> Option<CopyTarget> {
+        let level = self.level_of(*ids.get(t)?)?;
+        let start = t.checked_sub(level)?;
+        let written = &ids[start..t];
+        if !written
+            .iter()
+            .enumerate()
+            .all(|(k, &id)| self.level_of(id) == Some(k))
+        {
+            return None;
+        }
+        let prev = self.sid_before(ids, start)?;
+        (prev.len() > level && prev[..level] == *written).then(|| CopyTarget {
+            token: prev[level],
+            level,
+        })
     }
 
     /// Rows of the embedding table this lookup indexes (items + 1).
@@ -121,6 +162,50 @@ mod tests {
         })
         .unwrap();
         ItemLookup::new(&vocab, &index).unwrap()
+    }
+
+    #[test]
+    fn copy_targets_repeat_the_previous_sid() {
+        let l = lookup();
+        // "x a0 b1 c2 , a0 b1 c3 , a1 ...": the second item repeats a0 b1 of the first.
+        let ids = [7, 100, 111, 122, 5, 100, 111, 123, 5, 101];
+        let at = |t| l.copy_target_at(&ids, t);
+        assert_eq!(
+            at(5),
+            Some(CopyTarget {
+                token: 100,
+                level: 0
+            })
+        );
+        assert_eq!(
+            at(6),
+            Some(CopyTarget {
+                token: 111,
+                level: 1
+            })
+        );
+        assert_eq!(
+            at(7),
+            Some(CopyTarget {
+                token: 122,
+                level: 2
+            })
+        );
+        // Not SID tokens, and a SID that no longer repeats its predecessor after a1.
+        assert_eq!(at(4), None);
+        assert_eq!(
+            at(9),
+            Some(CopyTarget {
+                token: 100,
+                level: 0
+            })
+        );
+        let ids2 = [100, 111, 122, 5, 101, 110];
+        assert_eq!(l.copy_target_at(&ids2, 5), None);
+        // The first SID of a row has nothing before it.
+        assert_eq!(l.copy_target_at(&ids, 1), None);
+        assert_eq!(l.sid_before(&ids, 5), Some(vec![100, 111, 122]));
+        assert_eq!(l.sid_before(&ids, 1), None);
     }
 
     #[test]

@@ -11,11 +11,13 @@
 //!   keep only their own generated tokens in a reorderable [`BeamCache`].
 //! - [`item_embedding`]: an optional learned vector per catalogue item, added where a history
 //!   item's SID ends.
+//! - [`copy_gate`]: an optional learned logit for writing the previous item's SID again.
 //! - [`checkpoint`] loads and saves HF checkpoint directories.
 
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod copy_gate;
 pub mod item_embedding;
 pub mod kernels;
 mod layout;
@@ -23,6 +25,7 @@ pub mod qwen2;
 
 pub use cache::{BeamCache, LayerKv, PromptCache};
 pub use config::{Qwen2Config, TokenIds};
+pub use copy_gate::{CopyGate, CopyTarget};
 pub use item_embedding::ItemLookup;
 pub use layout::ItemWindow;
 pub use qwen2::{left_padded_mask, Qwen2, ITEM_EMBEDDINGS_VAR};

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::cache::{BeamCache, LayerKv, PromptCache};
 use super::config::Qwen2Config;
+use super::copy_gate::{CopyGate, CopyTarget};
 use super::item_embedding::ItemLookup;
 use super::kernels;
 use super::layout::{BatchLayout, ItemWindow, RopeTables, Rotary, BLOCKED};
@@ -20,6 +21,10 @@ type CResult<T> = candle_core::Result<T>;
 
 /// Name of the item-vector table (`init --item-embeddings`) among the model's weights.
 pub const ITEM_EMBEDDINGS_VAR: &str = "model.embed_items.weight";
+/// Name of the copy gate's weight `[levels, hidden]` (`init --copy-gate`).
+pub const COPY_GATE_WEIGHT_VAR: &str = "model.copy_gate.weight";
+/// Name of the copy gate's bias `[levels]`.
+pub const COPY_GATE_BIAS_VAR: &str = "model.copy_gate.bias";
 
 /// How one forward pass runs its non-matmul ops: the mode, and whether the fused CPU kernels
 /// (`kernels`) replace the composite tensor-op forms (decided once per pass, for the whole
@@ -573,6 +578,8 @@ pub struct Qwen2 {
     lm_head: Tensor,
     /// `[items + 1, hidden]` when the config asks for item embeddings.
     embed_items: Option<Tensor>,
+    /// A learned logit for writing the previous item's SID again (see [`CopyGate`]).
+    copy_gate: Option<CopyGate>,
     /// Where item SIDs end in token ids; attached after loading, shared by clones.
     item_lookup: Arc<OnceLock<ItemLookup>>,
     /// Attention of training passes restricted to the latest items; shared by clones.
@@ -672,6 +679,17 @@ impl Qwen2 {
                 Init::Const(0.0),
             )?),
         };
+        // Zero-initialised, as the item table: a fresh gate changes nothing until it trains.
+        let copy_gate = match cfg.copy_levels {
+            None => None,
+            Some(l) => {
+                let vb_g = vb_m.pp("copy_gate");
+                Some(CopyGate::new(
+                    vb_g.get_with_hints((l, cfg.hidden_size), "weight", Init::Const(0.0))?,
+                    vb_g.get_with_hints(l, "bias", Init::Const(0.0))?,
+                )?)
+            }
+        };
         let lm_head = if cfg.tie_word_embeddings {
             embed_tokens.clone()
         } else {
@@ -685,6 +703,7 @@ impl Qwen2 {
             norm,
             lm_head,
             embed_items,
+            copy_gate,
             item_lookup: Arc::new(OnceLock::new()),
             item_window: Arc::new(OnceLock::new()),
             rotary: Rotary::new(cfg.head_dim(), cfg.rope_theta),
@@ -709,7 +728,8 @@ impl Qwen2 {
     /// Redraw from `seed` every weight of a fresh `varmap`-backed model that [`Self::new`] drew
     /// at random (N(0, `initializer_range`): token embeddings, projections, an untied head), so
     /// that a fresh model depends on the seed only; candle's CPU generator cannot be seeded.
-    /// Constant-initialised tensors (norms, biases, the item table) keep their values.
+    /// Constant-initialised tensors (norms, biases, the item table, the copy gate) keep their
+    /// values.
     pub fn seed_fresh_weights(varmap: &VarMap, cfg: &Qwen2Config, seed: u64) -> Result<()> {
         let data = varmap
             .data()
@@ -717,7 +737,12 @@ impl Qwen2 {
             .map_err(|_| Error::Invalid("the model's variables are poisoned".into()))?;
         let mut names: Vec<&String> = data
             .keys()
-            .filter(|n| n.ends_with(".weight") && !n.contains("norm") && !n.contains("embed_items"))
+            .filter(|n| {
+                n.ends_with(".weight")
+                    && !n.contains("norm")
+                    && !n.contains("embed_items")
+                    && !n.contains("copy_gate")
+            })
             .collect();
         names.sort();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -759,13 +784,17 @@ impl Qwen2 {
     }
 
     /// Attach the lookup that finds item SIDs in token ids (built from the checkpoint's
-    /// tokenizer and SID index). A no-op for models without item embeddings; an error when its
-    /// row count differs from the table's, or when another lookup is already attached.
+    /// tokenizer and SID index). A no-op for models with neither item embeddings nor a copy
+    /// gate; an error when its row count differs from the item table's, or when another lookup
+    /// is already attached.
     pub fn attach_item_lookup(&self, lookup: ItemLookup) -> Result<()> {
-        let Some(table) = &self.embed_items else {
+        if self.embed_items.is_none() && self.copy_gate.is_none() {
             return Ok(());
+        }
+        let rows = match &self.embed_items {
+            Some(table) => table.dim(0)?,
+            None => lookup.rows(),
         };
-        let rows = table.dim(0)?;
         if lookup.rows() != rows {
             return Err(Error::Invalid(format!(
                 "the item-embedding table has {rows} rows but the SID index has {} distinct SIDs \
@@ -798,6 +827,76 @@ impl Qwen2 {
             Error::Invalid("the model has no item embeddings (init --item-embeddings)".into())
         })?;
         project(hidden, table)
+    }
+
+    /// The lookup attached by [`Self::attach_item_lookup`], if any.
+    pub fn item_lookup(&self) -> Option<&ItemLookup> {
+        self.item_lookup.get()
+    }
+
+    /// Whether the model has a copy gate (`init --copy-gate`; it then needs
+    /// [`Self::attach_item_lookup`] to find the SIDs it copies).
+    pub fn has_copy_gate(&self) -> bool {
+        self.copy_gate.is_some()
+    }
+
+    /// `logits` `[N, vocab]` for final hidden states `[N, hidden]` with the copy gate's logit
+    /// added where `copies` names a target ([`CopyGate::add_to_logits`]); unchanged for a model
+    /// without a gate.
+    pub fn with_copy_logits(
+        &self,
+        logits: &Tensor,
+        hidden: &Tensor,
+        copies: &[Option<CopyTarget>],
+    ) -> Result<Tensor> {
+        match &self.copy_gate {
+            Some(g) => g.add_to_logits(logits, hidden, copies, |t| Some(t as usize)),
+            None => Ok(logits.clone()),
+        }
+    }
+
+    /// [`Self::with_copy_logits`] for logits over a subset of the vocabulary (`column` maps a
+    /// token id to its column).
+    pub fn with_copy_logits_for(
+        &self,
+        logits: &Tensor,
+        hidden: &Tensor,
+        copies: &[Option<CopyTarget>],
+        column: impl Fn(u32) -> Option<usize>,
+    ) -> Result<Tensor> {
+        match &self.copy_gate {
+            Some(g) => g.add_to_logits(logits, hidden, copies, column),
+            None => Ok(logits.clone()),
+        }
+    }
+
+    /// The copy targets of the supervised tokens of a padded batch (`ids`: `[B, L]`;
+    /// `positions`: flat `b * L + t` whose hidden state predicts the token at `t + 1`); all
+    /// `None` for a model without a gate.
+    pub fn copy_targets(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+    ) -> Result<Vec<Option<CopyTarget>>> {
+        let n = positions.dims1()?;
+        let (Some(_), Some(lookup)) = (&self.copy_gate, self.item_lookup.get()) else {
+            if self.copy_gate.is_some() {
+                return Err(Error::Invalid(
+                    "the model has a copy gate but no item lookup is attached".into(),
+                ));
+            }
+            return Ok(vec![None; n]);
+        };
+        let rows = ids.to_vec2::<u32>()?;
+        let l = rows.first().map_or(0, Vec::len);
+        Ok(positions
+            .to_vec1::<u32>()?
+            .into_iter()
+            .map(|p| {
+                let (b, t) = (p as usize / l.max(1), p as usize % l.max(1));
+                rows.get(b).and_then(|r| lookup.copy_target_at(r, t + 1))
+            })
+            .collect())
     }
 
     /// The model's configuration.
@@ -873,6 +972,10 @@ impl Qwen2 {
         out.push(("model.norm.weight".to_string(), self.norm.weight.clone()));
         if let Some(t) = &self.embed_items {
             out.push((ITEM_EMBEDDINGS_VAR.to_string(), t.clone()));
+        }
+        if let Some(g) = &self.copy_gate {
+            out.push((COPY_GATE_WEIGHT_VAR.to_string(), g.weight().clone()));
+            out.push((COPY_GATE_BIAS_VAR.to_string(), g.bias().clone()));
         }
         if !self.cfg.tie_word_embeddings {
             out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
@@ -1085,7 +1188,9 @@ impl Qwen2 {
         Ok(self.norm.forward(&x, ops)?)
     }
 
-    /// Differentiable logits `[B, L, vocab]` (f32) for every position of a padded batch.
+    /// Differentiable logits `[B, L, vocab]` (f32) for every position of a padded batch,
+    /// without the copy gate's logit (it depends on the SIDs of each row: see
+    /// [`Self::copy_targets`] and [`Self::with_copy_logits`]).
     pub fn forward_train(&self, ids: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let hidden = self.forward_hidden(ids, mask, Mode::Train)?;
         self.logits(&hidden)
@@ -1206,7 +1311,8 @@ impl Qwen2 {
         Ok((hidden, cache))
     }
 
-    /// [`Self::prefill_hidden`] followed by full-vocabulary f32 logits `[B, vocab]`.
+    /// [`Self::prefill_hidden`] followed by full-vocabulary f32 logits `[B, vocab]` (without the
+    /// copy gate's logit, which beam search adds per prompt).
     pub fn prefill(&self, ids: &Tensor, lengths: &[usize]) -> Result<(Tensor, PromptCache)> {
         let (hidden, cache) = self.prefill_hidden(ids, lengths)?;
         Ok((self.logits(&hidden)?, cache))
@@ -1275,7 +1381,8 @@ impl Qwen2 {
             .forward(&x.reshape((n, self.cfg.hidden_size))?, ops)?)
     }
 
-    /// [`Self::decode_step_hidden`] followed by full-vocabulary f32 logits `[rows, vocab]`.
+    /// [`Self::decode_step_hidden`] followed by full-vocabulary f32 logits `[rows, vocab]`
+    /// (without the copy gate's logit, which beam search adds per row).
     pub fn decode_step(
         &self,
         tokens: &Tensor,

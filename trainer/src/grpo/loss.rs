@@ -43,6 +43,9 @@ pub struct Prepared {
     pub advantages: Tensor,
     /// `1 / (completion length × sequences in the step)` per token `[N]`.
     pub weights: Tensor,
+    /// Each sequence's prompt and completion ids and its prompt length: where the copy gate
+    /// acts on a completion token depends on the SIDs before it.
+    pub sequences: Vec<(Vec<u32>, usize)>,
 }
 
 /// Build a micro-batch of `seqs`; `step_sequences` is the number of sequences in the whole
@@ -103,6 +106,10 @@ pub fn prepare(
         targets: Tensor::from_vec(targets, n, device)?,
         advantages: Tensor::from_vec(adv, n, device)?,
         weights: Tensor::from_vec(w, n, device)?,
+        sequences: seqs
+            .iter()
+            .map(|s| ([s.prompt, s.completion].concat(), s.prompt.len()))
+            .collect(),
     })
 }
 
@@ -118,7 +125,26 @@ pub fn token_logps(model: &Qwen2, p: &Prepared, mode: Mode) -> Result<Tensor> {
     )?;
     let (n, s, h) = hidden.dims3()?;
     let picked = hidden.reshape((n * s, h))?.index_select(&p.positions, 0)?;
-    let logp = candle_nn::ops::log_softmax(&model.logits(&picked)?, D::Minus1)?;
+    let logits = model.logits(&picked)?;
+    let logits = match (model.has_copy_gate(), model.item_lookup()) {
+        (false, _) => logits,
+        (true, None) => {
+            return Err(TrainerError::Invalid(
+                "the model has a copy gate but no item lookup is attached".into(),
+            ))
+        }
+        (true, Some(lookup)) => {
+            let copies: Vec<_> = p
+                .sequences
+                .iter()
+                .flat_map(|(ids, prompt_len)| {
+                    (*prompt_len..ids.len()).map(|t| lookup.copy_target_at(ids, t))
+                })
+                .collect();
+            model.with_copy_logits(&logits, &picked, &copies)?
+        }
+    };
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     Ok(logp.gather(&p.targets.unsqueeze(1)?, 1)?.squeeze(1)?)
 }
 

@@ -58,6 +58,13 @@ pub fn supervised_loss(
     opts: LossOptions<'_>,
     mode: Mode,
 ) -> Result<SupervisedLoss> {
+    if model.has_copy_gate() && (opts.levels.is_some() || opts.soft.is_some()) {
+        return Err(TrainerError::Invalid(
+            "the copy gate (init --copy-gate) needs the whole-vocabulary softmax without soft \
+             targets (--sid-softmax full, no --soft-targets)"
+                .into(),
+        ));
+    }
     let pairs = if opts.next_item {
         next_item_pairs(model, batch)?
     } else {
@@ -76,13 +83,17 @@ pub fn supervised_loss(
                 "soft targets need the whole-vocabulary softmax (--sid-softmax full)".into(),
             ))
         }
-        (None, None) => (
-            weighted_sum(
-                kernels::cross_entropy(&model.logits(&tokens)?, &batch.targets)?,
-                opts.token_weights,
-            )?,
-            None,
-        ),
+        (None, None) => {
+            let copies = model.copy_targets(&batch.ids, &batch.positions)?;
+            let logits = model.with_copy_logits(&model.logits(&tokens)?, &tokens, &copies)?;
+            (
+                weighted_sum(
+                    kernels::cross_entropy(&logits, &batch.targets)?,
+                    opts.token_weights,
+                )?,
+                None,
+            )
+        }
         (Some(sets), None) => (sets.nll(model, batch, &tokens, opts.token_weights)?, None),
         (None, Some(targets)) => {
             let logits = model.logits(&tokens)?;
