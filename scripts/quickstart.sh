@@ -44,8 +44,11 @@ echo "==> a small from-scratch checkpoint with item embeddings, then two models 
 # slows learning. Two layers with a wide MLP (2048) learn the item-to-item associations this
 # data is made of much faster per CPU-second than the tiny preset's four narrow ones
 # (BENCHMARKS.md, "Quickstart model").
-$T init --data "$RUN/data" --out "$RUN/checkpoints/init" --item-embeddings --vocab-size 300 \
-  --layers 2 --intermediate-size 2048
+# Users re-buy consumables, and the item after X is often X again: a copy gate (--copy-gate)
+# learns when to write the last item's SID again, which the model otherwise learns only for the
+# items it has seen repeated (BENCHMARKS.md, "The copy gate").
+$T init --data "$RUN/data" --out "$RUN/checkpoints/init" --item-embeddings --copy-gate \
+  --vocab-size 300 --layers 2 --intermediate-size 2048
 # Batches of 16 learn more per example than 32 at this size, at the same tokens/s. Rows that
 # only begin a longer row of the same user are left out (--drop-covered-rows): the history loss
 # of the longer row already supervises them, so an epoch takes 45 % of the tokens.
@@ -74,10 +77,11 @@ sft() {
 # err on different rows, and together they rank the pairs seen once or twice in train much
 # better than either alone (BENCHMARKS.md, "Quickstart model"). Each beam step scores a token by
 # their mean log-probability (--pool product), so the items both models are sure of come first.
-# Each model's first SID code is also scored without its item vectors (--item-free-share 0.5), the
+# Each model's first SID code is also scored without its item vectors (--item-free-share 0.7), the
 # prediction item dropout trained beside the one with them: the vector recalls the pairs seen in
 # train, the SID codes generalise to pairs never seen, and together they rank better than either
-# (BENCHMARKS.md, "Item-free twins").
+# (BENCHMARKS.md, "Item-free twins"; the share was chosen on valid with the copy gate, "The copy
+# gate").
 echo "    (the second model trains beside the first; its log: $RUN/sft-2.log)"
 sft "$RUN/sft-2" 1 > "$RUN/sft-2.log" 2>&1 &
 second=$!
@@ -87,7 +91,7 @@ sft "$RUN/sft" 42
 wait "$second" || { echo "error: the second SFT run failed; see $RUN/sft-2.log" >&2; exit 1; }
 trap - EXIT
 $T ensemble --checkpoint "$RUN/sft/best" --members "$RUN/sft-2/best" --pool product \
-  --item-free-share 0.5 --out "$RUN/ensemble"
+  --item-free-share 0.7 --out "$RUN/ensemble"
 
 echo "==> the ensemble of both best checkpoints and both baselines on the same 500 test rows (50 beams)"
 $T eval --threads "$CORES" --checkpoint "$RUN/ensemble" --data "$RUN/data" --split test \
