@@ -14,7 +14,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use sidrec::decode::Decoder;
-use sidrec::model::{Mode, Qwen2, Qwen2Config};
+use sidrec::decode::{DecodeRequest, ScoreMode, SearchConfig};
+use sidrec::model::{ItemLookup, Mode, Qwen2, Qwen2Config};
 use sidrec::tokenizer::SidTokenizer;
 use sidrec::{ItemId, Sid, SidIndex};
 use sidrec_trainer::grpo::loss::{grpo_loss, prepare, token_logps, LossConfig, Sequence};
@@ -207,6 +208,12 @@ struct Fixture {
 }
 
 fn fixture(seed: f32) -> Fixture {
+    fixture_with(seed, false)
+}
+
+/// [`fixture`], with a copy gate when `copy_gate` (its weights drawn as the others', so the
+/// other weights differ from `fixture`'s).
+fn fixture_with(seed: f32, copy_gate: bool) -> Fixture {
     let index: SidIndex = [
         (0, Sid::from_codes(vec![1, 2])),
         (1, Sid::from_codes(vec![1, 3])),
@@ -217,7 +224,10 @@ fn fixture(seed: f32) -> Fixture {
     .collect();
     let texts = ["history: <a_1><b_2> <a_4><b_5>\nnext:\n<a_4><b_2>\n"; 10];
     let tk = SidTokenizer::train_bpe(texts.iter(), 280, &index).unwrap();
-    let cfg = Qwen2Config::new(tk.vocab_size(), 32, 64, 2, 2, 1, true);
+    let mut cfg = Qwen2Config::new(tk.vocab_size(), 32, 64, 2, 2, 1, true);
+    if copy_gate {
+        cfg.copy_levels = Some(2);
+    }
     let varmap = VarMap::new();
     let model = Qwen2::new(
         &cfg,
@@ -231,6 +241,11 @@ fn fixture(seed: f32) -> Fixture {
             .map(|j| seed * (((j * 7 + i * 13) % 17) as f32 - 8.0) / 40.0)
             .collect();
         v.set(&Tensor::from_vec(data, v.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    if copy_gate {
+        model
+            .attach_item_lookup(ItemLookup::new(tk.sid_vocab(), &index).unwrap())
             .unwrap();
     }
     let decoder = Decoder::new(
@@ -296,6 +311,52 @@ fn kl_is_zero_when_the_policy_is_the_reference() {
     let diff = token_logps(&other.model, &p, Mode::Train).unwrap();
     let (_, kl) = grpo_loss(&logp, &diff, None, &p, &cfg).unwrap();
     assert!(kl.to_vec1::<f32>().unwrap().iter().all(|&k| k > 0.0));
+}
+
+#[test]
+fn token_logps_of_a_copy_gated_model_are_its_beam_scores() {
+    let f = fixture_with(1.0, true);
+    let hyps = f
+        .decoder
+        .beam_search(
+            &f.model,
+            &[DecodeRequest {
+                prompt: &f.prompt,
+                exclude: &[],
+            }],
+            &SearchConfig {
+                num_beams: 4,
+                top_k: 4,
+                mode: ScoreMode::Exact,
+            },
+        )
+        .unwrap();
+    assert_eq!(hyps[0].len(), 4);
+    let completion = |item: ItemId| {
+        [
+            f.decoder.item_tokens(item).unwrap(),
+            vec![f.tk.newline_id(), f.tk.eos_id()],
+        ]
+        .concat()
+    };
+    for h in &hyps[0] {
+        let logp = seq_logp(&f, &completion(h.items[0]));
+        assert!(
+            (logp - h.score).abs() < 1e-3,
+            "{}: {logp} vs {}",
+            h.sid,
+            h.score
+        );
+    }
+    // The repeat of the prompt's last item (0: <a_1><b_2>) is where the gate acts: with the
+    // gate zeroed its log-probability changes.
+    let repeat = seq_logp(&f, &completion(0));
+    for (name, v) in f.varmap.data().lock().unwrap().iter() {
+        if name.contains("copy_gate") {
+            v.set(&v.as_tensor().zeros_like().unwrap()).unwrap();
+        }
+    }
+    assert!((seq_logp(&f, &completion(0)) - repeat).abs() > 1e-3);
 }
 
 fn seq_logp(f: &Fixture, comp: &[u32]) -> f32 {
