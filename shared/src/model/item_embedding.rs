@@ -80,10 +80,14 @@ impl ItemLookup {
             .find(|&j| self.level_of(ids[j]).is_some())?;
         let start = last.checked_sub(self.level_of(ids[last])?)?;
         let sid = &ids[start..=last];
-        sid.iter()
+        self.counts_levels(sid).then(|| sid.to_vec())
+    }
+
+    /// Whether `ids` are SID tokens of levels 0, 1, 2, ... in order.
+    fn counts_levels(&self, ids: &[u32]) -> bool {
+        ids.iter()
             .enumerate()
             .all(|(k, &id)| self.level_of(id) == Some(k))
-            .then(|| sid.to_vec())
     }
 
     /// Where the copy gate acts on the token at `t` of a row: when it is level `l` of a SID
@@ -93,11 +97,7 @@ impl ItemLookup {
         let level = self.level_of(*ids.get(t)?)?;
         let start = t.checked_sub(level)?;
         let written = &ids[start..t];
-        if !written
-            .iter()
-            .enumerate()
-            .all(|(k, &id)| self.level_of(id) == Some(k))
-        {
+        if !self.counts_levels(written) {
             return None;
         }
         let prev = self.sid_before(ids, start)?;
