@@ -18,6 +18,24 @@ fn setup(dir: &Path) -> (String, String) {
     (data, ck)
 }
 
+/// `init` of `data` into `dir/name` with the setup's vocabulary and one more `flag`; returns the
+/// checkpoint's path and its `config.json`.
+fn init_with(dir: &Path, data: &str, name: &str, flag: &str) -> (String, String) {
+    let ck = dir.join(name).to_str().unwrap().to_string();
+    ok(&[
+        "init",
+        "--data",
+        data,
+        "--out",
+        &ck,
+        "--vocab-size",
+        "400",
+        flag,
+    ]);
+    let cfg = std::fs::read_to_string(Path::new(&ck).join("config.json")).unwrap();
+    (ck, cfg)
+}
+
 fn losses(out: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -252,19 +270,8 @@ fn freeze_llm_changes_only_the_sid_rows() {
 fn item_embeddings_train_resume_and_evaluate() {
     let dir = tempfile::tempdir().unwrap();
     let (data, _) = setup(dir.path());
-    let ck = dir.path().join("init-items");
-    let ck = ck.to_str().unwrap();
-    ok(&[
-        "init",
-        "--data",
-        &data,
-        "--out",
-        ck,
-        "--vocab-size",
-        "400",
-        "--item-embeddings",
-    ]);
-    let cfg = std::fs::read_to_string(Path::new(ck).join("config.json")).unwrap();
+    let (ck, cfg) = init_with(dir.path(), &data, "init-items", "--item-embeddings");
+    let ck = ck.as_str();
     assert!(cfg.contains("\"sidrec_item_embeddings\": 121"), "{cfg}");
 
     let full = dir.path().join("full");
@@ -550,20 +557,9 @@ fn eval_every_zero_validates_only_at_the_end() {
 fn a_copy_gate_trains_and_is_decoded_with() {
     let dir = tempfile::tempdir().unwrap();
     let (data, _) = setup(dir.path());
-    let ck = dir.path().join("init-copy");
-    let ck = ck.to_str().unwrap();
     // Without item embeddings: the gate finds the SIDs it copies through the lookup alone.
-    ok(&[
-        "init",
-        "--data",
-        &data,
-        "--out",
-        ck,
-        "--vocab-size",
-        "400",
-        "--copy-gate",
-    ]);
-    let cfg = std::fs::read_to_string(Path::new(ck).join("config.json")).unwrap();
+    let (ck, cfg) = init_with(dir.path(), &data, "init-copy", "--copy-gate");
+    let ck = ck.as_str();
     assert!(cfg.contains("\"sidrec_copy_levels\""), "{cfg}");
     let gate = |dir: &Path| -> f32 {
         let t = sidrec::model::checkpoint::load_tensors(dir, &candle_core::Device::Cpu).unwrap();

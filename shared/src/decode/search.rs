@@ -1,6 +1,5 @@
 //! Batched, trie-constrained beam search and constrained sampling.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -235,18 +234,11 @@ impl Decoder {
             }
             ScoreMode::Fast => {
                 let logits = model.logits_for(hidden, &table.level_tokens)?;
-                let logits = if copies.is_empty() || !model.has_copy_gate() {
+                let logits = if copies.is_empty() {
                     logits
                 } else {
-                    let column: HashMap<u32, usize> = table
-                        .level_tokens
-                        .to_vec1::<u32>()?
-                        .into_iter()
-                        .enumerate()
-                        .map(|(c, t)| (t, c))
-                        .collect();
                     model.with_copy_logits_for(&logits, hidden, copies, |t| {
-                        column.get(&t).copied()
+                        table.host_level_slots.get(&t).copied()
                     })?
                 };
                 let lse = log_sum_exp_rows(&logits)?;

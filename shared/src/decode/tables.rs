@@ -11,6 +11,8 @@
 //! `index_select`s and never materialises a vocabulary-sized mask. Memory grows with the number
 //! of trie edges, which is what lets the same code serve a million-item catalogue.
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -39,6 +41,9 @@ pub(crate) struct StepTable {
     pub level_tokens: Tensor,
     /// Host copy of `offsets`.
     pub host_offsets: Vec<u32>,
+    /// Host map of each of `level_tokens` to its slot (where fast mode's copy gate adds its
+    /// logit).
+    pub host_level_slots: HashMap<u32, usize>,
 }
 
 /// The decoding automaton of one catalogue and tokenizer, on one device.
@@ -138,6 +143,11 @@ impl DecodeTables {
                 level_tokens.push(eos_id);
             }
             let n_edges = scored.len();
+            let host_level_slots = level_tokens
+                .iter()
+                .enumerate()
+                .map(|(slot, &t)| (t, slot))
+                .collect();
             steps.push(StepTable {
                 num_states: n_trie + 2,
                 max_edges,
@@ -148,6 +158,7 @@ impl DecodeTables {
                 scored: Tensor::from_vec(scored, n_edges, device)?,
                 level_tokens: u32_tensor(level_tokens, device)?,
                 host_offsets: offsets,
+                host_level_slots,
             });
             if s <= levels {
                 child_start.push(starts);

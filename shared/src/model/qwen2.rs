@@ -849,10 +849,7 @@ impl Qwen2 {
         hidden: &Tensor,
         copies: &[Option<CopyTarget>],
     ) -> Result<Tensor> {
-        match &self.copy_gate {
-            Some(g) => g.add_to_logits(logits, hidden, copies, |t| Some(t as usize)),
-            None => Ok(logits.clone()),
-        }
+        self.with_copy_logits_for(logits, hidden, copies, |t| Some(t as usize))
     }
 
     /// [`Self::with_copy_logits`] for logits over a subset of the vocabulary (`column` maps a
